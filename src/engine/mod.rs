@@ -1,0 +1,437 @@
+//! The torrent coordinator shared by every peer task.
+//!
+//! State lives in one `Mutex<State>` (picker, peer registry, ban list) that
+//! is locked briefly and never across `.await`. Peer tasks call in with
+//! arriving blocks; a fully received piece is hashed and written on the
+//! blocking pool under `hash_permits`, so a slow disk stalls the peers'
+//! reads (backpressure) instead of growing memory. Progress leaves as
+//! atomics ([`Stats`]) and a `watch` of the [`Phase`].
+
+pub mod checker;
+pub mod picker;
+pub mod swarm;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sha1::{Digest, Sha1};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::Storage;
+use crate::types::{Bitfield, BlockRef, Geometry, InfoHash, PeerId, PieceIndex};
+use picker::{BlockOutcome, Complete, PeerKey, Picker};
+
+/// Failed pieces an address may take part in before it is banned.
+const BAN_STRIKES: u32 = 3;
+
+/// Tunables; the defaults suit real swarms, tests shorten the timeouts.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub peer_id: PeerId,
+    pub max_peers: usize,
+    pub max_half_open: usize,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// A peer with outstanding requests that delivers nothing for this long
+    /// loses its requests and is dropped.
+    pub request_timeout: Duration,
+    /// A peer that sends nothing at all for this long is dropped.
+    pub idle_timeout: Duration,
+    pub keepalive_interval: Duration,
+    /// Pieces hashed and written at once.
+    pub hash_workers: usize,
+    /// Listening port announced to peers (0: not listening).
+    pub listen_port: u16,
+    /// Local address outgoing connections bind to.
+    pub bind_ip: Option<IpAddr>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            peer_id: PeerId::generate(),
+            max_peers: 50,
+            max_half_open: 20,
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(180),
+            keepalive_interval: Duration::from_secs(90),
+            hash_workers: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+            listen_port: 0,
+            bind_ip: None,
+        }
+    }
+}
+
+/// Where the download stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    Complete,
+    Failed(String),
+}
+
+/// Counters the UI and trackers read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Bytes of pieces that passed their hash and are on disk, this run.
+    pub downloaded: AtomicU64,
+    /// Bytes of pieces already verified at start (resume).
+    pub resumed: AtomicU64,
+    /// Block bytes received, accepted or not.
+    pub received: AtomicU64,
+    /// Block bytes thrown away (duplicates, unrequested, failed pieces).
+    pub wasted: AtomicU64,
+    pub uploaded: AtomicU64,
+    pub connected: AtomicUsize,
+    pub known: AtomicUsize,
+    pub hash_failures: AtomicU64,
+}
+
+/// Orders sent to one peer task.
+#[derive(Debug)]
+pub enum PeerCommand {
+    Cancel(BlockRef),
+    Disconnect,
+}
+
+struct PeerEntry {
+    has: Bitfield,
+    ip: IpAddr,
+    tx: mpsc::Sender<PeerCommand>,
+}
+
+struct State {
+    picker: Picker,
+    peers: HashMap<PeerKey, PeerEntry>,
+    ips: HashMap<PeerKey, IpAddr>,
+    strikes: HashMap<IpAddr, u32>,
+    banned: HashSet<IpAddr>,
+    /// Verified pieces in the order they completed; peers announce from it.
+    verified_log: Vec<PieceIndex>,
+    next_key: PeerKey,
+}
+
+pub struct Engine {
+    pub info_hash: InfoHash,
+    pub geometry: Geometry,
+    piece_hashes: Vec<[u8; 20]>,
+    storage: Arc<dyn Storage>,
+    state: Mutex<State>,
+    pub stats: Stats,
+    pub config: EngineConfig,
+    hash_permits: Arc<Semaphore>,
+    phase: watch::Sender<Phase>,
+    have_count: watch::Sender<usize>,
+    pub cancel: CancellationToken,
+}
+
+impl Engine {
+    pub fn new(
+        info_hash: InfoHash,
+        geometry: Geometry,
+        piece_hashes: Vec<[u8; 20]>,
+        storage: Arc<dyn Storage>,
+        have: &Bitfield,
+        config: EngineConfig,
+        cancel: CancellationToken,
+    ) -> Arc<Engine> {
+        let mut picker = Picker::new(geometry, rand::random());
+        let mut log = Vec::new();
+        for p in have.iter_ones() {
+            picker.mark_have(p);
+            log.push(p);
+        }
+        let stats = Stats::default();
+        stats
+            .resumed
+            .store(picker.verified_bytes(), Ordering::Relaxed);
+        let complete = picker.is_complete();
+        let (phase, _) = watch::channel(if complete {
+            Phase::Complete
+        } else {
+            Phase::Running
+        });
+        let (have_count, _) = watch::channel(log.len());
+        Arc::new(Engine {
+            info_hash,
+            geometry,
+            piece_hashes,
+            storage,
+            state: Mutex::new(State {
+                picker,
+                peers: HashMap::new(),
+                ips: HashMap::new(),
+                strikes: HashMap::new(),
+                banned: HashSet::new(),
+                verified_log: log,
+                next_key: 1,
+            }),
+            stats,
+            hash_permits: Arc::new(Semaphore::new(config.hash_workers)),
+            config,
+            phase,
+            have_count,
+            cancel,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; keep serving regardless.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    pub fn have_updates(&self) -> watch::Receiver<usize> {
+        self.have_count.subscribe()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.state().picker.is_complete()
+    }
+
+    /// Pieces verified so far.
+    pub fn have_count(&self) -> u32 {
+        self.state().picker.have().count()
+    }
+
+    pub fn have_bitfield(&self) -> Bitfield {
+        self.state().picker.have().clone()
+    }
+
+    /// Verified pieces from position `from` of the completion log.
+    pub fn verified_since(&self, from: usize) -> Vec<PieceIndex> {
+        let st = self.state();
+        st.verified_log.get(from..).unwrap_or_default().to_vec()
+    }
+
+    /// Bytes still missing (for the tracker's `left`).
+    pub fn left(&self) -> u64 {
+        self.geometry.total_len - self.state().picker.verified_bytes()
+    }
+
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        self.state().banned.contains(&ip)
+    }
+
+    /// Enters a connected peer; `None` if its address is banned.
+    pub fn register(&self, addr: SocketAddr, tx: mpsc::Sender<PeerCommand>) -> Option<PeerKey> {
+        let mut st = self.state();
+        if st.banned.contains(&addr.ip()) {
+            return None;
+        }
+        let key = st.next_key;
+        st.next_key += 1;
+        st.ips.insert(key, addr.ip());
+        st.peers.insert(
+            key,
+            PeerEntry {
+                has: Bitfield::new(self.geometry.num_pieces),
+                ip: addr.ip(),
+                tx,
+            },
+        );
+        self.stats.connected.fetch_add(1, Ordering::Relaxed);
+        Some(key)
+    }
+
+    pub fn unregister(&self, key: PeerKey) {
+        let mut st = self.state();
+        if let Some(entry) = st.peers.remove(&key) {
+            st.picker.remove_availability(&entry.has);
+            st.picker.release_all(key);
+            self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a peer's bitfield; returns whether it has pieces we need.
+    pub fn on_bitfield(&self, key: PeerKey, has: Bitfield) -> bool {
+        let mut st = self.state();
+        let st = &mut *st;
+        let Some(entry) = st.peers.get_mut(&key) else {
+            return false;
+        };
+        st.picker.remove_availability(&entry.has);
+        st.picker.add_availability(&has);
+        entry.has = has;
+        st.picker.is_interesting(&entry.has)
+    }
+
+    /// Records a `have`; returns whether that piece is one we need.
+    pub fn on_have(&self, key: PeerKey, piece: PieceIndex) -> bool {
+        let mut st = self.state();
+        let st = &mut *st;
+        let Some(entry) = st.peers.get_mut(&key) else {
+            return false;
+        };
+        if entry.has.set(piece) {
+            st.picker.add_have(piece);
+        }
+        !st.picker.have().get(piece)
+    }
+
+    /// Whether the peer still has anything we need.
+    pub fn is_interesting(&self, key: PeerKey) -> bool {
+        let st = self.state();
+        st.peers
+            .get(&key)
+            .is_some_and(|e| st.picker.is_interesting(&e.has))
+    }
+
+    /// Appends up to `max` requests for this peer to `out`.
+    pub fn pick(&self, key: PeerKey, max: usize, out: &mut Vec<BlockRef>) {
+        let mut st = self.state();
+        let st = &mut *st;
+        if let Some(entry) = st.peers.get(&key) {
+            st.picker.pick(key, &entry.has, max, out);
+        }
+    }
+
+    pub fn release_all(&self, key: PeerKey) {
+        self.state().picker.release_all(key);
+    }
+
+    pub fn release(&self, key: PeerKey, block: BlockRef) {
+        self.state().picker.release(key, block);
+    }
+
+    /// Files an arriving block. Returns whether it was one we asked for.
+    /// A completed piece is queued for hashing; this waits only when every
+    /// hash worker is busy.
+    pub async fn on_block(
+        self: &Arc<Self>,
+        key: PeerKey,
+        piece: u32,
+        offset: u32,
+        data: &[u8],
+    ) -> bool {
+        self.stats
+            .received
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let outcome = self.state().picker.on_block(key, piece, offset, data);
+        match outcome {
+            BlockOutcome::Unrequested => {
+                self.stats
+                    .wasted
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                false
+            }
+            BlockOutcome::Stored { cancel, complete } => {
+                if !cancel.is_empty() {
+                    let block = BlockRef {
+                        piece,
+                        offset,
+                        len: data.len() as u32,
+                    };
+                    let st = self.state();
+                    for k in cancel {
+                        if let Some(e) = st.peers.get(&k) {
+                            // A lost cancel only costs a duplicate block.
+                            let _ = e.tx.try_send(PeerCommand::Cancel(block));
+                        }
+                    }
+                }
+                if let Some(c) = complete {
+                    self.verify(c).await;
+                }
+                true
+            }
+        }
+    }
+
+    async fn verify(self: &Arc<Engine>, c: Complete) {
+        let Ok(permit) = self.hash_permits.clone().acquire_owned().await else {
+            return;
+        };
+        let engine = self.clone();
+        // Not awaited: the peer goes on reading while the piece is hashed.
+        tokio::task::spawn_blocking(move || {
+            let expected = engine.piece_hashes[c.piece as usize];
+            let ok = <[u8; 20]>::from(Sha1::digest(&c.data)) == expected;
+            let written = if ok {
+                let offset = engine.geometry.piece_offset(c.piece);
+                engine.storage.write_at(offset, &c.data)
+            } else {
+                Ok(())
+            };
+            drop(permit);
+            engine.finish_piece(c, ok, written);
+        });
+    }
+
+    fn finish_piece(&self, c: Complete, ok: bool, written: std::io::Result<()>) {
+        let len = c.data.len() as u64;
+        if let Err(e) = written {
+            let msg = if e.raw_os_error() == Some(libc::ENOSPC) {
+                format!("disk full while writing piece {}: {e}", c.piece)
+            } else {
+                format!("cannot write piece {}: {e}", c.piece)
+            };
+            self.state().picker.piece_failed(c.piece, c.data);
+            self.fail(msg);
+            return;
+        }
+        if ok {
+            let mut st = self.state();
+            st.picker.piece_verified(c.piece, c.data);
+            st.verified_log.push(c.piece);
+            let n = st.verified_log.len();
+            let complete = st.picker.is_complete();
+            drop(st);
+            self.stats.downloaded.fetch_add(len, Ordering::Relaxed);
+            self.have_count.send_replace(n);
+            if complete {
+                self.phase.send_if_modified(|p| {
+                    if *p == Phase::Running {
+                        *p = Phase::Complete;
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+        } else {
+            self.stats.hash_failures.fetch_add(1, Ordering::Relaxed);
+            self.stats.wasted.fetch_add(len, Ordering::Relaxed);
+            let mut st = self.state();
+            st.picker.piece_failed(c.piece, c.data);
+            let sole = c.contributors.len() == 1;
+            for k in &c.contributors {
+                let Some(&ip) = st.ips.get(k) else { continue };
+                let strikes = st.strikes.entry(ip).or_insert(0);
+                *strikes += if sole { 2 } else { 1 };
+                if *strikes >= BAN_STRIKES && st.banned.insert(ip) {
+                    tracing::warn!(%ip, "banning peer: it sent data that failed the hash check");
+                    for e in st.peers.values().filter(|e| e.ip == ip) {
+                        let _ = e.tx.try_send(PeerCommand::Disconnect);
+                    }
+                }
+            }
+            tracing::debug!(piece = c.piece, "piece failed its hash check");
+        }
+    }
+
+    /// Stops the download with an error.
+    pub fn fail(&self, msg: String) {
+        tracing::error!("{msg}");
+        self.phase.send_if_modified(|p| {
+            if *p == Phase::Running {
+                *p = Phase::Failed(msg);
+                true
+            } else {
+                false
+            }
+        });
+        self.cancel.cancel();
+    }
+}

@@ -1,0 +1,30 @@
+//! xorrent: a BitTorrent client.
+//!
+//! # Layout
+//! Dependencies point one way:
+//! `cli → app → {engine, peer, tracker} → {wire, metainfo, storage} → {bencode, types}`.
+//!
+//! - [`types`]: info-hash, peer id, bitfield, piece/block geometry.
+//! - [`bencode`]: a bounded decoder that keeps each value's raw bytes.
+//! - [`metainfo`]: `.torrent` parsing into a flat, sanitised [`metainfo::Torrent`].
+//! - [`wire`]: BEP-3 handshake and message codec.
+//! - [`storage`]: positional reads/writes of the torrent byte stream over files.
+//! - [`engine`]: the coordinator (picker, hashing, peer registry), the
+//!   resume checker and the connection manager.
+//! - [`peer`]: one task per connection with a rate-adaptive request pipeline.
+//! - [`tracker`]: HTTP announce and the BEP-12 tier loop.
+//! - [`app`]: one download wired together, with a progress [`app::Status`].
+//! - [`cli`]: flags, subcommands and the progress view.
+//!
+//! Tasks, channels and invariants are described in `docs/DESIGN.md`.
+
+pub mod app;
+pub mod bencode;
+pub mod cli;
+pub mod engine;
+pub mod metainfo;
+pub mod peer;
+pub mod storage;
+pub mod tracker;
+pub mod types;
+pub mod wire;

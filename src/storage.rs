@@ -1,0 +1,353 @@
+//! Torrent byte-stream IO mapped onto files: positional `read_at`/`write_at`
+//! on torrent offsets, spanning file boundaries. Pad files are never
+//! written and read back as zeros. Calls block: run them off the reactor.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use crate::metainfo::{FileInfo, FileKind, Torrent};
+
+/// Positional access to a torrent's byte stream.
+pub trait Storage: Send + Sync + 'static {
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Fills `buf` from `offset`; missing or short files are an error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Makes written data durable (best effort) and finishes the layout.
+    fn finish(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Slot {
+    info: FileInfo,
+    abs: PathBuf,
+    file: OnceLock<File>,
+}
+
+/// Files under one output directory.
+pub struct FileStorage {
+    root: PathBuf,
+    slots: Vec<Slot>,
+    /// Serialises first opens, so directories are created once.
+    open_lock: Mutex<()>,
+    writable: bool,
+}
+
+impl FileStorage {
+    /// Lays out `torrent` under `root`. With `writable`, missing files are
+    /// created (empty ones too); otherwise files are opened read-only.
+    pub fn new(root: &Path, torrent: &Torrent, writable: bool) -> io::Result<FileStorage> {
+        let mut slots = Vec::with_capacity(torrent.files.len());
+        for f in &torrent.files {
+            check_relative(&f.path)?;
+            slots.push(Slot {
+                info: f.clone(),
+                abs: root.join(&f.path),
+                file: OnceLock::new(),
+            });
+        }
+        let s = FileStorage {
+            root: root.to_path_buf(),
+            slots,
+            open_lock: Mutex::new(()),
+            writable,
+        };
+        if writable {
+            std::fs::create_dir_all(root)?;
+            for (i, slot) in s.slots.iter().enumerate() {
+                if slot.info.kind == FileKind::Regular {
+                    s.file(i)?;
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether any regular file of the torrent already exists with data.
+    pub fn has_existing_data(&self) -> bool {
+        self.slots.iter().any(|s| {
+            s.info.kind == FileKind::Regular && std::fs::metadata(&s.abs).is_ok_and(|m| m.len() > 0)
+        })
+    }
+
+    fn file(&self, i: usize) -> io::Result<&File> {
+        let slot = &self.slots[i];
+        if let Some(f) = slot.file.get() {
+            return Ok(f);
+        }
+        let _guard = self.open_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = slot.file.get() {
+            return Ok(f);
+        }
+        let f = if self.writable {
+            if let Some(parent) = slot.abs.parent() {
+                create_dirs_inside(&self.root, parent)?;
+            }
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&slot.abs)?;
+            if f.metadata()?.len() > slot.info.length {
+                f.set_len(slot.info.length)?;
+            }
+            f
+        } else {
+            File::open(&slot.abs)?
+        };
+        Ok(slot.file.get_or_init(|| f))
+    }
+
+    /// Calls `op(file index, offset in file, range in buf)` for each file
+    /// the span `[offset, offset+len)` touches.
+    fn for_span(
+        &self,
+        offset: u64,
+        len: usize,
+        mut op: impl FnMut(usize, u64, std::ops::Range<usize>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let end = offset + len as u64;
+        // Files are sorted by offset; find the first that ends after `offset`.
+        let start = self
+            .slots
+            .partition_point(|s| s.info.offset + s.info.length <= offset);
+        for (i, slot) in self.slots.iter().enumerate().skip(start) {
+            let (fs, fl) = (slot.info.offset, slot.info.length);
+            if fs >= end {
+                break;
+            }
+            if fl == 0 {
+                continue;
+            }
+            let lo = offset.max(fs);
+            let hi = end.min(fs + fl);
+            op(i, lo - fs, (lo - offset) as usize..(hi - offset) as usize)?;
+        }
+        Ok(())
+    }
+}
+
+impl Storage for FileStorage {
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.for_span(offset, data.len(), |i, at, range| {
+            if self.slots[i].info.kind != FileKind::Regular {
+                return Ok(());
+            }
+            self.file(i)?.write_all_at(&data[range], at)
+        })
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let len = buf.len();
+        self.for_span(offset, len, |i, at, range| {
+            if self.slots[i].info.kind != FileKind::Regular {
+                buf[range].fill(0);
+                return Ok(());
+            }
+            self.file(i)?.read_exact_at(&mut buf[range], at)
+        })
+    }
+
+    fn finish(&self) -> io::Result<()> {
+        for (i, slot) in self.slots.iter().enumerate() {
+            match &slot.info.kind {
+                FileKind::Regular => {
+                    if let Some(f) = slot.file.get() {
+                        f.sync_data()?;
+                    } else if self.writable {
+                        self.file(i)?;
+                    }
+                }
+                FileKind::Symlink { target } if self.writable => {
+                    make_symlink(&self.root, &slot.info.path, target)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_relative(p: &Path) -> io::Result<()> {
+    if p.components().all(|c| matches!(c, Component::Normal(_))) && p.components().next().is_some()
+    {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing unsafe path {}", p.display()),
+        ))
+    }
+}
+
+/// Creates `dir` (below `root`) refusing to follow a symlink that points
+/// outside `root`.
+fn create_dirs_inside(root: &Path, dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let root = root.canonicalize()?;
+    let real = dir.canonicalize()?;
+    if !real.starts_with(&root) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} leads outside {}", dir.display(), root.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a relative symlink `link` → `target` (both torrent paths). An
+/// existing file at `link` is left alone.
+fn make_symlink(root: &Path, link: &Path, target: &Path) -> io::Result<()> {
+    check_relative(link)?;
+    check_relative(target)?;
+    let abs = root.join(link);
+    if abs.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = abs.parent() {
+        create_dirs_inside(root, parent)?;
+    }
+    let depth = link.components().count() - 1;
+    let mut rel = PathBuf::new();
+    for _ in 0..depth {
+        rel.push("..");
+    }
+    rel.push(target);
+    std::os::unix::fs::symlink(rel, abs)
+}
+
+/// A torrent held in memory, for tests.
+pub struct MemStorage {
+    data: Mutex<Vec<u8>>,
+}
+
+impl MemStorage {
+    pub fn new(len: usize) -> MemStorage {
+        MemStorage {
+            data: Mutex::new(vec![0; len]),
+        }
+    }
+
+    pub fn from_vec(data: Vec<u8>) -> MemStorage {
+        MemStorage {
+            data: Mutex::new(data),
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Storage for MemStorage {
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut d = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let end = offset as usize + data.len();
+        if end > d.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        d[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let d = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let end = offset as usize + buf.len();
+        if end > d.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.copy_from_slice(&d[offset as usize..end]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::InfoHash;
+
+    fn torrent(files: &[(&str, u64, FileKind)]) -> Torrent {
+        let mut offset = 0;
+        let files: Vec<FileInfo> = files
+            .iter()
+            .map(|(p, l, k)| {
+                let f = FileInfo {
+                    path: PathBuf::from(p),
+                    length: *l,
+                    offset,
+                    kind: k.clone(),
+                };
+                offset += l;
+                f
+            })
+            .collect();
+        Torrent {
+            info_hash: InfoHash([0; 20]),
+            name: "t".into(),
+            piece_length: 4,
+            piece_hashes: vec![[0; 20]; offset.div_ceil(4) as usize],
+            files,
+            total_length: offset,
+            payload_length: offset,
+            multi_file: true,
+            private: false,
+            hybrid: false,
+            trackers: vec![],
+            web_seeds: vec![],
+            http_seeds: vec![],
+            nodes: vec![],
+            comment: None,
+            created_by: None,
+            creation_date: None,
+            info_bytes: vec![],
+        }
+    }
+
+    #[test]
+    fn writes_span_files_and_skip_pads() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = torrent(&[
+            ("t/a", 3, FileKind::Regular),
+            ("t/empty", 0, FileKind::Regular),
+            ("t/.pad/2", 2, FileKind::Pad),
+            ("t/d/b", 5, FileKind::Regular),
+        ]);
+        let s = FileStorage::new(dir.path(), &t, true).unwrap();
+        s.write_at(0, b"abcXXdefgh").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("t/a")).unwrap(), b"abc");
+        assert_eq!(std::fs::read(dir.path().join("t/d/b")).unwrap(), b"defgh");
+        assert_eq!(std::fs::read(dir.path().join("t/empty")).unwrap(), b"");
+        assert!(!dir.path().join("t/.pad").exists());
+        let mut buf = [1u8; 10];
+        s.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"abc\0\0defgh");
+    }
+
+    #[test]
+    fn refuses_paths_that_leave_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = torrent(&[("../evil", 3, FileKind::Regular)]);
+        assert!(FileStorage::new(dir.path(), &t, true).is_err());
+        let t = torrent(&[("/abs", 3, FileKind::Regular)]);
+        assert!(FileStorage::new(dir.path(), &t, true).is_err());
+    }
+
+    #[test]
+    fn refuses_to_follow_a_symlinked_directory_out_of_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("t")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("t/d")).unwrap();
+        let t = torrent(&[("t/d/x", 3, FileKind::Regular)]);
+        assert!(FileStorage::new(dir.path(), &t, true).is_err());
+        assert!(!outside.path().join("x").exists());
+    }
+}

@@ -1,0 +1,301 @@
+//! Tracker clients and the announce loop over BEP-12 tiers.
+//!
+//! The announcer task owns the tier list. It shuffles each tier once, tries
+//! tiers in order and URLs in order within a tier, moves a URL that answers
+//! to the front of its tier, and re-announces on the tracker's interval.
+//! When every tracker fails it retries with capped, jittered backoff while
+//! the download goes on with the peers it already knows.
+
+pub mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::types::{InfoHash, PeerId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Started,
+    Completed,
+    Stopped,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Started => "started",
+            Event::Completed => "completed",
+            Event::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AnnounceRequest {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    pub port: u16,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub left: u64,
+    pub event: Option<Event>,
+    pub numwant: u32,
+    pub key: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceResponse {
+    pub interval: Duration,
+    pub min_interval: Option<Duration>,
+    pub peers: Vec<SocketAddr>,
+    pub warning: Option<String>,
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    #[error("tracker refused: {0}")]
+    Failure(String),
+    #[error("HTTP error: {0}")]
+    Http(String),
+    #[error("malformed tracker response: {0}")]
+    Malformed(String),
+    #[error("tracker did not answer in time")]
+    Timeout,
+    #[error("unsupported tracker URL: {0}")]
+    Unsupported(String),
+}
+
+/// Transfer totals for the announce, read when it is sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub left: u64,
+}
+
+/// What the announcer needs from the rest of the client.
+pub struct AnnounceConfig {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    pub port: u16,
+    pub numwant: u32,
+    pub timeout: Duration,
+    /// Sends peers found to the swarm.
+    pub peers: mpsc::Sender<Vec<SocketAddr>>,
+    pub totals: Arc<dyn Fn() -> Totals + Send + Sync>,
+    /// Becomes true once the download completes (sends `completed`).
+    pub complete: watch::Receiver<bool>,
+}
+
+const RETRY_MIN: Duration = Duration::from_secs(15);
+const RETRY_MAX: Duration = Duration::from_secs(600);
+/// Lower bound on re-announces, whatever a tracker says.
+const INTERVAL_FLOOR: Duration = Duration::from_secs(30);
+
+/// The tracker list in BEP-12 order.
+#[derive(Debug, Clone)]
+pub struct Tiers {
+    tiers: Vec<Vec<String>>,
+}
+
+impl Tiers {
+    /// Shuffles within each tier (BEP-12).
+    pub fn new(mut tiers: Vec<Vec<String>>) -> Tiers {
+        let mut rng = rand::thread_rng();
+        for t in &mut tiers {
+            t.shuffle(&mut rng);
+        }
+        tiers.retain(|t| !t.is_empty());
+        Tiers { tiers }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tiers.is_empty()
+    }
+
+    /// Every URL in the order they are tried.
+    pub fn urls(&self) -> impl Iterator<Item = (usize, usize, &str)> {
+        self.tiers.iter().enumerate().flat_map(|(t, urls)| {
+            urls.iter()
+                .enumerate()
+                .map(move |(i, u)| (t, i, u.as_str()))
+        })
+    }
+
+    /// A URL that answered moves to the front of its tier.
+    pub fn promote(&mut self, tier: usize, idx: usize) {
+        if let Some(t) = self.tiers.get_mut(tier) {
+            if idx < t.len() {
+                let u = t.remove(idx);
+                t.insert(0, u);
+            }
+        }
+    }
+}
+
+/// One announce to one URL.
+pub async fn announce_one(
+    client: &reqwest::Client,
+    url: &str,
+    req: &AnnounceRequest,
+    timeout: Duration,
+) -> Result<AnnounceResponse, TrackerError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        http::announce(client, url, req, timeout).await
+    } else {
+        Err(TrackerError::Unsupported(url.to_string()))
+    }
+}
+
+/// Walks the tiers until one URL answers; returns it and the response.
+async fn announce_tiers(
+    client: &reqwest::Client,
+    tiers: &mut Tiers,
+    req: &AnnounceRequest,
+    timeout: Duration,
+) -> Option<(String, AnnounceResponse)> {
+    let order: Vec<(usize, usize, String)> = tiers
+        .urls()
+        .map(|(t, i, u)| (t, i, u.to_string()))
+        .collect();
+    for (t, i, url) in order {
+        match announce_one(client, &url, req, timeout).await {
+            Ok(resp) => {
+                if let Some(w) = &resp.warning {
+                    tracing::warn!(tracker = %url, "tracker warning: {w}");
+                }
+                tracing::info!(tracker = %url, peers = resp.peers.len(), "announced");
+                tiers.promote(t, i);
+                return Some((url, resp));
+            }
+            Err(e) => tracing::warn!(tracker = %url, "announce failed: {e}"),
+        }
+    }
+    None
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("xorrent/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
+/// Announces until `cancel` fires, then sends `stopped` to the tracker that
+/// last answered.
+pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: CancellationToken) {
+    if tiers.is_empty() {
+        return;
+    }
+    let client = http_client();
+    let key: u32 = rand::random();
+    let mut event = Some(Event::Started);
+    let mut failures = 0u32;
+    let mut working: Option<String> = None;
+    let mut completed_sent = *cfg.complete.borrow();
+    loop {
+        let totals = (cfg.totals)();
+        let req = AnnounceRequest {
+            info_hash: cfg.info_hash,
+            peer_id: cfg.peer_id,
+            port: cfg.port,
+            uploaded: totals.uploaded,
+            downloaded: totals.downloaded,
+            left: totals.left,
+            event,
+            numwant: cfg.numwant,
+            key,
+        };
+        let wait = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = announce_tiers(&client, &mut tiers, &req, cfg.timeout) => match r {
+                Some((url, resp)) => {
+                    failures = 0;
+                    working = Some(url);
+                    if event == Some(Event::Completed) { completed_sent = true; }
+                    event = None;
+                    let _ = cfg.peers.send(resp.peers).await;
+                    resp.interval.max(resp.min_interval.unwrap_or_default()).max(INTERVAL_FLOOR)
+                }
+                None => {
+                    failures += 1;
+                    backoff(failures)
+                }
+            },
+        };
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = &mut sleep => break,
+                c = cfg.complete.changed(), if !completed_sent => {
+                    if c.is_ok() && *cfg.complete.borrow() {
+                        event = Some(Event::Completed);
+                        break;
+                    }
+                    if c.is_err() { completed_sent = true; }
+                }
+            }
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    if let Some(url) = working {
+        let totals = (cfg.totals)();
+        let req = AnnounceRequest {
+            info_hash: cfg.info_hash,
+            peer_id: cfg.peer_id,
+            port: cfg.port,
+            uploaded: totals.uploaded,
+            downloaded: totals.downloaded,
+            left: totals.left,
+            event: Some(Event::Stopped),
+            numwant: 0,
+            key,
+        };
+        if let Err(e) = announce_one(&client, &url, &req, Duration::from_secs(5)).await {
+            tracing::debug!(tracker = %url, "stopped announce failed: {e}");
+        }
+    }
+}
+
+/// 15 s, 30 s, 60 s ... capped at 10 minutes, with ±25 % jitter.
+pub fn backoff(failures: u32) -> Duration {
+    let base = RETRY_MIN
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(RETRY_MAX);
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    base.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) <= Duration::from_secs(19));
+        assert!(backoff(3) >= Duration::from_secs(45));
+        assert!(backoff(30) <= Duration::from_secs(750));
+    }
+
+    #[test]
+    fn promotes_the_answering_tracker_within_its_tier() {
+        let mut t = Tiers {
+            tiers: vec![vec!["a".into()], vec!["b".into(), "c".into()]],
+        };
+        t.promote(1, 1);
+        let order: Vec<&str> = t.urls().map(|(_, _, u)| u).collect();
+        assert_eq!(order, ["a", "c", "b"]);
+    }
+}

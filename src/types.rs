@@ -1,0 +1,262 @@
+//! Identifiers and torrent geometry: piece and block arithmetic, no IO.
+
+use std::fmt;
+
+/// Bytes in one request (BEP-3: the de-facto 16 KiB block).
+pub const BLOCK_LEN: u32 = 16 * 1024;
+
+/// SHA-1 of the bencoded `info` value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InfoHash(pub [u8; 20]);
+
+impl InfoHash {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<InfoHash> {
+        let mut out = [0u8; 20];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(InfoHash(out))
+    }
+}
+
+impl fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfoHash({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// A 20-byte peer id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerId(pub [u8; 20]);
+
+impl PeerId {
+    /// Azureus style: `-XR0001-` and 12 random bytes, new every run.
+    pub fn generate() -> PeerId {
+        let mut id = [0u8; 20];
+        id[..8].copy_from_slice(b"-XR0001-");
+        rand::Rng::fill(&mut rand::thread_rng(), &mut id[8..]);
+        PeerId(id)
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerId({})", String::from_utf8_lossy(&self.0[..8]))
+    }
+}
+
+/// A piece index known to be inside the torrent.
+pub type PieceIndex = u32;
+
+/// One block request: piece, offset in the piece, length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockRef {
+    pub piece: PieceIndex,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// The shape of a torrent's byte stream: how it splits into pieces and blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub total_len: u64,
+    pub piece_len: u32,
+    pub num_pieces: u32,
+}
+
+impl Geometry {
+    /// `piece_len` must be non-zero and `total_len` must need at most
+    /// `u32::MAX` pieces; metainfo validation guarantees both.
+    pub fn new(total_len: u64, piece_len: u32) -> Geometry {
+        assert!(piece_len > 0, "piece length is validated non-zero");
+        let num_pieces = total_len.div_ceil(u64::from(piece_len));
+        Geometry {
+            total_len,
+            piece_len,
+            num_pieces: u32::try_from(num_pieces).expect("piece count is validated"),
+        }
+    }
+
+    pub fn piece_size(&self, piece: PieceIndex) -> u32 {
+        debug_assert!(piece < self.num_pieces);
+        if piece + 1 == self.num_pieces {
+            let rem = self.total_len - u64::from(piece) * u64::from(self.piece_len);
+            rem as u32
+        } else {
+            self.piece_len
+        }
+    }
+
+    pub fn piece_offset(&self, piece: PieceIndex) -> u64 {
+        u64::from(piece) * u64::from(self.piece_len)
+    }
+
+    pub fn blocks_in_piece(&self, piece: PieceIndex) -> u32 {
+        self.piece_size(piece).div_ceil(BLOCK_LEN)
+    }
+
+    /// The `n`th block of `piece`.
+    pub fn block(&self, piece: PieceIndex, n: u32) -> BlockRef {
+        let size = self.piece_size(piece);
+        let offset = n * BLOCK_LEN;
+        BlockRef {
+            piece,
+            offset,
+            len: (size - offset).min(BLOCK_LEN),
+        }
+    }
+
+    /// Whether a request/piece triple lies inside the torrent.
+    pub fn contains(&self, piece: u32, offset: u32, len: u32) -> bool {
+        piece < self.num_pieces
+            && u64::from(offset) + u64::from(len) <= u64::from(self.piece_size(piece))
+    }
+
+    /// Bytes in a bitfield message for this torrent.
+    pub fn bitfield_len(&self) -> usize {
+        (self.num_pieces as usize).div_ceil(8)
+    }
+}
+
+/// A fixed-size set of pieces, laid out like the wire bitfield (MSB first).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bitfield {
+    bits: Vec<u8>,
+    len: u32,
+    ones: u32,
+}
+
+impl fmt::Debug for Bitfield {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bitfield({}/{})", self.ones, self.len)
+    }
+}
+
+impl Bitfield {
+    pub fn new(len: u32) -> Bitfield {
+        Bitfield {
+            bits: vec![0; (len as usize).div_ceil(8)],
+            len,
+            ones: 0,
+        }
+    }
+
+    pub fn full(len: u32) -> Bitfield {
+        let mut b = Bitfield::new(len);
+        for i in 0..len {
+            b.set(i);
+        }
+        b
+    }
+
+    /// From wire bytes; `None` if the length is wrong or spare bits are set.
+    pub fn from_bytes(bytes: &[u8], len: u32) -> Option<Bitfield> {
+        if bytes.len() != (len as usize).div_ceil(8) {
+            return None;
+        }
+        let spare = (8 - len % 8) % 8;
+        if spare > 0 {
+            let last = *bytes.last()?;
+            if last & ((1u8 << spare) - 1) != 0 {
+                return None;
+            }
+        }
+        let ones = bytes.iter().map(|b| b.count_ones()).sum();
+        Some(Bitfield {
+            bits: bytes.to_vec(),
+            len,
+            ones,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn count(&self) -> u32 {
+        self.ones
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.ones == self.len
+    }
+
+    pub fn get(&self, i: u32) -> bool {
+        i < self.len && self.bits[(i / 8) as usize] & (0x80 >> (i % 8)) != 0
+    }
+
+    /// Sets bit `i`; returns whether it was newly set.
+    pub fn set(&mut self, i: u32) -> bool {
+        if i >= self.len || self.get(i) {
+            return false;
+        }
+        self.bits[(i / 8) as usize] |= 0x80 >> (i % 8);
+        self.ones += 1;
+        true
+    }
+
+    pub fn clear(&mut self, i: u32) {
+        if self.get(i) {
+            self.bits[(i / 8) as usize] &= !(0x80 >> (i % 8));
+            self.ones -= 1;
+        }
+    }
+
+    pub fn iter_ones(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len).filter(|&i| self.get(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_piece_and_block_are_short() {
+        let g = Geometry::new(100_000, 32_768);
+        assert_eq!(g.num_pieces, 4);
+        assert_eq!(g.piece_size(3), 100_000 - 3 * 32_768);
+        assert_eq!(g.blocks_in_piece(3), 1);
+        assert_eq!(g.block(0, 1).offset, 16_384);
+        assert_eq!(g.block(3, 0).len, 1_696);
+        assert!(g.contains(3, 0, 1_696));
+        assert!(!g.contains(3, 0, 1_697));
+        assert!(!g.contains(4, 0, 1));
+    }
+
+    #[test]
+    fn rejects_bitfield_with_spare_bits_set() {
+        assert!(Bitfield::from_bytes(&[0xff, 0x80], 9).is_some());
+        assert!(Bitfield::from_bytes(&[0xff, 0xc0], 9).is_none());
+        assert!(Bitfield::from_bytes(&[0xff], 9).is_none());
+        assert!(Bitfield::from_bytes(&[0xff, 0x80, 0], 9).is_none());
+    }
+
+    #[test]
+    fn bitfield_counts_ones() {
+        let mut b = Bitfield::new(10);
+        assert!(b.set(9));
+        assert!(!b.set(9));
+        assert!(!b.set(10));
+        assert_eq!(b.count(), 1);
+        assert_eq!(b.as_bytes(), &[0, 0x40]);
+        b.clear(9);
+        assert_eq!(b.count(), 0);
+    }
+}

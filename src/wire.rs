@@ -1,0 +1,335 @@
+//! BEP-3 peer wire: the handshake and length-prefixed messages.
+//!
+//! Pure codecs over `BytesMut`: `decode` returns `Ok(None)` when more bytes
+//! are needed and consumes input only when it returns a value. Every length
+//! prefix is checked against [`MAX_FRAME`] before anything is allocated.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::types::{InfoHash, PeerId};
+
+pub const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
+pub const HANDSHAKE_LEN: usize = 68;
+/// Largest message body accepted: a 128 KiB block plus the piece header.
+/// Bitfields of torrents with up to 1,048,576 pieces fit as well.
+pub const MAX_FRAME: usize = 128 * 1024 + 9;
+/// Largest block we request or serve.
+pub const MAX_BLOCK: u32 = 128 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handshake {
+    pub reserved: [u8; 8],
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+}
+
+impl Handshake {
+    pub fn new(info_hash: InfoHash, peer_id: PeerId) -> Handshake {
+        Handshake {
+            reserved: [0; 8],
+            info_hash,
+            peer_id,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; HANDSHAKE_LEN] {
+        let mut out = [0u8; HANDSHAKE_LEN];
+        out[0] = 19;
+        out[1..20].copy_from_slice(PROTOCOL);
+        out[20..28].copy_from_slice(&self.reserved);
+        out[28..48].copy_from_slice(&self.info_hash.0);
+        out[48..68].copy_from_slice(&self.peer_id.0);
+        out
+    }
+
+    pub fn decode(buf: &mut BytesMut) -> Result<Option<Handshake>, WireError> {
+        if let Some(&n) = buf.first() {
+            if n != 19 {
+                return Err(WireError::BadProtocol);
+            }
+        }
+        let have = buf.len().min(20);
+        if have > 1 && buf[1..have] != PROTOCOL[..have - 1] {
+            return Err(WireError::BadProtocol);
+        }
+        if buf.len() < HANDSHAKE_LEN {
+            return Ok(None);
+        }
+        let b = buf.split_to(HANDSHAKE_LEN);
+        Ok(Some(Handshake {
+            reserved: b[20..28].try_into().expect("8 bytes"),
+            info_hash: InfoHash(b[28..48].try_into().expect("20 bytes")),
+            peer_id: PeerId(b[48..68].try_into().expect("20 bytes")),
+        }))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    KeepAlive,
+    Choke,
+    Unchoke,
+    Interested,
+    NotInterested,
+    Have(u32),
+    /// Raw bitfield bytes; the length is checked against the torrent by the peer task.
+    Bitfield(Bytes),
+    Request {
+        piece: u32,
+        offset: u32,
+        len: u32,
+    },
+    Piece {
+        piece: u32,
+        offset: u32,
+        data: Bytes,
+    },
+    Cancel {
+        piece: u32,
+        offset: u32,
+        len: u32,
+    },
+    /// BEP-5 DHT port.
+    Port(u16),
+    /// An id we do not handle (extensions not negotiated); skipped.
+    Unknown(u8),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("not a BitTorrent handshake")]
+    BadProtocol,
+    #[error("message of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    FrameTooLarge(usize),
+    #[error("message id {id} has a wrong length {len}")]
+    BadLength { id: u8, len: usize },
+}
+
+/// Length-prefixed message codec with a maximum frame size.
+#[derive(Debug, Clone)]
+pub struct MessageCodec {
+    pub max_frame: usize,
+}
+
+impl Default for MessageCodec {
+    fn default() -> Self {
+        MessageCodec {
+            max_frame: MAX_FRAME,
+        }
+    }
+}
+
+impl Decoder for MessageCodec {
+    type Item = Message;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, std::io::Error> {
+        decode_message(buf, self.max_frame).map_err(std::io::Error::other)
+    }
+}
+
+/// Decodes one message; see the module notes for the contract.
+pub fn decode_message(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Message>, WireError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    if len > max_frame {
+        return Err(WireError::FrameTooLarge(len));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    if len == 0 {
+        buf.advance(4);
+        return Ok(Some(Message::KeepAlive));
+    }
+    let id = buf[4];
+    let fixed = |want: usize| -> Result<(), WireError> {
+        if len == want {
+            Ok(())
+        } else {
+            Err(WireError::BadLength { id, len })
+        }
+    };
+    match id {
+        0..=3 => fixed(1)?,
+        4 => fixed(5)?,
+        6 | 8 => fixed(13)?,
+        7 if len < 9 => return Err(WireError::BadLength { id, len }),
+        9 => fixed(3)?,
+        _ => {}
+    }
+    buf.advance(5);
+    let mut body = buf.split_to(len - 1);
+    let msg = match id {
+        0 => Message::Choke,
+        1 => Message::Unchoke,
+        2 => Message::Interested,
+        3 => Message::NotInterested,
+        4 => Message::Have(body.get_u32()),
+        5 => Message::Bitfield(body.freeze()),
+        6 | 8 => {
+            let (piece, offset, len) = (body.get_u32(), body.get_u32(), body.get_u32());
+            if id == 6 {
+                Message::Request { piece, offset, len }
+            } else {
+                Message::Cancel { piece, offset, len }
+            }
+        }
+        7 => {
+            let (piece, offset) = (body.get_u32(), body.get_u32());
+            Message::Piece {
+                piece,
+                offset,
+                data: body.freeze(),
+            }
+        }
+        9 => Message::Port(body.get_u16()),
+        other => Message::Unknown(other),
+    };
+    Ok(Some(msg))
+}
+
+impl Message {
+    pub fn encode(&self, out: &mut BytesMut) {
+        let simple = |out: &mut BytesMut, id: u8| {
+            out.put_u32(1);
+            out.put_u8(id);
+        };
+        match self {
+            Message::KeepAlive => out.put_u32(0),
+            Message::Choke => simple(out, 0),
+            Message::Unchoke => simple(out, 1),
+            Message::Interested => simple(out, 2),
+            Message::NotInterested => simple(out, 3),
+            Message::Have(i) => {
+                out.put_u32(5);
+                out.put_u8(4);
+                out.put_u32(*i);
+            }
+            Message::Bitfield(b) => {
+                out.put_u32(1 + b.len() as u32);
+                out.put_u8(5);
+                out.put_slice(b);
+            }
+            Message::Request { piece, offset, len } | Message::Cancel { piece, offset, len } => {
+                out.put_u32(13);
+                out.put_u8(if matches!(self, Message::Request { .. }) {
+                    6
+                } else {
+                    8
+                });
+                out.put_u32(*piece);
+                out.put_u32(*offset);
+                out.put_u32(*len);
+            }
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => {
+                out.put_u32(9 + data.len() as u32);
+                out.put_u8(7);
+                out.put_u32(*piece);
+                out.put_u32(*offset);
+                out.put_slice(data);
+            }
+            Message::Port(p) => {
+                out.put_u32(3);
+                out.put_u8(9);
+                out.put_u16(*p);
+            }
+            Message::Unknown(_) => {}
+        }
+    }
+}
+
+impl Encoder<Message> for MessageCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, msg: Message, out: &mut BytesMut) -> Result<(), std::io::Error> {
+        msg.encode(out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(m: Message) {
+        let mut buf = BytesMut::new();
+        m.encode(&mut buf);
+        let got = decode_message(&mut buf, MAX_FRAME).unwrap().unwrap();
+        assert_eq!(got, m);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        roundtrip(Message::KeepAlive);
+        roundtrip(Message::Choke);
+        roundtrip(Message::Unchoke);
+        roundtrip(Message::Interested);
+        roundtrip(Message::NotInterested);
+        roundtrip(Message::Have(7));
+        roundtrip(Message::Bitfield(Bytes::from_static(&[0xf0])));
+        roundtrip(Message::Request {
+            piece: 1,
+            offset: 16384,
+            len: 16384,
+        });
+        roundtrip(Message::Cancel {
+            piece: 1,
+            offset: 0,
+            len: 5,
+        });
+        roundtrip(Message::Piece {
+            piece: 2,
+            offset: 0,
+            data: Bytes::from_static(b"hello"),
+        });
+        roundtrip(Message::Port(6881));
+    }
+
+    #[test]
+    fn waits_for_a_whole_frame_without_consuming() {
+        let mut buf = BytesMut::new();
+        Message::Have(3).encode(&mut buf);
+        let mut part = BytesMut::from(&buf[..6]);
+        assert_eq!(decode_message(&mut part, MAX_FRAME).unwrap(), None);
+        assert_eq!(part.len(), 6);
+    }
+
+    #[test]
+    fn rejects_a_4_gib_length_prefix_without_allocating() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 7][..]);
+        assert_eq!(
+            decode_message(&mut buf, MAX_FRAME),
+            Err(WireError::FrameTooLarge(0xffff_ffff))
+        );
+        assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn rejects_fixed_size_messages_with_wrong_length() {
+        let mut buf = BytesMut::from(&[0, 0, 0, 2, 1, 0][..]);
+        assert!(decode_message(&mut buf, MAX_FRAME).is_err());
+        let mut buf = BytesMut::from(&[0, 0, 0, 4, 7, 0, 0, 0][..]);
+        assert!(decode_message(&mut buf, MAX_FRAME).is_err());
+    }
+
+    #[test]
+    fn handshake_round_trips_and_rejects_other_protocols() {
+        let h = Handshake::new(InfoHash([1; 20]), PeerId([2; 20]));
+        let mut buf = BytesMut::from(&h.encode()[..]);
+        assert_eq!(Handshake::decode(&mut buf).unwrap(), Some(h));
+        let mut bad = BytesMut::from(&b"\x13BitTorrent protocoX"[..]);
+        assert_eq!(Handshake::decode(&mut bad), Err(WireError::BadProtocol));
+        let mut http = BytesMut::from(&b"GET / HTTP/1.1"[..]);
+        assert_eq!(Handshake::decode(&mut http), Err(WireError::BadProtocol));
+    }
+}
