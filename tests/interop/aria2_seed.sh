@@ -18,8 +18,9 @@
 #   --ready-timeout S  give up (exit 3) if not seeding after S s (default 120)
 #
 # aria2 seeds with or without a reachable tracker. Prints READY on stdout
-# once aria2 has verified the data, listens on PEER_PORT and reports SEED,
-# then waits. SIGTERM/SIGINT/exit stop aria2. Log: WORK_DIR/aria2.log.
+# once aria2 has verified the data, listens on PEER_PORT, reports SEED and
+# got its first tracker response (or error, or 10 s passed), then waits.
+# SIGTERM/SIGINT/exit stop aria2. Logs: WORK_DIR/aria2.log, aria2-info.log.
 # Exit status: 0 after SIGTERM/SIGINT, 2 bad usage / aria2 failed to start,
 # 3 not seeding in time (e.g. data incomplete: aria2 would start downloading).
 set -u
@@ -28,10 +29,10 @@ usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 [ $# -ge 5 ] || usage
 TORRENT=$(readlink -f "$1"); DATA_DIR=$(readlink -f "$2"); BIND_IP=$3
 PEER_PORT=$4; WORK=$(readlink -f "$5"); shift 5
-EXTRA=(); READY_TIMEOUT=120; VERIFY=(--check-integrity=true)
+EXTRA=(); READY_TIMEOUT=120; NO_TRACKER=0; VERIFY=(--check-integrity=true)
 while [ $# -gt 0 ]; do
   case $1 in
-    --no-tracker) EXTRA+=("--bt-exclude-tracker=*"); shift ;;
+    --no-tracker) EXTRA+=("--bt-exclude-tracker=*"); NO_TRACKER=1; shift ;;
     --unverified) VERIFY=(--bt-seed-unverified=true); shift ;;
     --upload-limit) EXTRA+=("--max-upload-limit=$2"); shift 2 ;;
     --ready-timeout) READY_TIMEOUT=$2; shift 2 ;;
@@ -42,6 +43,7 @@ done
 mkdir -p "$WORK" || exit 2
 export HOME=$WORK
 LOG=$WORK/aria2.log
+INFO=$WORK/aria2-info.log
 log() { echo "aria2_seed: $*" >&2; }
 
 APID=
@@ -72,13 +74,22 @@ aria2c --no-conf --dir="$DATA_DIR" \
   --bt-tracker-connect-timeout=3 --bt-tracker-timeout=5 \
   --bt-max-peers=0 --summary-interval=1 --console-log-level=notice \
   --enable-color=false --show-console-readout=false \
+  --log="$INFO" --log-level=info \
   "${EXTRA[@]}" "$TORRENT" >"$LOG" 2>&1 </dev/null &
 APID=$!
 
 deadline=$(( $(date +%s) + READY_TIMEOUT ))
 while :; do
-  if grep -q "listening on TCP port $PEER_PORT" "$LOG" && grep -q 'SEED(' "$LOG"; then
-    break
+  if [ -z "${seeding_since:-}" ] && grep -q "listening on TCP port $PEER_PORT" "$LOG" \
+     && grep -q 'SEED(' "$LOG"; then
+    seeding_since=$(date +%s)
+  fi
+  if [ -n "${seeding_since:-}" ]; then
+    # first announce answered (DefaultBtAnnounce logs the reply) or failed
+    [ $NO_TRACKER = 1 ] && break
+    grep -q 'DefaultBtAnnounce.cc' "$INFO" 2>/dev/null && break
+    grep -q 'Download aborted. URI=http' "$LOG" && break
+    [ $(( $(date +%s) - seeding_since )) -ge 10 ] && break
   fi
   kill -0 "$APID" 2>/dev/null || { log "aria2 exited:"; tail -20 "$LOG" >&2; exit 2; }
   if [ "$(date +%s)" -ge $deadline ]; then

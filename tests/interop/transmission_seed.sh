@@ -19,8 +19,9 @@
 #   --upload-limit K   upload limit in KB/s (default: unlimited)
 #   --ready-timeout S  give up (exit 3) if not seeding after S s (default 120)
 #
-# Prints READY on stdout once the torrent is 100% verified and seeding, then
-# waits. SIGTERM/SIGINT/exit stop the daemon. Logs go to CONFIG_DIR/daemon.log.
+# Prints READY on stdout once the torrent is 100% verified and seeding and
+# its first announce got an answer or an error (or 10 s passed), then waits.
+# SIGTERM/SIGINT/exit stop the daemon. Logs go to CONFIG_DIR/daemon.log.
 # Transmission never dials 127.x peers itself, but it accepts incoming ones: a
 # leecher must connect to BIND_IP:PEER_PORT (directly or via the tracker).
 # Exit status: 0 after SIGTERM/SIGINT, 2 bad usage / daemon failed to start,
@@ -135,7 +136,12 @@ while :; do
   done_pct=$(printf '%s\n' "$info" | sed -n 's/^ *Percent Done: //p')
   if [ "$done_pct" = "100%" ]; then
     case $state in
-      Seeding|Idle) break ;;
+      Seeding|Idle)
+        [ -n "${seeding_since:-}" ] || seeding_since=$(date +%s)
+        # wait for the first announce to be answered (or fail, or 10 s)
+        [ $NO_TRACKER = 1 ] && break
+        tr_remote -t "$HASH" -it | grep -qE 'Got a list of|Got an error' && break
+        [ $(( $(date +%s) - seeding_since )) -ge 10 ] && break ;;
       Stopped) tr_remote -t "$HASH" -s >/dev/null ;;
     esac
   fi
