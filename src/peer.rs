@@ -227,6 +227,11 @@ impl Conn {
             self.send(&[Message::Bitfield(Bytes::copy_from_slice(have.as_bytes()))])
                 .await?;
         }
+        // Messages may have arrived in the same segment as the handshake.
+        while let Some(msg) = wire::decode_message(&mut buf, max_frame)? {
+            self.handle(msg).await?;
+        }
+        self.fill().await?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -267,6 +272,9 @@ impl Conn {
         let engine = self.engine.clone();
         let first = !self.seen_message;
         self.seen_message = true;
+        if !matches!(msg, Message::Piece { .. }) {
+            tracing::trace!(key = self.key, ?msg, "received");
+        }
         match msg {
             Message::KeepAlive => {}
             Message::Choke => {

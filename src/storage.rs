@@ -10,6 +10,60 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::metainfo::{FileInfo, FileKind, Torrent};
 
+/// Alignment for O_DIRECT transfers.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// A byte buffer whose start is aligned for O_DIRECT writes. Safe code: a
+/// slightly larger `Vec` with the window placed at an aligned address.
+pub struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn new(len: usize) -> AlignedBuf {
+        let raw = vec![0u8; len + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        AlignedBuf { raw, start, len }
+    }
+
+    /// Reuses the allocation for `len` bytes when it fits; contents are
+    /// stale, callers overwrite every byte before reading.
+    pub fn reuse(mut self, len: usize) -> AlignedBuf {
+        if self.raw.len() - self.start >= len {
+            self.len = len;
+            self
+        } else {
+            self.raw = Vec::new();
+            AlignedBuf::new(len)
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.raw.len() - self.start
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.len)
+    }
+}
+
 /// Positional access to a torrent's byte stream.
 pub trait Storage: Send + Sync + 'static {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
@@ -25,6 +79,8 @@ struct Slot {
     info: FileInfo,
     abs: PathBuf,
     file: OnceLock<File>,
+    /// An O_DIRECT handle for aligned writes; `None` where unsupported.
+    direct: OnceLock<Option<File>>,
 }
 
 /// Files under one output directory.
@@ -34,6 +90,8 @@ pub struct FileStorage {
     /// Serialises first opens, so directories are created once.
     open_lock: Mutex<()>,
     writable: bool,
+    /// Some file held data before we opened anything.
+    existed: bool,
 }
 
 impl FileStorage {
@@ -47,14 +105,19 @@ impl FileStorage {
                 info: f.clone(),
                 abs: root.join(&f.path),
                 file: OnceLock::new(),
+                direct: OnceLock::new(),
             });
         }
-        let s = FileStorage {
+        let mut s = FileStorage {
             root: root.to_path_buf(),
             slots,
             open_lock: Mutex::new(()),
             writable,
+            existed: false,
         };
+        s.existed = s.slots.iter().any(|s| {
+            s.info.kind == FileKind::Regular && std::fs::metadata(&s.abs).is_ok_and(|m| m.len() > 0)
+        });
         if writable {
             std::fs::create_dir_all(root)?;
             for (i, slot) in s.slots.iter().enumerate() {
@@ -72,9 +135,50 @@ impl FileStorage {
 
     /// Whether any regular file of the torrent already exists with data.
     pub fn has_existing_data(&self) -> bool {
-        self.slots.iter().any(|s| {
-            s.info.kind == FileKind::Regular && std::fs::metadata(&s.abs).is_ok_and(|m| m.len() > 0)
-        })
+        self.existed
+    }
+
+    fn direct(&self, i: usize) -> Option<&File> {
+        let slot = &self.slots[i];
+        slot.direct
+            .get_or_init(|| {
+                use std::os::unix::fs::OpenOptionsExt;
+                // tmpfs and some others refuse O_DIRECT: buffered IO then.
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&slot.abs)
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Writes one file segment: the page-aligned middle through O_DIRECT
+    /// (buffered writes cost several times more CPU here, see BENCHMARKS.md),
+    /// the ragged ends through the page cache. A page is only ever written
+    /// one way, so the two paths never see each other's stale copies.
+    fn write_segment(&self, i: usize, at: u64, data: &[u8]) -> io::Result<()> {
+        let a = DIRECT_ALIGN as u64;
+        let ptr = data.as_ptr() as u64;
+        if self.writable && data.len() >= DIRECT_ALIGN && (ptr % a) == (at % a) {
+            let head = ((a - at % a) % a) as usize;
+            let mid = (data.len() - head) / DIRECT_ALIGN * DIRECT_ALIGN;
+            if mid > 0 {
+                if let Some(d) = self.direct(i) {
+                    match d.write_all_at(&data[head..head + mid], at + head as u64) {
+                        Ok(()) => {
+                            let f = self.file(i)?;
+                            f.write_all_at(&data[..head], at)?;
+                            let tail = head + mid;
+                            return f.write_all_at(&data[tail..], at + tail as u64);
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        self.file(i)?.write_all_at(data, at)
     }
 
     fn file(&self, i: usize) -> io::Result<&File> {
@@ -96,7 +200,9 @@ impl FileStorage {
                 .create(true)
                 .truncate(false)
                 .open(&slot.abs)?;
-            if f.metadata()?.len() > slot.info.length {
+            if f.metadata()?.len() != slot.info.length {
+                // Sparse: no space is taken until written; keeps the file's
+                // final size exact, and O_DIRECT writes never extend it.
                 f.set_len(slot.info.length)?;
             }
             f
@@ -141,7 +247,7 @@ impl Storage for FileStorage {
             if self.slots[i].info.kind != FileKind::Regular {
                 return Ok(());
             }
-            self.file(i)?.write_all_at(&data[range], at)
+            self.write_segment(i, at, &data[range])
         })
     }
 
@@ -160,6 +266,9 @@ impl Storage for FileStorage {
         for (i, slot) in self.slots.iter().enumerate() {
             match &slot.info.kind {
                 FileKind::Regular => {
+                    if let Some(Some(d)) = slot.direct.get() {
+                        d.sync_data()?;
+                    }
                     if let Some(f) = slot.file.get() {
                         f.sync_data()?;
                     } else if self.writable {
@@ -329,6 +438,29 @@ mod tests {
         let mut buf = [1u8; 10];
         s.read_at(0, &mut buf).unwrap();
         assert_eq!(&buf, b"abc\0\0defgh");
+    }
+
+    #[test]
+    fn aligned_writes_round_trip_at_odd_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = torrent(&[
+            ("t/a", 5000, FileKind::Regular),
+            ("t/b", 40_000, FileKind::Regular),
+        ]);
+        let s = FileStorage::new(dir.path(), &t, true).unwrap();
+        let mut buf = AlignedBuf::new(45_000);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        s.write_at(0, &buf[..20_000]).unwrap();
+        s.write_at(20_000, &buf[20_000..]).unwrap();
+        let mut back = vec![0u8; 45_000];
+        s.read_at(0, &mut back).unwrap();
+        assert!(back[..] == buf[..]);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("t/b")).unwrap().len(),
+            40_000
+        );
     }
 
     #[test]

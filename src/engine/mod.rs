@@ -357,7 +357,7 @@ impl Engine {
         // Not awaited: the peer goes on reading while the piece is hashed.
         tokio::task::spawn_blocking(move || {
             let expected = engine.piece_hashes[c.piece as usize];
-            let ok = <[u8; 20]>::from(Sha1::digest(&c.data)) == expected;
+            let ok = <[u8; 20]>::from(Sha1::digest(&*c.data)) == expected;
             let written = if ok {
                 let offset = engine.geometry.piece_offset(c.piece);
                 engine.storage.write_at(offset, &c.data)

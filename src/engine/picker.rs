@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::storage::AlignedBuf;
 use crate::types::{Bitfield, BlockRef, Geometry, PieceIndex, BLOCK_LEN};
 
 /// Identifies one connection for the picker's bookkeeping.
@@ -29,7 +30,7 @@ struct Slot {
 }
 
 struct Partial {
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     slots: Vec<Slot>,
     received: u32,
 }
@@ -38,7 +39,7 @@ struct Partial {
 #[derive(Debug)]
 pub struct Complete {
     pub piece: PieceIndex,
-    pub data: Vec<u8>,
+    pub data: AlignedBuf,
     pub contributors: Vec<PeerKey>,
 }
 
@@ -66,7 +67,7 @@ pub struct Picker {
     unstarted: u32,
     rng: StdRng,
     /// Buffers of finished pieces, reused to keep memory flat.
-    spare: Vec<Vec<u8>>,
+    spare: Vec<AlignedBuf>,
 }
 
 impl Picker {
@@ -211,9 +212,10 @@ impl Picker {
 
     fn start(&mut self, p: PieceIndex) {
         let size = self.geo.piece_size(p) as usize;
-        let mut buf = self.spare.pop().unwrap_or_default();
-        buf.clear();
-        buf.resize(size, 0);
+        let buf = match self.spare.pop() {
+            Some(b) => b.reuse(size),
+            None => AlignedBuf::new(size),
+        };
         let blocks = self.geo.blocks_in_piece(p) as usize;
         self.partial.insert(
             p,
@@ -315,20 +317,20 @@ impl Picker {
     }
 
     /// The hash matched and the data is on disk.
-    pub fn piece_verified(&mut self, piece: PieceIndex, buf: Vec<u8>) {
+    pub fn piece_verified(&mut self, piece: PieceIndex, buf: AlignedBuf) {
         self.verifying.clear(piece);
         self.have.set(piece);
         self.recycle(buf);
     }
 
     /// The hash did not match: the piece is fetched again from scratch.
-    pub fn piece_failed(&mut self, piece: PieceIndex, buf: Vec<u8>) {
+    pub fn piece_failed(&mut self, piece: PieceIndex, buf: AlignedBuf) {
         self.verifying.clear(piece);
         self.unstarted += 1;
         self.recycle(buf);
     }
 
-    fn recycle(&mut self, buf: Vec<u8>) {
+    fn recycle(&mut self, buf: AlignedBuf) {
         if self.spare.len() < 4 && buf.capacity() >= self.geo.piece_len as usize {
             self.spare.push(buf);
         }
@@ -422,7 +424,7 @@ mod tests {
                 complete: Some(c), ..
             } => {
                 assert_eq!(c.piece, 3);
-                assert_eq!(c.data, data);
+                assert_eq!(&c.data[..], &data[..]);
                 assert_eq!(c.contributors, vec![1]);
             }
             other => panic!("{other:?}"),
