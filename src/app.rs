@@ -144,8 +144,11 @@ pub struct Report {
     pub total_bytes: u64,
     pub downloaded: u64,
     pub resumed: u64,
+    pub received: u64,
     pub wasted: u64,
     pub hash_failures: u64,
+    pub peers: Vec<(SocketAddr, u64)>,
+    pub banned: Vec<IpAddr>,
 }
 
 /// Downloads one torrent into `opts.output`. Returns when every piece is
@@ -296,8 +299,11 @@ pub async fn download(
         total_bytes: torrent.total_length,
         downloaded: st.downloaded.load(Ordering::Relaxed),
         resumed: st.resumed.load(Ordering::Relaxed),
+        received: st.received.load(Ordering::Relaxed),
         wasted: st.wasted.load(Ordering::Relaxed),
         hash_failures: st.hash_failures.load(Ordering::Relaxed),
+        peers: engine.contributions(),
+        banned: engine.banned(),
     })
 }
 

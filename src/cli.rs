@@ -70,6 +70,10 @@ pub struct DownloadArgs {
     /// Seconds to wait for a TCP connect and for the handshake.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub connect_timeout: u64,
+    /// Write a JSON summary (bytes per peer, resumed and fetched bytes) here
+    /// when the download completes.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
     /// Seconds between status lines when stderr is not a terminal.
     #[arg(long, default_value_t = 5, value_name = "SECS")]
     pub status_interval: u64,
@@ -127,6 +131,23 @@ async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
     let result = app::download(opts, status, cancel).await;
     view.finish(result.is_ok()).await;
     let report = result.with_context(|| format!("download of {} failed", a.torrent.display()))?;
+    if let Some(path) = &a.summary_json {
+        let v = serde_json::json!({
+            "name": report.name,
+            "info_hash": report.info_hash,
+            "total_bytes": report.total_bytes,
+            "downloaded": report.downloaded,
+            "resumed": report.resumed,
+            "received": report.received,
+            "wasted": report.wasted,
+            "hash_failures": report.hash_failures,
+            "elapsed_secs": view.elapsed().as_secs_f64(),
+            "peers": report.peers.iter().map(|(a, b)| serde_json::json!({"addr": a.to_string(), "bytes": b})).collect::<Vec<_>>(),
+            "banned": report.banned.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if !a.quiet {
         eprintln!(
             "done: {} ({}) in {}: {} fetched, {} already present",

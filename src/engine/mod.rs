@@ -105,6 +105,7 @@ pub enum PeerCommand {
 struct PeerEntry {
     has: Bitfield,
     ip: IpAddr,
+    addr: SocketAddr,
     tx: mpsc::Sender<PeerCommand>,
 }
 
@@ -117,6 +118,8 @@ struct State {
     /// Verified pieces in the order they completed; peers announce from it.
     verified_log: Vec<PieceIndex>,
     next_key: PeerKey,
+    /// Accepted block bytes per remote address, for the summary.
+    contributed: HashMap<SocketAddr, u64>,
 }
 
 pub struct Engine {
@@ -173,6 +176,7 @@ impl Engine {
                 banned: HashSet::new(),
                 verified_log: log,
                 next_key: 1,
+                contributed: HashMap::new(),
             }),
             stats,
             hash_permits: Arc::new(Semaphore::new(config.hash_workers)),
@@ -220,6 +224,22 @@ impl Engine {
         self.geometry.total_len - self.state().picker.verified_bytes()
     }
 
+    /// Accepted block bytes per peer address, largest first.
+    pub fn contributions(&self) -> Vec<(SocketAddr, u64)> {
+        let mut v: Vec<_> = self
+            .state()
+            .contributed
+            .iter()
+            .map(|(a, b)| (*a, *b))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v
+    }
+
+    pub fn banned(&self) -> Vec<IpAddr> {
+        self.state().banned.iter().copied().collect()
+    }
+
     pub fn is_banned(&self, ip: IpAddr) -> bool {
         self.state().banned.contains(&ip)
     }
@@ -238,6 +258,7 @@ impl Engine {
             PeerEntry {
                 has: Bitfield::new(self.geometry.num_pieces),
                 ip: addr.ip(),
+                addr,
                 tx,
             },
         );
@@ -327,6 +348,12 @@ impl Engine {
                 false
             }
             BlockOutcome::Stored { cancel, complete } => {
+                {
+                    let mut st = self.state();
+                    if let Some(addr) = st.peers.get(&key).map(|e| e.addr) {
+                        *st.contributed.entry(addr).or_default() += data.len() as u64;
+                    }
+                }
                 if !cancel.is_empty() {
                     let block = BlockRef {
                         piece,

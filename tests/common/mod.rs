@@ -1,0 +1,233 @@
+//! Shared helpers for integration tests: torrents built in memory, child
+//! processes that die with the test, and the interop gate.
+#![allow(dead_code)]
+
+pub mod fake_peer;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use sha1::{Digest, Sha1};
+
+pub fn xorrent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_xorrent"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), cheap to make in bulk.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn bstr(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(s.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(s);
+}
+
+fn bint(out: &mut Vec<u8>, i: u64) {
+    out.extend_from_slice(format!("i{i}e").as_bytes());
+}
+
+/// A v1 torrent over `files` (path elements, data); single-file when there
+/// is one file with one element and `multi` is false.
+pub fn make_torrent(
+    name: &str,
+    files: &[(Vec<&str>, Vec<u8>)],
+    piece_len: usize,
+    announce: Option<&str>,
+    multi: bool,
+) -> Vec<u8> {
+    let stream: Vec<u8> = files.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+    let mut pieces = Vec::new();
+    for c in stream.chunks(piece_len) {
+        pieces.extend_from_slice(&Sha1::digest(c));
+    }
+    let mut info = b"d".to_vec();
+    if multi {
+        bstr(&mut info, b"files");
+        info.push(b'l');
+        for (path, data) in files {
+            info.push(b'd');
+            bstr(&mut info, b"length");
+            bint(&mut info, data.len() as u64);
+            bstr(&mut info, b"path");
+            info.push(b'l');
+            for e in path {
+                bstr(&mut info, e.as_bytes());
+            }
+            info.extend_from_slice(b"ee");
+        }
+        info.push(b'e');
+    } else {
+        bstr(&mut info, b"length");
+        bint(&mut info, stream.len() as u64);
+    }
+    bstr(&mut info, b"name");
+    bstr(&mut info, name.as_bytes());
+    bstr(&mut info, b"piece length");
+    bint(&mut info, piece_len as u64);
+    bstr(&mut info, b"pieces");
+    bstr(&mut info, &pieces);
+    info.push(b'e');
+    let mut t = b"d".to_vec();
+    if let Some(a) = announce {
+        bstr(&mut t, b"announce");
+        bstr(&mut t, a.as_bytes());
+    }
+    bstr(&mut t, b"info");
+    t.extend_from_slice(&info);
+    t.push(b'e');
+    t
+}
+
+pub fn sha1_file(path: &Path) -> [u8; 20] {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    Sha1::digest(&data).into()
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    /// Waits for exit with a deadline; kills and panics on timeout.
+    pub fn wait_timeout(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("{} did not finish within {limit:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM first so seeders clean up, then make sure.
+        unsafe_kill(self.child.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A fresh block of loopback addresses for one test: 127.0.N.1, .2, ...
+pub fn loopback_block() -> impl Fn(u8) -> Ipv4Addr {
+    static NEXT: AtomicU8 = AtomicU8::new(10);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    move |host| Ipv4Addr::new(127, 0, n, host)
+}
+
+fn only_loopback_namespace() -> bool {
+    match std::fs::read_dir("/sys/class/net") {
+        Ok(rd) => rd.filter_map(|e| e.ok()).all(|e| e.file_name() == "lo"),
+        Err(_) => false,
+    }
+}
+
+fn have_cmd(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn have_libtorrent() -> bool {
+    Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether a test that runs real clients may proceed. Without root, a
+/// private network namespace or a client it returns false after printing
+/// why; with `XORRENT_REQUIRE_INTEROP=1` it panics instead.
+pub fn interop_ready(test: &str, needs: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if !only_loopback_namespace() {
+        missing.push(
+            "a private network namespace with only loopback (run scripts/test as root)".to_string(),
+        );
+    }
+    for n in needs {
+        let ok = match *n {
+            "libtorrent" => have_libtorrent(),
+            other => have_cmd(other),
+        };
+        if !ok {
+            missing.push(format!("`{n}`"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "SKIPPED interop test {test}: missing {}",
+        missing.join(", ")
+    );
+    if std::env::var("XORRENT_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
+        panic!("{msg} (XORRENT_REQUIRE_INTEROP=1 makes this a failure)");
+    }
+    eprintln!("{msg}");
+    false
+}
+
+/// Whether sockets may be opened: inside a private namespace, or when the
+/// caller is fine with loopback in the host namespace (no root).
+pub fn in_netns() -> bool {
+    only_loopback_namespace()
+}
