@@ -325,7 +325,9 @@ impl<'a> Decoder<'a> {
                             _ => {}
                         }
                     }
-                    if self.pos >= self.input.len() || self.input[self.pos] == b'e' {
+                    // Input that simply stops is truncated (callers reading
+                    // a stream wait for more); an 'e' here is malformed.
+                    if self.peek()? == b'e' {
                         return Err(Error::MissingValue { at });
                     }
                     *key = Some((k, at));
@@ -520,6 +522,18 @@ mod tests {
         let (v, end) = decode_with(input, Limits::TORRENT).unwrap();
         assert_eq!(end, input.len() - 1);
         assert_eq!(v.get("a").unwrap().as_int(), Some(2));
+    }
+
+    #[test]
+    fn tells_a_truncated_dict_from_a_key_without_value() {
+        assert!(matches!(
+            decode(b"d0:"),
+            Err(Error::UnexpectedEof { at: 3 })
+        ));
+        assert!(matches!(
+            decode(b"d1:ai1e1:be"),
+            Err(Error::MissingValue { .. })
+        ));
     }
 
     #[test]

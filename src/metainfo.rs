@@ -301,6 +301,12 @@ fn build(raw: &RawMeta<'_>) -> Result<Torrent, Error> {
     if total_length == 0 {
         return Err(Error::InvalidLength("the torrent holds no data".into()));
     }
+    let hybrid = info.meta_version == Some(2);
+    if hybrid {
+        // Before the piece count: a hybrid whose layouts disagree also has
+        // the wrong number of v1 hashes, and the mismatch is the cause.
+        check_hybrid(info, &files, piece_length)?;
+    }
     let count = total_length.div_ceil(u64::from(piece_length));
     if count > MAX_PIECES {
         return Err(Error::TooManyPieces { count });
@@ -320,10 +326,6 @@ fn build(raw: &RawMeta<'_>) -> Result<Torrent, Error> {
         .filter(|f| f.kind == FileKind::Regular)
         .map(|f| f.length)
         .sum();
-    let hybrid = info.meta_version == Some(2);
-    if hybrid {
-        check_hybrid(info, &files, piece_length)?;
-    }
 
     Ok(Torrent {
         info_hash,
@@ -378,6 +380,7 @@ fn multi_files(list: &Value<'_>, name: &str) -> Result<Vec<FileInfo>, Error> {
     }
     let mut out = Vec::with_capacity(entries.len());
     let mut names = PathSet::default();
+    let mut links = Vec::new();
     let mut offset: u64 = 0;
     for entry in entries {
         if entry.as_dict().is_none() {
@@ -412,9 +415,9 @@ fn multi_files(list: &Value<'_>, name: &str) -> Result<Vec<FileInfo>, Error> {
             FileKind::Pad
         } else if symlink {
             let target = path_elements(entry.get("symlink path"), "'symlink path'")?;
-            FileKind::Symlink {
-                target: join_sanitized(name, &target),
-            }
+            let from_root = join_sanitized(name, &target);
+            links.push((out.len(), target));
+            FileKind::Symlink { target: from_root }
         } else {
             FileKind::Regular
         };
@@ -439,6 +442,29 @@ fn multi_files(list: &Value<'_>, name: &str) -> Result<Vec<FileInfo>, Error> {
             .checked_add(length)
             .filter(|&o| o <= i64::MAX as u64)
             .ok_or_else(|| Error::InvalidLength("file lengths overflow".into()))?;
+    }
+    // BEP-47 symlink targets are relative to the torrent's root, but older
+    // torrents (macOS frameworks: `Versions/Current` -> `A`) wrote them
+    // relative to the link's directory. Like libtorrent, keep the root
+    // reading when it names something in the torrent, else take the
+    // link-relative one when that does. Either stays inside the torrent.
+    for (i, target) in links {
+        let FileKind::Symlink { target: from_root } = &out[i].kind else {
+            continue;
+        };
+        if names.taken(from_root) {
+            continue;
+        }
+        let Some(dir) = out[i].path.parent() else {
+            continue;
+        };
+        let mut from_link = dir.to_path_buf();
+        for e in &target {
+            from_link.push(sanitize_element(e));
+        }
+        if from_link != out[i].path && names.taken(&from_link) {
+            out[i].kind = FileKind::Symlink { target: from_link };
+        }
     }
     Ok(out)
 }
@@ -562,7 +588,10 @@ fn tracker_tiers(raw: &RawMeta<'_>) -> Vec<Vec<String>> {
     tiers
 }
 
+/// BEP-19 `url-list` / BEP-17 `httpseeds`: one string or a list; empty and
+/// repeated URLs are dropped (first one kept).
 fn url_strings(v: Option<&Value<'_>>) -> Vec<String> {
+    let mut seen = HashSet::new();
     match v {
         Some(Value::Bytes(_)) => v
             .and_then(Value::as_str)
@@ -577,7 +606,7 @@ fn url_strings(v: Option<&Value<'_>>) -> Vec<String> {
         _ => Vec::new(),
     }
     .into_iter()
-    .filter(|s| !s.is_empty())
+    .filter(|s| !s.is_empty() && seen.insert(s.clone()))
     .collect()
 }
 
@@ -636,7 +665,15 @@ fn check_hybrid(info: &RawInfo<'_>, files: &[FileInfo], piece_len: u32) -> Resul
                 })
                 .collect::<Vec<_>>()
         })
-        .unwrap_or_else(|| vec![Vec::new()]);
+        // A single-file v2 tree holds one leaf named after the torrent.
+        .unwrap_or_else(|| {
+            let name = info
+                .dict
+                .get("name")
+                .and_then(Value::as_bytes)
+                .or(info.name);
+            vec![name.into_iter().collect()]
+        });
     for (i, (f, (leaf_path, leaf_len))) in v1.iter().zip(&leaves).enumerate() {
         if f.length != *leaf_len && !matches!(f.kind, FileKind::Symlink { .. }) {
             return Err(Error::InconsistentHybrid(format!(
@@ -644,7 +681,7 @@ fn check_hybrid(info: &RawInfo<'_>, files: &[FileInfo], piece_len: u32) -> Resul
                 f.length
             )));
         }
-        if info.files.is_some() && v1_elements.get(i) != Some(leaf_path) {
+        if v1_elements.get(i) != Some(leaf_path) {
             return Err(Error::InconsistentHybrid(format!(
                 "file {i} has different names"
             )));
@@ -720,6 +757,21 @@ mod tests {
             PathBuf::from("t/foo/bar.1.txt")
         );
         assert_eq!(s.claim("t/foo".into()).unwrap(), PathBuf::from("t/foo.1"));
+    }
+
+    #[test]
+    fn reads_a_symlink_target_relative_to_the_link_when_only_that_exists() {
+        let files = b"ld6:lengthi3e4:pathl1:v1:A1:feed4:attr1:l6:lengthi0e4:pathl1:v1:Ce12:symlink pathl1:Aeed4:attr1:l6:lengthi0e4:pathl1:Le12:symlink pathl1:v1:Aeee";
+        let list = bencode::decode(files).unwrap();
+        let out = multi_files(&list, "t").unwrap();
+        let target = |i: usize| match &out[i].kind {
+            FileKind::Symlink { target } => target.clone(),
+            k => panic!("file {i} is {k:?}"),
+        };
+        // `t/v/C -> A`: no `t/A` in the torrent, but `t/v/A` is a directory.
+        assert_eq!(target(1), PathBuf::from("t/v/A"));
+        // Root-relative targets that exist are kept.
+        assert_eq!(target(2), PathBuf::from("t/v/A"));
     }
 
     #[test]

@@ -232,7 +232,7 @@ impl Engine {
             .iter()
             .map(|(a, b)| (*a, *b))
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         v
     }
 
