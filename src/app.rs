@@ -285,10 +285,9 @@ pub async fn download(
         let _ = complete_tx.send(true);
     }
     if let Some(a) = announcer {
-        // Let `completed` go out, then `stopped`, each bounded by timeouts.
-        tokio::time::sleep(Duration::from_millis(if outcome.is_ok() { 50 } else { 0 })).await;
+        // The announcer sends `completed` (if due) and `stopped` on its way out.
         announce_cancel.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(6), a).await;
+        let _ = tokio::time::timeout(Duration::from_secs(12), a).await;
     }
     outcome?;
     status.set_stage(Stage::Done);

@@ -250,7 +250,15 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
             break;
         }
     }
-    if let Some(url) = working {
+    // Exit: a pending `completed` first (the download may have finished
+    // just before the stop), then `stopped`, each bounded by a timeout.
+    let Some(url) = working else { return };
+    let mut finals = Vec::new();
+    if *cfg.complete.borrow() && !completed_sent {
+        finals.push(Event::Completed);
+    }
+    finals.push(Event::Stopped);
+    for ev in finals {
         let totals = (cfg.totals)();
         let req = AnnounceRequest {
             info_hash: cfg.info_hash,
@@ -259,12 +267,12 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
             uploaded: totals.uploaded,
             downloaded: totals.downloaded,
             left: totals.left,
-            event: Some(Event::Stopped),
+            event: Some(ev),
             numwant: 0,
             key,
         };
         if let Err(e) = announce_one(&client, &url, &req, Duration::from_secs(5)).await {
-            tracing::debug!(tracker = %url, "stopped announce failed: {e}");
+            tracing::debug!(tracker = %url, "{} announce failed: {e}", ev.as_str());
         }
     }
 }

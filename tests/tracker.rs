@@ -1,0 +1,324 @@
+//! The HTTP announce as a tracker sees it: query encoding, events, BEP-12
+//! fall-through past a dead tier, and `stopped` on Ctrl-C. A scripted
+//! tracker records every request; a fake peer seeds.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::fake_peer::{Behaviour, FakePeer};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const PIECE: usize = 16 * 1024;
+
+/// A one-route HTTP tracker: records request lines, answers with `body`.
+async fn fake_tracker(addr: &str, body: Vec<u8>) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (s, body) = (s.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&req)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                s.lock().unwrap().push(line);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn compact(addr: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(a) = addr else {
+        panic!("v4 only")
+    };
+    let mut v = a.ip().octets().to_vec();
+    v.extend_from_slice(&a.port().to_be_bytes());
+    v
+}
+
+fn announce_body(peer: SocketAddr) -> Vec<u8> {
+    let mut b = b"d8:intervali1800e5:peers6:".to_vec();
+    b.extend_from_slice(&compact(peer));
+    b.push(b'e');
+    b
+}
+
+fn torrent_with_tiers(data: &[u8], tiers: &[&[&str]]) -> Vec<u8> {
+    // Announce-list added around a plain single-file torrent.
+    let base = make_torrent(
+        "data.bin",
+        &[(vec!["data.bin"], data.to_vec())],
+        PIECE,
+        None,
+        false,
+    );
+    let mut list = b"13:announce-listl".to_vec();
+    for tier in tiers {
+        list.push(b'l');
+        for u in *tier {
+            list.extend_from_slice(format!("{}:{}", u.len(), u).as_bytes());
+        }
+        list.push(b'e');
+    }
+    list.push(b'e');
+    let mut t = b"d".to_vec();
+    t.extend_from_slice(&list);
+    t.extend_from_slice(&base[1..]);
+    t
+}
+
+fn query_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let q = line.split_whitespace().nth(1)?.split_once('?')?.1;
+    q.split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_started_and_completed_after_skipping_a_dead_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(300_000, 9);
+    let probe = make_torrent(
+        "data.bin",
+        &[(vec!["data.bin"], data.clone())],
+        PIECE,
+        None,
+        false,
+    );
+    let ih = xorrent::metainfo::Torrent::from_bytes(&probe)
+        .unwrap()
+        .info_hash;
+    let seeder = FakePeer::start(
+        "127.0.0.41:0".parse().unwrap(),
+        ih.0,
+        Arc::new(data.clone()),
+        PIECE,
+        Behaviour::Honest,
+    )
+    .await;
+    let (tr, seen) = fake_tracker("127.0.0.42:0", announce_body(seeder.addr)).await;
+    // Tier 1: nothing listens there (and a UDP URL we do not speak yet).
+    let dead = "http://127.0.0.43:9/announce";
+    let live = format!("http://{tr}/announce");
+    let t = torrent_with_tiers(&data, &[&[dead, "udp://127.0.0.43:9"], &[&live]]);
+    assert_eq!(
+        xorrent::metainfo::Torrent::from_bytes(&t)
+            .unwrap()
+            .info_hash,
+        ih
+    );
+    let path = dir.path().join("t.torrent");
+    std::fs::write(&path, &t).unwrap();
+    let out = dir.path().join("out");
+    let status = tokio::task::spawn_blocking(move || {
+        let mut p = Proc::spawn(
+            "xorrent",
+            Command::new(xorrent_bin())
+                .arg("download")
+                .arg(&path)
+                .arg("-o")
+                .arg(&out)
+                .args(["--bind", "127.0.0.44", "--port", "7001", "-q"]),
+        );
+        let st = p.wait_timeout(Duration::from_secs(60));
+        (st, std::fs::read(out.join("data.bin")).unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success());
+    assert!(status.1 == data);
+    let lines = seen.lock().unwrap().clone();
+    assert!(lines.len() >= 3, "{lines:?}");
+    let events: Vec<Option<&str>> = lines.iter().map(|l| query_value(l, "event")).collect();
+    assert_eq!(events[0], Some("started"), "{lines:?}");
+    assert!(events.contains(&Some("completed")), "{lines:?}");
+    assert_eq!(*events.last().unwrap(), Some("stopped"), "{lines:?}");
+    let first = &lines[0];
+    let expect_ih: String =
+        ih.0.iter()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (*b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+    assert_eq!(
+        query_value(first, "info_hash"),
+        Some(expect_ih.as_str()),
+        "{first}"
+    );
+    assert!(
+        query_value(first, "peer_id")
+            .unwrap()
+            .starts_with("%2DXR0001%2D"),
+        "{first}"
+    );
+    assert_eq!(query_value(first, "port"), Some("7001"));
+    assert_eq!(query_value(first, "compact"), Some("1"));
+    assert_eq!(query_value(first, "left"), Some("300000"));
+    assert_eq!(query_value(first, "downloaded"), Some("0"));
+    let last = lines.last().unwrap();
+    assert_eq!(query_value(last, "left"), Some("0"), "{last}");
+    assert_eq!(query_value(last, "downloaded"), Some("300000"), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_cleanly_and_sends_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(2_000_000, 10);
+    let probe = make_torrent(
+        "data.bin",
+        &[(vec!["data.bin"], data.clone())],
+        PIECE,
+        None,
+        false,
+    );
+    let ih = xorrent::metainfo::Torrent::from_bytes(&probe)
+        .unwrap()
+        .info_hash;
+    // A peer that never answers keeps the download from finishing.
+    let mute = FakePeer::start(
+        "127.0.0.45:0".parse().unwrap(),
+        ih.0,
+        Arc::new(data.clone()),
+        PIECE,
+        Behaviour::Silent,
+    )
+    .await;
+    let (tr, seen) = fake_tracker("127.0.0.46:0", announce_body(mute.addr)).await;
+    let t = torrent_with_tiers(&data, &[&[&format!("http://{tr}/announce")]]);
+    let path = dir.path().join("t.torrent");
+    std::fs::write(&path, &t).unwrap();
+    let out = dir.path().join("out");
+    let (code, stderr) = tokio::task::spawn_blocking(move || {
+        let mut p = Proc::spawn(
+            "xorrent",
+            Command::new(xorrent_bin())
+                .arg("download")
+                .arg(&path)
+                .arg("-o")
+                .arg(&out)
+                .args(["--bind", "127.0.0.47", "--port", "7002"])
+                .stderr(std::process::Stdio::piped()),
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        unsafe_kill(p.pid(), 2);
+        let st = p.wait_timeout(Duration::from_secs(15));
+        let mut err = String::new();
+        use std::io::Read;
+        p.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (st.code(), err)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let lines = seen.lock().unwrap().clone();
+    assert_eq!(
+        query_value(&lines[0], "event"),
+        Some("started"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        query_value(lines.last().unwrap(), "event"),
+        Some("stopped"),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_failure_reason_is_reported_and_the_download_goes_on_with_known_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(200_000, 11);
+    let probe = make_torrent(
+        "data.bin",
+        &[(vec!["data.bin"], data.clone())],
+        PIECE,
+        None,
+        false,
+    );
+    let ih = xorrent::metainfo::Torrent::from_bytes(&probe)
+        .unwrap()
+        .info_hash;
+    let seeder = FakePeer::start(
+        "127.0.0.48:0".parse().unwrap(),
+        ih.0,
+        Arc::new(data.clone()),
+        PIECE,
+        Behaviour::Honest,
+    )
+    .await;
+    let (tr, seen) = fake_tracker(
+        "127.0.0.49:0",
+        b"d14:failure reason12:unregisterede".to_vec(),
+    )
+    .await;
+    let t = torrent_with_tiers(&data, &[&[&format!("http://{tr}/announce")]]);
+    let path = dir.path().join("t.torrent");
+    std::fs::write(&path, &t).unwrap();
+    let out = dir.path().join("out");
+    let peer = seeder.addr.to_string();
+    let (ok, stderr, got) = tokio::task::spawn_blocking(move || {
+        let mut p = Proc::spawn(
+            "xorrent",
+            Command::new(xorrent_bin())
+                .arg("download")
+                .arg(&path)
+                .arg("-o")
+                .arg(&out)
+                .args(["--bind", "127.0.0.50", "--port", "7003", "--peer", &peer])
+                .stderr(std::process::Stdio::piped()),
+        );
+        let st = p.wait_timeout(Duration::from_secs(30));
+        let mut err = String::new();
+        use std::io::Read;
+        p.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (
+            st.success(),
+            err,
+            std::fs::read(out.join("data.bin")).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    assert!(got == data);
+    assert!(stderr.contains("tracker refused: unregistered"), "{stderr}");
+    assert!(!seen.lock().unwrap().is_empty());
+}
