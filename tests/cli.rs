@@ -1,0 +1,168 @@
+//! The command line as a user meets it: `info`, `--help`, and clear errors
+//! for bad input (including a full disk).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fake_peer::{Behaviour, FakePeer};
+use common::*;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    repo().join("fixtures/conformance/torrents").join(name)
+}
+
+#[test]
+fn info_json_shows_the_torrent() {
+    let out = Command::new(xorrent_bin())
+        .args(["info", "--json"])
+        .arg(fixture(
+            "anacrolix-23516C72685E8DB0C8F15553382A927F185C4F01.torrent",
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["info_hash"], "23516c72685e8db0c8f15553382a927f185c4f01");
+    assert_eq!(v["files"].as_array().unwrap().len(), 4);
+    assert_eq!(v["trackers"].as_array().unwrap().len(), 10);
+    assert_eq!(v["private"], false);
+}
+
+#[test]
+fn info_text_lists_files_trackers_and_pieces() {
+    let out = Command::new(xorrent_bin())
+        .arg("info")
+        .arg(fixture("sample.torrent"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "name:",
+        "info hash:",
+        "pieces:",
+        "private:     no",
+        "sample/text_file.txt",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("padding"),
+        "pad files are not shown:\n{text}"
+    );
+}
+
+#[test]
+fn a_malformed_torrent_gets_a_clear_error_and_exit_1() {
+    let out = Command::new(xorrent_bin())
+        .arg("info")
+        .arg(fixture("unaligned_pieces.torrent"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("'pieces' holds 24 bytes"), "{err}");
+}
+
+#[test]
+fn a_v2_only_torrent_is_refused_as_unsupported() {
+    let out = Command::new(xorrent_bin())
+        .arg("info")
+        .arg(fixture("v2_only.torrent"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("not supported"));
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        &["--help"][..],
+        &["download", "--help"],
+        &["info", "--help"],
+    ] {
+        let out = Command::new(xorrent_bin()).args(sub).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("Usage:"), "{text}");
+    }
+    let out = Command::new(xorrent_bin())
+        .args(["download", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--output", "--port", "--bind", "--max-peers", "--peer"] {
+        assert!(text.contains(flag), "{flag} in\n{text}");
+    }
+}
+
+/// A download onto a 1 MiB tmpfs (in a private mount namespace, so root is
+/// needed) stops with a clear "disk full" error and a non-zero exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_download_with_a_clear_error() {
+    if !interop_ready(
+        "a_full_disk_stops_the_download_with_a_clear_error",
+        &["unshare", "mount"],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(3 * 1024 * 1024, 12);
+    let t = make_torrent(
+        "big.bin",
+        &[(vec!["big.bin"], data.clone())],
+        64 * 1024,
+        None,
+        false,
+    );
+    let ih = xorrent::metainfo::Torrent::from_bytes(&t)
+        .unwrap()
+        .info_hash;
+    let path = dir.path().join("t.torrent");
+    std::fs::write(&path, &t).unwrap();
+    let seeder = FakePeer::start(
+        "127.0.0.61:0".parse().unwrap(),
+        ih.0,
+        Arc::new(data),
+        64 * 1024,
+        Behaviour::Honest,
+    )
+    .await;
+    let mnt = dir.path().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=1m tmpfs '{m}' && exec '{bin}' download '{t}' -o '{m}/out' --bind 127.0.0.62 --port 0 --peer {p}",
+        m = mnt.display(),
+        bin = xorrent_bin().display(),
+        t = path.display(),
+        p = seeder.addr
+    );
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        let mut p = Proc::spawn(
+            "xorrent on a full disk",
+            Command::new("unshare")
+                .args(["-m", "sh", "-c", &script])
+                .stderr(Stdio::piped()),
+        );
+        let st = p.wait_timeout(Duration::from_secs(60));
+        let mut err = String::new();
+        use std::io::Read;
+        p.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (st.code(), err)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("disk full"), "{err}");
+}
