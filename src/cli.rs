@@ -88,6 +88,51 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
+/// The bar on screen, if any: log lines are printed above it instead of
+/// through it.
+static ACTIVE_BAR: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+
+fn set_active_bar(b: Option<ProgressBar>) {
+    *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = b;
+}
+
+/// A `tracing` writer that keeps log lines from tearing the progress bar.
+pub struct LogWriter;
+
+/// One log record, written out when dropped.
+pub struct LogLine(Vec<u8>);
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let bar = ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let write = || {
+            let _ = std::io::stderr().write_all(&self.0);
+        };
+        match bar {
+            Some(b) => b.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(Vec::new())
+    }
+}
+
 /// Runs a parsed command. `cancel` fires on Ctrl-C.
 pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<()> {
     match cli.command {
@@ -251,6 +296,7 @@ async fn bars(status: Arc<Status>, stop: CancellationToken) {
                     b.set_style(dl_style.clone());
                     b.set_position(s.have_bytes);
                     b.reset_eta();
+                    set_active_bar(Some(b.clone()));
                     b
                 });
                 b.set_position(s.have_bytes);
@@ -258,6 +304,7 @@ async fn bars(status: Arc<Status>, stop: CancellationToken) {
             }
         }
         if stopping {
+            set_active_bar(None);
             if let Some(b) = check.take() {
                 b.abandon();
             }

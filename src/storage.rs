@@ -73,6 +73,11 @@ pub trait Storage: Send + Sync + 'static {
     fn finish(&self) -> io::Result<()> {
         Ok(())
     }
+    /// True when the span cannot hold earlier data (it lies past the end a
+    /// file had before we opened it), so a resume check may skip it.
+    fn known_missing(&self, _offset: u64, _len: usize) -> bool {
+        false
+    }
 }
 
 struct Slot {
@@ -81,6 +86,8 @@ struct Slot {
     file: OnceLock<File>,
     /// An O_DIRECT handle for aligned writes; `None` where unsupported.
     direct: OnceLock<Option<File>>,
+    /// Length of the file before we touched it (0 if absent).
+    initial_len: u64,
 }
 
 /// Files under one output directory.
@@ -106,6 +113,7 @@ impl FileStorage {
                 abs: root.join(&f.path),
                 file: OnceLock::new(),
                 direct: OnceLock::new(),
+                initial_len: std::fs::metadata(root.join(&f.path)).map_or(0, |m| m.len()),
             });
         }
         let mut s = FileStorage {
@@ -115,9 +123,10 @@ impl FileStorage {
             writable,
             existed: false,
         };
-        s.existed = s.slots.iter().any(|s| {
-            s.info.kind == FileKind::Regular && std::fs::metadata(&s.abs).is_ok_and(|m| m.len() > 0)
-        });
+        s.existed = s
+            .slots
+            .iter()
+            .any(|s| s.info.kind == FileKind::Regular && s.initial_len > 0);
         if writable {
             std::fs::create_dir_all(root)?;
             for (i, slot) in s.slots.iter().enumerate() {
@@ -260,6 +269,18 @@ impl Storage for FileStorage {
             }
             self.file(i)?.read_exact_at(&mut buf[range], at)
         })
+    }
+
+    fn known_missing(&self, offset: u64, len: usize) -> bool {
+        let mut missing = false;
+        let _ = self.for_span(offset, len, |i, at, range| {
+            let slot = &self.slots[i];
+            if slot.info.kind == FileKind::Regular && at + range.len() as u64 > slot.initial_len {
+                missing = true;
+            }
+            Ok(())
+        });
+        missing
     }
 
     fn finish(&self) -> io::Result<()> {

@@ -35,8 +35,13 @@ pub fn check(
                         return;
                     }
                     let size = geo.piece_size(p) as usize;
+                    let offset = geo.piece_offset(p);
+                    if storage.known_missing(offset, size) {
+                        progress.fetch_add(size as u64, Ordering::Relaxed);
+                        continue;
+                    }
                     buf.resize(size, 0);
-                    let ok = storage.read_at(geo.piece_offset(p), &mut buf).is_ok()
+                    let ok = storage.read_at(offset, &mut buf).is_ok()
                         && <[u8; 20]>::from(Sha1::digest(&buf)) == hashes[p as usize];
                     if ok {
                         have.lock().unwrap_or_else(|e| e.into_inner()).set(p);
