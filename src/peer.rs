@@ -271,7 +271,11 @@ impl Conn {
     async fn handle(&mut self, msg: Message) -> Result<(), PeerError> {
         let engine = self.engine.clone();
         let first = !self.seen_message;
-        self.seen_message = true;
+        // Keep-alives and messages we skip do not count: the bitfield may
+        // still follow them.
+        if !matches!(msg, Message::KeepAlive | Message::Unknown(_) | Message::Port(_)) {
+            self.seen_message = true;
+        }
         if !matches!(msg, Message::Piece { .. }) {
             tracing::trace!(key = self.key, ?msg, "received");
         }
