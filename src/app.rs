@@ -6,7 +6,7 @@
 //! fatal engine error cancels the child; the announcer then sends `stopped`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -16,9 +16,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{checker, swarm, Engine, EngineConfig, Phase};
-use crate::metainfo::{self, Torrent};
+use crate::listener::{self, Registry};
+use crate::metainfo::{self, FileKind, Torrent};
 use crate::storage::{FileStorage, Storage};
 use crate::tracker::{self, AnnounceConfig, Tiers, Totals};
+use crate::types::Bitfield;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -36,15 +38,15 @@ pub enum AppError {
     },
     #[error("{0}")]
     Failed(String),
+    #[error("{bad} of {total} pieces of {path} do not match the torrent: refusing to seed")]
+    BadData { bad: u32, total: u32, path: PathBuf },
     #[error("interrupted: {have} of {total} pieces verified and saved; run the same command again to resume")]
     Interrupted { have: u32, total: u32 },
 }
 
-/// Everything `download` needs; the CLI fills it from flags.
+/// Network settings shared by `download` and `seed`.
 #[derive(Debug, Clone)]
-pub struct DownloadOptions {
-    pub torrent: PathBuf,
-    pub output: PathBuf,
+pub struct NetOptions {
     pub port: Option<u16>,
     pub bind: Option<IpAddr>,
     pub peers: Vec<SocketAddr>,
@@ -53,13 +55,42 @@ pub struct DownloadOptions {
     pub tracker_timeout: Duration,
 }
 
+/// When seeding stops by itself (otherwise on Ctrl-C).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeedLimits {
+    /// Stop once uploaded ≥ ratio × torrent size.
+    pub ratio: Option<f64>,
+    pub time: Option<Duration>,
+}
+
+/// Everything `download` needs; the CLI fills it from flags.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    pub torrent: PathBuf,
+    pub output: PathBuf,
+    pub net: NetOptions,
+    /// Keep seeding after completion.
+    pub seed: Option<SeedLimits>,
+}
+
+/// Everything `seed` needs.
+#[derive(Debug, Clone)]
+pub struct SeedOptions {
+    pub torrent: PathBuf,
+    /// The directory holding `<name>`, or the content itself.
+    pub path: PathBuf,
+    pub net: NetOptions,
+    pub limits: SeedLimits,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Loading = 0,
     Checking = 1,
     Downloading = 2,
     Finishing = 3,
-    Done = 4,
+    Seeding = 4,
+    Done = 5,
 }
 
 /// Progress shared with the UI; everything is read through [`Status::snapshot`].
@@ -106,6 +137,7 @@ impl Status {
             1 => Stage::Checking,
             2 => Stage::Downloading,
             3 => Stage::Finishing,
+            4 => Stage::Seeding,
             _ => Stage::Done,
         };
         let (name, total_bytes, num_pieces) = self.torrent.get().cloned().unwrap_or_default();
@@ -147,66 +179,193 @@ pub struct Report {
     pub received: u64,
     pub wasted: u64,
     pub hash_failures: u64,
+    pub uploaded: u64,
+    /// Seconds from start until every piece was verified (None: not this run).
+    pub completed_after: Option<f64>,
     pub peers: Vec<(SocketAddr, u64)>,
     pub banned: Vec<IpAddr>,
 }
 
 /// Downloads one torrent into `opts.output`. Returns when every piece is
-/// verified and written, on a fatal error, or when `cancel` fires.
+/// verified and written (or, with `opts.seed`, when seeding ends), on a
+/// fatal error, or when `cancel` fires.
 pub async fn download(
     opts: DownloadOptions,
     status: Arc<Status>,
     cancel: CancellationToken,
 ) -> Result<Report, AppError> {
     let torrent = Arc::new(Torrent::from_file(&opts.torrent)?);
+    let storage = open_storage(&torrent, &opts.output, true).await?;
+    // Resume: whatever is already there is verified, never trusted.
+    let have = if storage.has_existing_data() {
+        check(&torrent, &storage, &status, &opts.net.engine, &cancel).await?
+    } else {
+        Bitfield::new(torrent.num_pieces())
+    };
+    run_torrent(
+        torrent,
+        storage,
+        have,
+        &opts.output,
+        opts.net,
+        opts.seed,
+        status,
+        cancel,
+    )
+    .await
+}
+
+/// Verifies `opts.path` and serves it until Ctrl-C or a seeding limit.
+pub async fn seed(
+    opts: SeedOptions,
+    status: Arc<Status>,
+    cancel: CancellationToken,
+) -> Result<Report, AppError> {
+    let loaded = Torrent::from_file(&opts.torrent)?;
+    let (root, torrent) = locate_content(loaded, &opts.path)?;
+    let torrent = Arc::new(torrent);
+    let storage = open_storage(&torrent, &root, false).await?;
+    let have = check(&torrent, &storage, &status, &opts.net.engine, &cancel).await?;
+    let bad = torrent.num_pieces() - have.count();
+    if bad > 0 {
+        return Err(AppError::BadData {
+            bad,
+            total: torrent.num_pieces(),
+            path: root.join(
+                torrent.files[0]
+                    .path
+                    .components()
+                    .next()
+                    .map_or(PathBuf::new(), |c| PathBuf::from(c.as_os_str())),
+            ),
+        });
+    }
+    let mut net = opts.net;
+    net.engine.connect_when_complete = true;
+    run_torrent(
+        torrent,
+        storage,
+        have,
+        &root,
+        net,
+        Some(opts.limits),
+        status,
+        cancel,
+    )
+    .await
+}
+
+/// Finds the content for seeding: `PATH/<name>` (what `download -o PATH`
+/// writes) or PATH itself naming the file or directory. Returns the root
+/// and the torrent with paths relative to it.
+fn locate_content(mut t: Torrent, path: &Path) -> Result<(PathBuf, Torrent), AppError> {
+    if path.join(&t.name).exists() {
+        return Ok((path.to_path_buf(), t));
+    }
+    let meta = std::fs::metadata(path).map_err(|source| AppError::Storage {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let fits = if t.multi_file {
+        meta.is_dir()
+    } else {
+        meta.is_file()
+    };
+    let (Some(parent), Some(own), true) = (path.parent(), path.file_name(), fits) else {
+        return Err(AppError::Storage {
+            path: path.join(&t.name),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "content not found"),
+        });
+    };
+    // Re-root every path under PATH's own name.
+    for f in &mut t.files {
+        let rest: PathBuf = f.path.components().skip(1).collect();
+        f.path = PathBuf::from(own).join(rest);
+        if let FileKind::Symlink { target } = &mut f.kind {
+            let rest: PathBuf = target.components().skip(1).collect();
+            *target = PathBuf::from(own).join(rest);
+        }
+    }
+    let root = if parent.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        parent.to_path_buf()
+    };
+    Ok((root, t))
+}
+
+async fn open_storage(
+    torrent: &Arc<Torrent>,
+    root: &Path,
+    writable: bool,
+) -> Result<Arc<FileStorage>, AppError> {
+    let (t, out) = (torrent.clone(), root.to_path_buf());
+    let s = tokio::task::spawn_blocking(move || FileStorage::new(&out, &t, writable))
+        .await
+        .map_err(|e| AppError::Failed(e.to_string()))?
+        .map_err(|source| AppError::Storage {
+            path: root.to_path_buf(),
+            source,
+        })?;
+    Ok(Arc::new(s))
+}
+
+/// Hashes the data on disk with a progress counter in `status`.
+async fn check(
+    torrent: &Arc<Torrent>,
+    storage: &Arc<FileStorage>,
+    status: &Arc<Status>,
+    econf: &EngineConfig,
+    cancel: &CancellationToken,
+) -> Result<Bitfield, AppError> {
+    let geo = torrent.geometry();
     let _ = status.torrent.set((
         torrent.name.clone(),
         torrent.total_length,
         torrent.num_pieces(),
     ));
-    let storage_err = |source| AppError::Storage {
-        path: opts.output.clone(),
-        source,
-    };
-    let storage = {
-        let (t, out) = (torrent.clone(), opts.output.clone());
-        tokio::task::spawn_blocking(move || FileStorage::new(&out, &t, true))
-            .await
-            .map_err(|e| AppError::Failed(e.to_string()))?
-            .map_err(storage_err)?
-    };
-    let storage = Arc::new(storage);
+    status.set_stage(Stage::Checking);
+    status.check_total.store(geo.total_len, Ordering::Relaxed);
+    let (st, t, s) = (status.clone(), torrent.clone(), storage.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let threads = econf.hash_workers;
+    let check = tokio::task::spawn_blocking(move || {
+        checker::check(&*s, geo, &t.piece_hashes, threads, &st.check_done, &stop2)
+    });
+    tokio::select! {
+        h = check => h.map_err(|e| AppError::Failed(e.to_string())),
+        _ = cancel.cancelled() => {
+            stop.store(true, Ordering::Relaxed);
+            Err(AppError::Interrupted { have: 0, total: geo.num_pieces })
+        }
+    }
+}
+
+/// Runs the engine, swarm, listener, choker and announcer for one torrent
+/// until it completes (and, with `seed`, until seeding ends).
+#[allow(clippy::too_many_arguments)]
+async fn run_torrent(
+    torrent: Arc<Torrent>,
+    storage: Arc<FileStorage>,
+    have: Bitfield,
+    root: &Path,
+    net: NetOptions,
+    seed: Option<SeedLimits>,
+    status: Arc<Status>,
+    cancel: CancellationToken,
+) -> Result<Report, AppError> {
     let geo = torrent.geometry();
-
-    // Resume: whatever is already there is verified, never trusted.
-    let have = if storage.has_existing_data() {
-        status.set_stage(Stage::Checking);
-        status.check_total.store(geo.total_len, Ordering::Relaxed);
-        let (st, t, s) = (status.clone(), torrent.clone(), storage.clone());
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let threads = opts.engine.hash_workers;
-        let check = tokio::task::spawn_blocking(move || {
-            checker::check(&*s, geo, &t.piece_hashes, threads, &st.check_done, &stop2)
-        });
-        let guard = cancel.clone().drop_guard();
-        let have = tokio::select! {
-            h = check => h.map_err(|e| AppError::Failed(e.to_string()))?,
-            _ = cancel.cancelled() => {
-                stop.store(true, Ordering::Relaxed);
-                return Err(AppError::Interrupted { have: 0, total: geo.num_pieces });
-            }
-        };
-        guard.disarm();
-        have
-    } else {
-        crate::types::Bitfield::new(geo.num_pieces)
-    };
-
+    let started = tokio::time::Instant::now();
+    let _ = status.torrent.set((
+        torrent.name.clone(),
+        torrent.total_length,
+        torrent.num_pieces(),
+    ));
     let run = cancel.child_token();
-    let mut econf = opts.engine.clone();
-    econf.bind_ip = opts.bind;
-    let listener = bind_listener(opts.bind, opts.port).await?;
+    let mut econf = net.engine.clone();
+    econf.bind_ip = net.bind;
+    let listener = bind_listener(net.bind, net.port).await?;
     econf.listen_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let engine = Engine::new(
         torrent.info_hash,
@@ -218,13 +377,20 @@ pub async fn download(
         run.clone(),
     );
     let _ = status.engine.set(engine.clone());
-    status.set_stage(Stage::Downloading);
+    status.set_stage(if engine.is_complete() {
+        Stage::Seeding
+    } else {
+        Stage::Downloading
+    });
 
     let (swarm, swarm_task) = swarm::spawn(engine.clone(), run.clone());
-    if !opts.peers.is_empty() {
-        swarm.add(opts.peers.clone()).await;
+    if !net.peers.is_empty() {
+        swarm.add(net.peers.clone()).await;
     }
-    let listen_task = tokio::spawn(accept_loop(listener, engine.clone(), run.clone()));
+    let registry = Registry::default();
+    registry.add(engine.clone(), run.clone());
+    let listen_task = tokio::spawn(listener::run(listener, registry, run.clone()));
+    let choker_task = tokio::spawn(engine.clone().run_choker(run.clone()));
 
     let (complete_tx, complete_rx) = watch::channel(engine.is_complete());
     let announce_cancel = CancellationToken::new();
@@ -241,8 +407,9 @@ pub async fn download(
             info_hash: torrent.info_hash,
             peer_id: engine.config.peer_id,
             port: engine.config.listen_port,
-            numwant: opts.numwant,
-            timeout: opts.tracker_timeout,
+            numwant: net.numwant,
+            timeout: net.tracker_timeout,
+            bind: net.bind,
             peers: swarm.sender(),
             totals,
             complete: complete_rx,
@@ -255,7 +422,7 @@ pub async fn download(
     };
 
     let mut phase = engine.phase();
-    let outcome = loop {
+    let mut outcome = loop {
         let p = phase.borrow_and_update().clone();
         match p {
             Phase::Complete => break Ok(()),
@@ -270,22 +437,38 @@ pub async fn download(
             r = phase.changed() => if r.is_err() { break Err(AppError::Failed("engine stopped".into())) },
         }
     };
+    let was_complete = have.is_full();
+    let completed_after =
+        (outcome.is_ok() && !was_complete).then(|| started.elapsed().as_secs_f64());
+    if outcome.is_ok() && !was_complete {
+        status.set_stage(Stage::Finishing);
+        let s = storage.clone();
+        let synced = tokio::task::spawn_blocking(move || s.finish())
+            .await
+            .map_err(|e| AppError::Failed(e.to_string()))
+            .and_then(|r| {
+                r.map_err(|source| AppError::Storage {
+                    path: root.to_path_buf(),
+                    source,
+                })
+            });
+        if let Err(e) = synced {
+            outcome = Err(e);
+        } else {
+            let _ = complete_tx.send(true);
+        }
+    }
+    if let (Ok(()), Some(limits)) = (&outcome, seed) {
+        status.set_stage(Stage::Seeding);
+        seed_until(&engine, torrent.total_length, limits, &cancel).await;
+    }
 
-    // Peers first, so no piece is half-handled while we finish up.
+    // Peers first, then the announcer's `completed`/`stopped`.
     run.cancel();
     let _ = swarm_task.await;
     let _ = listen_task.await;
-    if outcome.is_ok() {
-        status.set_stage(Stage::Finishing);
-        let s = storage.clone();
-        tokio::task::spawn_blocking(move || s.finish())
-            .await
-            .map_err(|e| AppError::Failed(e.to_string()))?
-            .map_err(storage_err)?;
-        let _ = complete_tx.send(true);
-    }
+    let _ = choker_task.await;
     if let Some(a) = announcer {
-        // The announcer sends `completed` (if due) and `stopped` on its way out.
         announce_cancel.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(12), a).await;
     }
@@ -301,9 +484,31 @@ pub async fn download(
         received: st.received.load(Ordering::Relaxed),
         wasted: st.wasted.load(Ordering::Relaxed),
         hash_failures: st.hash_failures.load(Ordering::Relaxed),
+        uploaded: st.uploaded.load(Ordering::Relaxed),
+        completed_after,
         peers: engine.contributions(),
         banned: engine.banned(),
     })
+}
+
+/// Serves until Ctrl-C, the upload ratio, or the seeding time is reached.
+async fn seed_until(engine: &Engine, total: u64, limits: SeedLimits, cancel: &CancellationToken) {
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(r) = limits.ratio {
+            if engine.stats.uploaded.load(Ordering::Relaxed) as f64 >= r * total as f64 {
+                return;
+            }
+        }
+        if limits.time.is_some_and(|t| started.elapsed() >= t) {
+            return;
+        }
+    }
 }
 
 /// Binds the peer listener: the given port, else 6881–6889, else any.
@@ -324,24 +529,4 @@ async fn bind_listener(bind: Option<IpAddr>, port: Option<u16>) -> Result<TcpLis
     TcpListener::bind(addr)
         .await
         .map_err(|source| AppError::Listen { addr, source })
-}
-
-/// Accepts incoming peers for this torrent while there is room.
-async fn accept_loop(listener: TcpListener, engine: Arc<Engine>, cancel: CancellationToken) {
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            r = listener.accept() => {
-                let Ok((stream, addr)) = r else { continue };
-                if tasks.len() >= engine.config.max_peers || engine.is_banned(addr.ip()) {
-                    continue;
-                }
-                let (e, c) = (engine.clone(), cancel.child_token());
-                tasks.spawn(async move { crate::peer::run(e, stream, addr, c).await });
-            }
-        }
-    }
-    tasks.shutdown().await;
 }

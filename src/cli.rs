@@ -11,7 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{BinaryBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, AppError, DownloadOptions, Snapshot, Stage, Status};
+use crate::app::{
+    self, AppError, DownloadOptions, NetOptions, Report, SeedLimits, SeedOptions, Snapshot, Stage,
+    Status,
+};
 use crate::engine::EngineConfig;
 use crate::metainfo::{FileKind, Torrent};
 
@@ -34,17 +37,23 @@ pub enum Command {
     /// Download a torrent: verifies what is already in the output directory
     /// and fetches the rest from trackers and the peers you name.
     Download(DownloadArgs),
+    /// Verify a completed download and serve it to other peers.
+    Seed(SeedArgs),
     /// Show what a .torrent file contains.
     Info(InfoArgs),
+    /// Make a .torrent file from a file or a directory.
+    ///
+    /// A directory's files go in sorted by path, compared element by
+    /// element, each element byte-wise (so `a/z` comes before `a-b`).
+    /// Hidden and empty files are included; symlinks, sockets, FIFOs and
+    /// devices below PATH are skipped with a warning, never followed (PATH
+    /// itself may be a symlink). Prints the info-hash in hex on stdout.
+    Create(CreateArgs),
 }
 
-#[derive(Args, Debug)]
-pub struct DownloadArgs {
-    /// The .torrent file.
-    pub torrent: PathBuf,
-    /// Directory to save into (the torrent's files go below it).
-    #[arg(short, long, default_value = ".")]
-    pub output: PathBuf,
+/// Network flags shared by `download` and `seed`.
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
     /// TCP port to listen on for peers [default: first free of 6881-6889].
     #[arg(long, env = "XORRENT_PORT")]
     pub port: Option<u16>,
@@ -60,9 +69,12 @@ pub struct DownloadArgs {
     /// Peers to ask each tracker for.
     #[arg(long, default_value_t = 80)]
     pub numwant: u32,
-    /// Print only errors.
-    #[arg(short, long)]
-    pub quiet: bool,
+    /// Upload cap in bytes/s; K and M suffixes are KiB/s and MiB/s (0: none).
+    #[arg(long, default_value = "0", value_parser = parse_rate, value_name = "RATE")]
+    pub max_upload_rate: u64,
+    /// Download cap in bytes/s; K and M suffixes are KiB/s and MiB/s (0: none).
+    #[arg(long, default_value = "0", value_parser = parse_rate, value_name = "RATE")]
+    pub max_download_rate: u64,
     /// Seconds a peer may hold our requests without sending data before
     /// they go to other peers.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
@@ -70,13 +82,122 @@ pub struct DownloadArgs {
     /// Seconds to wait for a TCP connect and for the handshake.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub connect_timeout: u64,
-    /// Write a JSON summary (bytes per peer, resumed and fetched bytes) here
-    /// when the download completes.
+}
+
+/// Output flags shared by `download` and `seed`.
+#[derive(Args, Debug, Clone)]
+pub struct ViewArgs {
+    /// Print only errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Write a JSON summary (bytes per peer, resumed, fetched and uploaded
+    /// bytes) here when done.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
     /// Seconds between status lines when stderr is not a terminal.
     #[arg(long, default_value_t = 5, value_name = "SECS")]
     pub status_interval: u64,
+}
+
+/// When seeding stops by itself.
+#[derive(Args, Debug, Clone)]
+pub struct SeedLimitArgs {
+    /// Stop seeding once uploaded bytes reach R times the torrent's size.
+    #[arg(long, value_name = "R")]
+    pub seed_ratio: Option<f64>,
+    /// Stop seeding after this long (e.g. 90s, 30m, 2h, 1h30m).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub seed_time: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    /// The .torrent file.
+    pub torrent: PathBuf,
+    /// Directory to save into (the torrent's files go below it).
+    #[arg(short, long, default_value = ".")]
+    pub output: PathBuf,
+    /// Keep seeding after the download completes (until Ctrl-C or a limit).
+    #[arg(long)]
+    pub seed: bool,
+    #[command(flatten)]
+    pub limits: SeedLimitArgs,
+    #[command(flatten)]
+    pub net: NetArgs,
+    #[command(flatten)]
+    pub view: ViewArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SeedArgs {
+    /// The .torrent file.
+    pub torrent: PathBuf,
+    /// Directory holding the content as `download -o PATH` writes it
+    /// (PATH/<name>), or the content file or directory itself.
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub limits: SeedLimitArgs,
+    #[command(flatten)]
+    pub net: NetArgs,
+    #[command(flatten)]
+    pub view: ViewArgs,
+}
+
+/// Bytes/s with an optional K/M/G suffix (binary units, `/s` optional).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s").trim_end_matches("/S");
+    let lower = t.to_ascii_lowercase();
+    let (num, mult) = [
+        ("gib", 1u64 << 30),
+        ("mib", 1 << 20),
+        ("kib", 1 << 10),
+        ("g", 1 << 30),
+        ("m", 1 << 20),
+        ("k", 1 << 10),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((lower.clone(), 1));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("not a rate: {s:?} (try 20M or 512K)"))?;
+    if !(0.0..=1e15).contains(&v) {
+        return Err(format!("rate out of range: {s:?}"));
+    }
+    Ok((v * mult as f64) as u64)
+}
+
+/// `90`, `90s`, `30m`, `2h`, `1h30m`, `1d`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("not a duration: {s:?} (try 90s, 30m or 2h)");
+    if let Ok(secs) = s.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(err()),
+        };
+        let n: u64 = num.parse().map_err(|_| err())?;
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(err)?)
+            .ok_or_else(err)?;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return Err(err());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 #[derive(Args, Debug)]
@@ -86,6 +207,58 @@ pub struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The file or directory to share.
+    pub path: PathBuf,
+    /// Where to write the .torrent [default: <name>.torrent in the current
+    /// directory].
+    #[arg(short, long, value_name = "FILE.torrent")]
+    pub output: Option<PathBuf>,
+    /// Tracker announce URL (repeatable). Each -t is its own tier (BEP-12);
+    /// URLs joined by the tier separator in one -t share a tier:
+    /// -t "udp://a:80,udp://b:80".
+    #[arg(short = 't', long = "tracker", value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// Separator between URLs of one tier inside a -t value.
+    #[arg(long, default_value = ",", value_name = "SEP")]
+    pub tier_sep: String,
+    /// `auto` (the smallest power of two giving at most 2500 pieces,
+    /// 16 KiB to 16 MiB) or a power of two from 16 KiB to 16 MiB: 262144,
+    /// 256K, 256KiB, 1M, 1MiB (K = KiB = 1024).
+    #[arg(short = 'l', long, default_value = "auto", value_name = "auto|SIZE")]
+    pub piece_length: crate::metainfo::create::PieceLength,
+    /// Mark the torrent private (BEP-27: trackers only, no DHT or PEX).
+    #[arg(short, long)]
+    pub private: bool,
+    /// A comment stored in the torrent.
+    #[arg(short, long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// A web seed URL (BEP-19 `url-list`; repeatable).
+    #[arg(short = 'w', long = "web-seed", value_name = "URL")]
+    pub web_seeds: Vec<String>,
+    /// `source` in the info dictionary (changes the info-hash; private
+    /// trackers use it for cross-seeding).
+    #[arg(short, long, value_name = "TEXT")]
+    pub source: Option<String>,
+    /// The torrent's name [default: the last element of PATH].
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// Leave out `creation date` (identical input gives identical files).
+    #[arg(long)]
+    pub no_creation_date: bool,
+    /// Also print the magnet link.
+    #[arg(short, long)]
+    pub magnet: bool,
+    /// Overwrite the output file if it exists.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Print only errors (and the results on stdout): no progress bar, no
+    /// warnings.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// The bar on screen, if any: log lines are printed above it instead of
@@ -137,7 +310,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<()> {
     match cli.command {
         Command::Download(a) => download(a, cancel).await,
+        Command::Seed(a) => seed(a, cancel).await,
         Command::Info(a) => info(a),
+        Command::Create(a) => create(a, cancel).await,
     }
 }
 
@@ -149,35 +324,78 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
+fn net_options(n: &NetArgs) -> NetOptions {
     let engine = EngineConfig {
-        max_peers: a.max_peers.into(),
-        request_timeout: Duration::from_secs(a.request_timeout.max(1)),
-        connect_timeout: Duration::from_secs(a.connect_timeout.max(1)),
-        handshake_timeout: Duration::from_secs(a.connect_timeout.max(1)),
+        max_peers: n.max_peers.into(),
+        request_timeout: Duration::from_secs(n.request_timeout.max(1)),
+        connect_timeout: Duration::from_secs(n.connect_timeout.max(1)),
+        handshake_timeout: Duration::from_secs(n.connect_timeout.max(1)),
+        max_upload_rate: n.max_upload_rate,
+        max_download_rate: n.max_download_rate,
         ..EngineConfig::default()
     };
+    NetOptions {
+        port: n.port,
+        bind: n.bind,
+        peers: n.peers.clone(),
+        engine,
+        numwant: n.numwant,
+        tracker_timeout: Duration::from_secs(15),
+    }
+}
+
+fn seed_limits(l: &SeedLimitArgs) -> SeedLimits {
+    SeedLimits {
+        ratio: l.seed_ratio,
+        time: l.seed_time,
+    }
+}
+
+async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
     let opts = DownloadOptions {
         torrent: a.torrent.clone(),
         output: a.output.clone(),
-        port: a.port,
-        bind: a.bind,
-        peers: a.peers.clone(),
-        engine,
-        numwant: a.numwant,
-        tracker_timeout: Duration::from_secs(15),
+        net: net_options(&a.net),
+        seed: a.seed.then(|| seed_limits(&a.limits)),
     };
     let status = Status::new();
     let view = View::start(
         status.clone(),
-        a.quiet,
-        Duration::from_secs(a.status_interval.max(1)),
+        a.view.quiet,
+        Duration::from_secs(a.view.status_interval.max(1)),
     );
     let result = app::download(opts, status, cancel).await;
-    view.finish(result.is_ok()).await;
+    view.finish().await;
     let report = result.with_context(|| format!("download of {} failed", a.torrent.display()))?;
-    if let Some(path) = &a.summary_json {
-        let v = serde_json::json!({
+    finish_report(&report, &a.view, &view, "done")
+}
+
+async fn seed(a: SeedArgs, cancel: CancellationToken) -> Result<()> {
+    let opts = SeedOptions {
+        torrent: a.torrent.clone(),
+        path: a.path.clone(),
+        net: net_options(&a.net),
+        limits: seed_limits(&a.limits),
+    };
+    let status = Status::new();
+    let view = View::start(
+        status.clone(),
+        a.view.quiet,
+        Duration::from_secs(a.view.status_interval.max(1)),
+    );
+    let result = app::seed(opts, status, cancel).await;
+    view.finish().await;
+    let report = match result {
+        // Ctrl-C is how seeding normally ends.
+        Err(AppError::Interrupted { .. }) => return Ok(()),
+        r => r.with_context(|| format!("seeding {} failed", a.torrent.display()))?,
+    };
+    finish_report(&report, &a.view, &view, "seeded")
+}
+
+fn finish_report(report: &Report, v: &ViewArgs, view: &View, what: &str) -> Result<()> {
+    if let Some(path) = &v.summary_json {
+        let j = serde_json::json!({
             "name": report.name,
             "info_hash": report.info_hash,
             "total_bytes": report.total_bytes,
@@ -185,22 +403,25 @@ async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
             "resumed": report.resumed,
             "received": report.received,
             "wasted": report.wasted,
+            "uploaded": report.uploaded,
+            "completed_after_secs": report.completed_after,
             "hash_failures": report.hash_failures,
             "elapsed_secs": view.elapsed().as_secs_f64(),
             "peers": report.peers.iter().map(|(a, b)| serde_json::json!({"addr": a.to_string(), "bytes": b})).collect::<Vec<_>>(),
             "banned": report.banned.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&v)?)
+        std::fs::write(path, serde_json::to_string_pretty(&j)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    if !a.quiet {
+    if !v.quiet {
         eprintln!(
-            "done: {} ({}) in {}: {} fetched, {} already present",
+            "{what}: {} ({}) in {}: {} fetched, {} already present, {} uploaded",
             report.name,
             BinaryBytes(report.total_bytes),
             HumanDuration(view.elapsed()),
             BinaryBytes(report.downloaded),
             BinaryBytes(report.resumed),
+            BinaryBytes(report.uploaded),
         );
     }
     Ok(())
@@ -236,7 +457,7 @@ impl View {
         self.started.elapsed()
     }
 
-    async fn finish(&self, _ok: bool) {
+    async fn finish(&self) {
         self.stop.cancel();
         if let Some(t) = &self.task {
             while !t.is_finished() {
@@ -300,7 +521,15 @@ async fn bars(status: Arc<Status>, stop: CancellationToken) {
                     b
                 });
                 b.set_position(s.have_bytes);
-                b.set_message(peers_text(&s));
+                if s.stage == Stage::Seeding {
+                    b.set_message(format!(
+                        "seeding, {} up, {}",
+                        BinaryBytes(s.uploaded),
+                        peers_text(&s)
+                    ));
+                } else {
+                    b.set_message(peers_text(&s));
+                }
             }
         }
         if stopping {
@@ -329,6 +558,11 @@ async fn lines(status: Arc<Status>, stop: CancellationToken, interval: Duration)
         let now = Instant::now();
         let line = match s.stage {
             Stage::Loading => continue,
+            Stage::Seeding => format!(
+                "seeding: {} uploaded {}",
+                BinaryBytes(s.uploaded),
+                peers_text(&s)
+            ),
             Stage::Checking => format!(
                 "checking: {:.1}% of {}",
                 pct(s.check_done, s.check_total),
@@ -448,6 +682,121 @@ fn info(a: InfoArgs) -> Result<()> {
             _ => String::new(),
         };
         println!("  {:>12}  {}{}", f.length, f.path.display(), extra);
+    }
+    Ok(())
+}
+
+async fn create(a: CreateArgs, cancel: CancellationToken) -> Result<()> {
+    use crate::metainfo::create::{self as mk, CreateOptions};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let mut opts = CreateOptions {
+        name: a.name.clone(),
+        piece_length: a.piece_length,
+        trackers: mk::parse_tiers(&a.trackers, &a.tier_sep)?,
+        web_seeds: a.web_seeds.clone(),
+        private: a.private,
+        comment: a.comment.clone(),
+        source: a.source.clone(),
+        creation_date: (!a.no_creation_date).then(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        }),
+        threads: 0,
+        exclude: Vec::new(),
+    };
+    let name = mk::torrent_name(&a.path, opts.name.as_deref())?;
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.torrent")));
+    if !a.force && output.symlink_metadata().is_ok() {
+        anyhow::bail!(
+            "{} already exists (use --force to overwrite it)",
+            output.display()
+        );
+    }
+    opts.exclude.push(output.clone());
+
+    let (path, scan_opts) = (a.path.clone(), opts.clone());
+    let layout = tokio::task::spawn_blocking(move || mk::scan(&path, &scan_opts))
+        .await?
+        .with_context(|| format!("cannot make a torrent of {}", a.path.display()))?;
+    if !a.quiet {
+        for w in &layout.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    let total = layout.total;
+    let progress = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (p, s) = (progress.clone(), stop.clone());
+    let mut job = tokio::task::spawn_blocking(move || layout.hash(&opts, &p, &s));
+    let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template(
+                "hashing {bar:30.cyan/blue} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        set_active_bar(Some(b.clone()));
+        b
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let result = loop {
+        tokio::select! {
+            r = &mut job => break r,
+            _ = cancel.cancelled(), if !stop.load(Ordering::Relaxed) => {
+                stop.store(true, Ordering::Relaxed);
+            }
+            _ = tick.tick() => {
+                if let Some(b) = &bar {
+                    b.set_position(progress.load(Ordering::Relaxed));
+                }
+            }
+        }
+    };
+    if let Some(b) = bar {
+        set_active_bar(None);
+        b.set_position(progress.load(Ordering::Relaxed));
+        b.finish_and_clear();
+    }
+    let created =
+        result?.with_context(|| format!("cannot make a torrent of {}", a.path.display()))?;
+
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true);
+        if a.force {
+            o.create(true).truncate(true);
+        } else {
+            // Refuse a file that appeared while we were hashing.
+            o.create_new(true);
+        }
+        let mut f = o.open(&output)?;
+        f.write_all(&created.bytes)?;
+        f.sync_all()
+    };
+    write().with_context(|| format!("cannot write {}", output.display()))?;
+    println!("{}", created.info_hash);
+    if a.magnet {
+        println!("{}", created.magnet());
+    }
+    if !a.quiet {
+        eprintln!(
+            "wrote {}: {} ({} in {} file{}, {} pieces of {})",
+            output.display(),
+            created.name,
+            BinaryBytes(created.total),
+            created.num_files,
+            if created.num_files == 1 { "" } else { "s" },
+            created.num_pieces,
+            BinaryBytes(u64::from(created.piece_length)),
+        );
     }
     Ok(())
 }

@@ -11,7 +11,9 @@
 //! - [`storage`]: positional reads/writes of the torrent byte stream over files.
 //! - [`engine`]: the coordinator (picker, hashing, peer registry), the
 //!   resume checker and the connection manager.
-//! - [`peer`]: one task per connection with a rate-adaptive request pipeline.
+//! - [`peer`]: one task per connection with a rate-adaptive request pipeline
+//!   and the upload side (validated requests, batched positional reads).
+//! - [`listener`]: incoming connections routed to torrents by info-hash.
 //! - [`tracker`]: HTTP announce and the BEP-12 tier loop.
 //! - [`app`]: one download wired together, with a progress [`app::Status`].
 //! - [`cli`]: flags, subcommands and the progress view.
@@ -22,6 +24,7 @@ pub mod app;
 pub mod bencode;
 pub mod cli;
 pub mod engine;
+pub mod listener;
 pub mod metainfo;
 pub mod peer;
 pub mod storage;

@@ -5,8 +5,10 @@
 //! The pipeline depth follows the measured rate: about half a second of
 //! data in flight, between [`MIN_DEPTH`] and [`MAX_DEPTH`] blocks.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,30 +97,43 @@ pub fn failed(e: PeerError) -> Outcome {
 }
 
 /// Runs an established TCP connection: handshake, then the message loop.
+/// For an incoming connection the listener has already read the remote
+/// handshake (`incoming`, with any bytes that followed it).
 pub async fn run(
     engine: Arc<Engine>,
     mut stream: TcpStream,
     addr: SocketAddr,
     cancel: CancellationToken,
+    incoming: Option<(Handshake, BytesMut)>,
 ) -> Outcome {
     let _ = stream.set_nodelay(true);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let hs = Handshake::new(engine.info_hash, engine.config.peer_id);
-    let handshake = async {
-        stream.write_all(&hs.encode()).await?;
-        loop {
-            if let Some(theirs) = Handshake::decode(&mut buf)? {
-                return Ok::<_, PeerError>(theirs);
+    let (theirs, buf) = match incoming {
+        Some((theirs, buf)) => {
+            if let Err(e) = stream.write_all(&hs.encode()).await {
+                return failed(PeerError::Io(e));
             }
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Err(PeerError::Closed);
+            (theirs, buf)
+        }
+        None => {
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let handshake = async {
+                stream.write_all(&hs.encode()).await?;
+                loop {
+                    if let Some(theirs) = Handshake::decode(&mut buf)? {
+                        return Ok::<_, PeerError>(theirs);
+                    }
+                    if stream.read_buf(&mut buf).await? == 0 {
+                        return Err(PeerError::Closed);
+                    }
+                }
+            };
+            match timeout(engine.config.handshake_timeout, handshake).await {
+                Ok(Ok(h)) => (h, buf),
+                Ok(Err(e)) => return failed(e),
+                Err(_) => return failed(PeerError::Timeout("waiting for the handshake")),
             }
         }
-    };
-    let theirs = match timeout(engine.config.handshake_timeout, handshake).await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => return failed(e),
-        Err(_) => return failed(PeerError::Timeout("waiting for the handshake")),
     };
     if theirs.info_hash != engine.info_hash {
         return failed(PeerError::InfoHashMismatch);
@@ -139,7 +154,6 @@ pub async fn run(
         out: out_tx,
         peer_choking: true,
         am_interested: false,
-        seen_message: false,
         outstanding: HashSet::new(),
         depth: START_DEPTH,
         window_bytes: 0,
@@ -148,6 +162,10 @@ pub async fn run(
         last_block: Instant::now(),
         last_sent: Instant::now(),
         picks: Vec::new(),
+        am_choking: true,
+        peer_interested: false,
+        uploads: VecDeque::new(),
+        upload_job: None,
     };
     let result = conn.run(rd, buf, cmd_rx, &cancel).await;
     engine.unregister(key);
@@ -185,7 +203,6 @@ struct Conn {
     out: mpsc::Sender<Bytes>,
     peer_choking: bool,
     am_interested: bool,
-    seen_message: bool,
     /// (piece, offset) of requests sent and not yet answered.
     outstanding: HashSet<(u32, u32)>,
     depth: usize,
@@ -195,7 +212,20 @@ struct Conn {
     last_block: Instant,
     last_sent: Instant,
     picks: Vec<BlockRef>,
+    am_choking: bool,
+    peer_interested: bool,
+    /// Requests from the peer not yet served, oldest first.
+    uploads: VecDeque<BlockRef>,
+    /// Blocks being read (and rate-limited) for the peer.
+    upload_job: Option<UploadJob>,
 }
+
+type UploadJob = Pin<Box<dyn Future<Output = std::io::Result<Vec<(BlockRef, Bytes)>>> + Send>>;
+
+/// Pending requests a peer may queue before it counts as a flood.
+pub const MAX_UPLOAD_QUEUE: usize = 4096;
+/// Blocks read from disk in one go for one peer.
+const UPLOAD_BATCH: usize = 16;
 
 impl Conn {
     async fn send(&mut self, msgs: &[Message]) -> Result<(), PeerError> {
@@ -243,8 +273,26 @@ impl Conn {
                             self.send(&[Message::Cancel { piece: b.piece, offset: b.offset, len: b.len }]).await?;
                         }
                     }
+                    Some(PeerCommand::Choke) => {
+                        if !self.am_choking {
+                            self.am_choking = true;
+                            // The peer re-requests after the next unchoke.
+                            self.uploads.clear();
+                            self.send(&[Message::Choke]).await?;
+                        }
+                    }
+                    Some(PeerCommand::Unchoke) => {
+                        if self.am_choking {
+                            self.am_choking = false;
+                            self.send(&[Message::Unchoke]).await?;
+                        }
+                    }
                     Some(PeerCommand::Disconnect) | None => return Err(PeerError::Banned),
                 },
+                res = async { self.upload_job.as_mut().expect("guarded").await }, if self.upload_job.is_some() => {
+                    self.upload_job = None;
+                    self.finish_upload(res?).await?;
+                }
                 changed = haves.changed() => {
                     if changed.is_err() { return Ok(()); }
                     let new = engine.verified_since(have_cursor);
@@ -265,23 +313,82 @@ impl Conn {
                 }
                 _ = tick.tick() => self.on_tick().await?,
             }
+            self.start_upload();
         }
+    }
+
+    /// Starts reading the next queued blocks, if any and allowed.
+    fn start_upload(&mut self) {
+        if self.upload_job.is_some() || self.am_choking || self.uploads.is_empty() {
+            return;
+        }
+        let n = self.uploads.len().min(UPLOAD_BATCH);
+        let blocks: Vec<BlockRef> = self.uploads.drain(..n).collect();
+        let engine = self.engine.clone();
+        self.upload_job = Some(Box::pin(async move {
+            let total: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
+            engine.upload_limiter().acquire(total).await;
+            let e = engine.clone();
+            tokio::task::spawn_blocking(move || e.read_blocks(&blocks))
+                .await
+                .map_err(std::io::Error::other)?
+        }));
+    }
+
+    async fn finish_upload(&mut self, blocks: Vec<(BlockRef, Bytes)>) -> Result<(), PeerError> {
+        if self.am_choking {
+            return Ok(());
+        }
+        let mut b = BytesMut::new();
+        let mut sent = 0u64;
+        for (r, data) in blocks {
+            sent += data.len() as u64;
+            Message::Piece {
+                piece: r.piece,
+                offset: r.offset,
+                data,
+            }
+            .encode(&mut b);
+        }
+        self.engine.record_upload(self.key, sent);
+        self.last_sent = Instant::now();
+        self.out
+            .send(b.freeze())
+            .await
+            .map_err(|_| PeerError::Closed)
+    }
+
+    /// Queues a peer's request after checking it against the torrent.
+    fn on_request(&mut self, piece: u32, offset: u32, len: u32) -> Result<(), PeerError> {
+        let engine = &self.engine;
+        if len == 0 || len > engine.config.max_request_len {
+            return Err(PeerError::Protocol(format!("request for {len} bytes")));
+        }
+        if !engine.geometry.contains(piece, offset, len) {
+            return Err(PeerError::Protocol(format!(
+                "request outside the torrent: piece {piece} offset {offset} length {len}"
+            )));
+        }
+        if self.am_choking || !engine.has_piece(piece) {
+            // Choked requests are void (BEP-3); unhad pieces are refused.
+            return Ok(());
+        }
+        if self.uploads.len() >= MAX_UPLOAD_QUEUE {
+            return Err(PeerError::Protocol("request flood".into()));
+        }
+        self.uploads.push_back(BlockRef { piece, offset, len });
+        Ok(())
     }
 
     async fn handle(&mut self, msg: Message) -> Result<(), PeerError> {
         let engine = self.engine.clone();
-        let first = !self.seen_message;
-        // Keep-alives and messages we skip do not count: the bitfield may
-        // still follow them.
-        if !matches!(msg, Message::KeepAlive | Message::Unknown(_) | Message::Port(_)) {
-            self.seen_message = true;
-        }
         if !matches!(msg, Message::Piece { .. }) {
             tracing::trace!(key = self.key, ?msg, "received");
         }
         match msg {
             Message::KeepAlive => {}
             Message::Choke => {
+                engine.peer_choking(self.key, true);
                 if !self.peer_choking {
                     self.peer_choking = true;
                     // Without the fast extension a choke discards our requests.
@@ -290,10 +397,14 @@ impl Conn {
                 }
             }
             Message::Unchoke => {
+                engine.peer_choking(self.key, false);
                 self.peer_choking = false;
                 self.last_block = Instant::now();
             }
-            Message::Interested | Message::NotInterested => {}
+            Message::Interested | Message::NotInterested => {
+                self.peer_interested = matches!(msg, Message::Interested);
+                engine.peer_interest(self.key, self.peer_interested);
+            }
             Message::Have(p) => {
                 if p >= engine.geometry.num_pieces {
                     return Err(PeerError::Protocol(format!(
@@ -305,9 +416,6 @@ impl Conn {
                 }
             }
             Message::Bitfield(bytes) => {
-                if !first {
-                    return Err(PeerError::Protocol("bitfield after other messages".into()));
-                }
                 let bits =
                     Bitfield::from_bytes(&bytes, engine.geometry.num_pieces).ok_or_else(|| {
                         PeerError::Protocol(format!(
@@ -332,14 +440,17 @@ impl Conn {
                         .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     return Ok(());
                 }
+                engine.download_limiter().acquire(data.len() as u64).await;
                 self.last_block = Instant::now();
                 self.window_bytes += data.len() as u64;
                 if engine.on_block(self.key, piece, offset, &data).await {
                     self.useful_bytes += data.len() as u64;
                 }
             }
-            Message::Request { .. } | Message::Cancel { .. } => {
-                // Upload is not offered here: we keep the peer choked.
+            Message::Request { piece, offset, len } => self.on_request(piece, offset, len)?,
+            Message::Cancel { piece, offset, len } => {
+                self.uploads
+                    .retain(|r| !(r.piece == piece && r.offset == offset && r.len == len));
             }
             Message::Port(_) | Message::Unknown(_) => {}
         }
@@ -349,6 +460,7 @@ impl Conn {
     async fn set_interested(&mut self, want: bool) -> Result<(), PeerError> {
         if want != self.am_interested {
             self.am_interested = want;
+            self.engine.am_interested(self.key, want);
             let m = if want {
                 Message::Interested
             } else {

@@ -8,7 +8,9 @@
 //! atomics ([`Stats`]) and a `watch` of the [`Phase`].
 
 pub mod checker;
+pub mod choker;
 pub mod picker;
+pub mod ratelimit;
 pub mod swarm;
 
 use std::collections::{HashMap, HashSet};
@@ -23,7 +25,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::storage::Storage;
 use crate::types::{Bitfield, BlockRef, Geometry, InfoHash, PeerId, PieceIndex};
+use choker::{ChokeAction, Choker, ChokerConfig};
 use picker::{BlockOutcome, Complete, PeerKey, Picker};
+use ratelimit::RateLimiter;
+
+/// Token bucket burst: a quarter second of the rate, at least one block batch.
+fn burst(rate: u64) -> u64 {
+    (rate / 4).max(256 * 1024)
+}
 
 /// Failed pieces an address may take part in before it is banned.
 const BAN_STRIKES: u32 = 3;
@@ -48,6 +57,13 @@ pub struct EngineConfig {
     pub listen_port: u16,
     /// Local address outgoing connections bind to.
     pub bind_ip: Option<IpAddr>,
+    /// Largest block a peer may request (16 KiB; at most `wire::MAX_BLOCK`).
+    pub max_request_len: u32,
+    /// Upload and download caps in bytes/s (0: none).
+    pub max_upload_rate: u64,
+    pub max_download_rate: u64,
+    /// Keep dialling peers after completion (seeding).
+    pub connect_when_complete: bool,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +82,10 @@ impl Default for EngineConfig {
                 .max(2),
             listen_port: 0,
             bind_ip: None,
+            max_request_len: crate::types::BLOCK_LEN,
+            max_upload_rate: 0,
+            max_download_rate: 0,
+            connect_when_complete: false,
         }
     }
 }
@@ -99,6 +119,8 @@ pub struct Stats {
 #[derive(Debug)]
 pub enum PeerCommand {
     Cancel(BlockRef),
+    Choke,
+    Unchoke,
     Disconnect,
 }
 
@@ -120,6 +142,7 @@ struct State {
     next_key: PeerKey,
     /// Accepted block bytes per remote address, for the summary.
     contributed: HashMap<SocketAddr, u64>,
+    choker: Choker,
 }
 
 pub struct Engine {
@@ -134,6 +157,8 @@ pub struct Engine {
     phase: watch::Sender<Phase>,
     have_count: watch::Sender<usize>,
     pub cancel: CancellationToken,
+    upload_limiter: RateLimiter,
+    download_limiter: RateLimiter,
 }
 
 impl Engine {
@@ -177,14 +202,99 @@ impl Engine {
                 verified_log: log,
                 next_key: 1,
                 contributed: HashMap::new(),
+                choker: Choker::new(ChokerConfig::default()),
             }),
             stats,
             hash_permits: Arc::new(Semaphore::new(config.hash_workers)),
+            upload_limiter: RateLimiter::new(config.max_upload_rate, burst(config.max_upload_rate)),
+            download_limiter: RateLimiter::new(
+                config.max_download_rate,
+                burst(config.max_download_rate),
+            ),
             config,
             phase,
             have_count,
             cancel,
         })
+    }
+
+    pub fn upload_limiter(&self) -> &RateLimiter {
+        &self.upload_limiter
+    }
+
+    pub fn download_limiter(&self) -> &RateLimiter {
+        &self.download_limiter
+    }
+
+    pub fn has_piece(&self, piece: PieceIndex) -> bool {
+        self.state().picker.have().get(piece)
+    }
+
+    /// Reads verified blocks for upload. Blocking: call off the reactor.
+    pub fn read_blocks(
+        &self,
+        blocks: &[BlockRef],
+    ) -> std::io::Result<Vec<(BlockRef, bytes::Bytes)>> {
+        blocks
+            .iter()
+            .map(|b| {
+                let mut buf = vec![0u8; b.len as usize];
+                let at = self.geometry.piece_offset(b.piece) + u64::from(b.offset);
+                self.storage.read_at(at, &mut buf)?;
+                Ok((*b, bytes::Bytes::from(buf)))
+            })
+            .collect()
+    }
+
+    pub fn record_upload(&self, key: PeerKey, bytes: u64) {
+        self.stats.uploaded.fetch_add(bytes, Ordering::Relaxed);
+        self.state().choker.record_upload(key, bytes);
+    }
+
+    /// The peer told us whether it wants our pieces.
+    pub fn peer_interest(&self, key: PeerKey, interested: bool) {
+        self.state().choker.set_interested(key, interested);
+    }
+
+    /// Whether we want the peer's pieces (for snubbing).
+    pub fn am_interested(&self, key: PeerKey, interested: bool) {
+        self.state()
+            .choker
+            .set_am_interested(key, interested, std::time::Instant::now());
+    }
+
+    /// Whether the peer chokes us (for snubbing).
+    pub fn peer_choking(&self, key: PeerKey, choking: bool) {
+        self.state()
+            .choker
+            .set_peer_choking(key, choking, std::time::Instant::now());
+    }
+
+    /// Runs the choker until `cancel` fires: each second it applies what
+    /// the choker decides (it re-ranks on its own 10 s / 30 s schedule).
+    pub async fn run_choker(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let mut st = self.state();
+            let seeding = st.picker.is_complete();
+            st.choker.set_seeding(seeding);
+            let actions = st.choker.tick(std::time::Instant::now());
+            for a in actions {
+                let (key, cmd) = match a {
+                    ChokeAction::Choke(k) => (k, PeerCommand::Choke),
+                    ChokeAction::Unchoke(k) => (k, PeerCommand::Unchoke),
+                };
+                if let Some(e) = st.peers.get(&key) {
+                    // Full channel: the next round repeats the decision.
+                    let _ = e.tx.try_send(cmd);
+                }
+            }
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -262,6 +372,7 @@ impl Engine {
                 tx,
             },
         );
+        st.choker.add_peer(key, std::time::Instant::now());
         self.stats.connected.fetch_add(1, Ordering::Relaxed);
         Some(key)
     }
@@ -271,6 +382,7 @@ impl Engine {
         if let Some(entry) = st.peers.remove(&key) {
             st.picker.remove_availability(&entry.has);
             st.picker.release_all(key);
+            st.choker.remove_peer(key);
             self.stats.connected.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -353,6 +465,8 @@ impl Engine {
                     if let Some(addr) = st.peers.get(&key).map(|e| e.addr) {
                         *st.contributed.entry(addr).or_default() += data.len() as u64;
                     }
+                    st.choker
+                        .record_download(key, data.len() as u64, std::time::Instant::now());
                 }
                 if !cancel.is_empty() {
                     let block = BlockRef {

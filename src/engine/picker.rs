@@ -491,3 +491,83 @@ mod tests {
         assert_eq!(out.len(), 1);
     }
 }
+
+#[cfg(test)]
+mod model {
+    use super::*;
+    use rand::Rng;
+
+    impl Picker {
+        fn counted_unstarted(&self) -> u32 {
+            (0..self.geo.num_pieces)
+                .filter(|&p| {
+                    !self.have.get(p) && !self.verifying.get(p) && !self.partial.contains_key(&p)
+                })
+                .count() as u32
+        }
+    }
+
+    /// Random peers request, deliver, fail and leave; the bookkeeping stays
+    /// consistent and the torrent always completes once peers behave.
+    #[test]
+    fn random_operations_keep_the_counts_consistent_and_never_stall() {
+        for seed in 0..200u64 {
+            let g = Geometry::new(9 * 32_768 + 5_000, 32_768);
+            let mut p = Picker::new(g, seed);
+            let mut rng = StdRng::seed_from_u64(seed);
+            let all = Bitfield::full(g.num_pieces);
+            let mut held: Vec<(PeerKey, BlockRef)> = Vec::new();
+            let mut verifying: Vec<Complete> = Vec::new();
+            let mut steps = 0;
+            while !p.is_complete() {
+                steps += 1;
+                assert!(steps < 10_000, "seed {seed}: stalled");
+                let peer = rng.gen_range(1..4u64);
+                match rng.gen_range(0..10) {
+                    0..=3 => {
+                        let mut out = Vec::new();
+                        p.pick(peer, &all, rng.gen_range(1..6), &mut out);
+                        held.extend(out.into_iter().map(|b| (peer, b)));
+                    }
+                    4..=6 if !held.is_empty() => {
+                        let (k, b) = held.swap_remove(rng.gen_range(0..held.len()));
+                        if let BlockOutcome::Stored {
+                            complete: Some(c), ..
+                        } = p.on_block(k, b.piece, b.offset, &vec![0u8; b.len as usize])
+                        {
+                            verifying.push(c);
+                        }
+                    }
+                    7 if !verifying.is_empty() => {
+                        let c = verifying.swap_remove(0);
+                        if rng.gen_bool(0.3) {
+                            p.piece_failed(c.piece, c.data);
+                        } else {
+                            p.piece_verified(c.piece, c.data);
+                        }
+                    }
+                    8 => {
+                        p.release_all(peer);
+                        held.retain(|(k, _)| *k != peer);
+                    }
+                    _ => {}
+                }
+                assert_eq!(
+                    p.unstarted,
+                    p.counted_unstarted(),
+                    "seed {seed} step {steps}"
+                );
+                // Whenever nothing is held or verifying, some peer can get work.
+                if held.is_empty() && verifying.is_empty() && !p.is_complete() {
+                    let mut out = Vec::new();
+                    p.pick(9, &all, 1, &mut out);
+                    assert!(
+                        !out.is_empty(),
+                        "seed {seed} step {steps}: nothing to request"
+                    );
+                    p.release_all(9);
+                }
+            }
+        }
+    }
+}

@@ -72,7 +72,7 @@ async fn run(
     loop {
         // Open connections while there is room.
         let now = Instant::now();
-        if !engine.is_complete() {
+        if engine.config.connect_when_complete || !engine.is_complete() {
             for (addr, k) in known.iter_mut() {
                 if tasks.len() >= engine.config.max_peers
                     || half_open.load(Ordering::Relaxed) >= engine.config.max_half_open
@@ -94,7 +94,7 @@ async fn run(
                     let stream = peer::connect(&engine, addr).await;
                     half_open.fetch_sub(1, Ordering::Relaxed);
                     let outcome = match stream {
-                        Ok(s) => peer::run(engine, s, addr, cancel).await,
+                        Ok(s) => peer::run(engine, s, addr, cancel, None).await,
                         Err(e) => peer::failed(e),
                     };
                     (addr, outcome)

@@ -87,6 +87,8 @@ pub struct AnnounceConfig {
     pub port: u16,
     pub numwant: u32,
     pub timeout: Duration,
+    /// Local address announces are sent from.
+    pub bind: Option<std::net::IpAddr>,
     /// Sends peers found to the swarm.
     pub peers: mpsc::Sender<Vec<SocketAddr>>,
     pub totals: Arc<dyn Fn() -> Totals + Send + Sync>,
@@ -181,10 +183,13 @@ async fn announce_tiers(
     None
 }
 
-pub fn http_client() -> reqwest::Client {
+/// The HTTP client for announces. With `bind`, requests leave from that
+/// address: trackers record the source address, not what we claim.
+pub fn http_client(bind: Option<std::net::IpAddr>) -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("xorrent/", env!("CARGO_PKG_VERSION")))
         .no_proxy()
+        .local_address(bind)
         .build()
         .unwrap_or_default()
 }
@@ -195,7 +200,7 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
     if tiers.is_empty() {
         return;
     }
-    let client = http_client();
+    let client = http_client(cfg.bind);
     let key: u32 = rand::random();
     let mut event = Some(Event::Started);
     let mut failures = 0u32;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_peer;
+pub mod world;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

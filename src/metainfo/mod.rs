@@ -6,6 +6,11 @@
 //! uses. Every path in a `Torrent` is relative and sanitised: no component is
 //! empty, `.`, `..`, or holds a separator or NUL, so joining it to an output
 //! directory can never leave that directory.
+//!
+//! [`create`] goes the other way: it hashes files on disk into a new
+//! `.torrent` (the `xorrent create` command).
+
+pub mod create;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,266 @@
+//! A test's little world of real clients on loopback: opentracker,
+//! seeders that print READY, torrents made by mktorrent.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+pub const LT: &str = "libtorrent";
+
+/// One test's little world: a temp dir, a block of loopback addresses and
+/// an opentracker.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub ip: Box<dyn Fn(u8) -> Ipv4Addr>,
+    pub procs: Vec<Proc>,
+}
+
+impl World {
+    pub fn new() -> World {
+        World {
+            dir: tempfile::tempdir().unwrap(),
+            ip: Box::new(loopback_block()),
+            procs: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn announce(&self) -> String {
+        format!("http://{}:6969/announce", (self.ip)(1))
+    }
+
+    /// Starts opentracker with `hashes` whitelisted; waits until it listens.
+    pub fn tracker(&mut self, hashes: &[String]) {
+        let root = self.path("ot");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("whitelist"), hashes.join("\n") + "\n").unwrap();
+        let chmod = |p: &Path, m: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        chmod(self.dir.path(), 0o755);
+        chmod(&root, 0o755);
+        chmod(&root.join("whitelist"), 0o644);
+        let ip = (self.ip)(1).to_string();
+        let p = Proc::spawn(
+            "opentracker",
+            Command::new("opentracker")
+                .args([
+                    "-i",
+                    &ip,
+                    "-p",
+                    "6969",
+                    "-P",
+                    "6969",
+                    "-w",
+                    "/whitelist",
+                    "-d",
+                ])
+                .arg(&root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        self.procs.push(p);
+        let addr = SocketAddr::new((self.ip)(1).into(), 6969);
+        let start = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "opentracker did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a helper that prints READY when seeding; waits for it.
+    pub fn seeder(&mut self, name: &str, cmd: &mut Command) {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut p = Proc::spawn(name, cmd);
+        let out = p.child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.trim() == "READY" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            panic!("{name} seeder never became ready");
+        }
+        self.procs.push(p);
+    }
+
+    pub fn lt_seed(&mut self, torrent: &Path, data: &Path, host: u8, extra: &[&str]) {
+        let listen = format!("{}:6881", (self.ip)(host));
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(repo().join("tests/interop/lt_peer.py"))
+            .args(["--listen", &listen, "--mode", "seed", "--torrent"])
+            .arg(torrent)
+            .arg("--save")
+            .arg(data)
+            .args(extra);
+        self.seeder("libtorrent", &mut cmd);
+    }
+
+    pub fn aria2_seed(&mut self, torrent: &Path, data: &Path, host: u8, extra: &[&str]) {
+        let work = self.path(&format!("aria2-{host}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("tests/interop/aria2_seed.sh"))
+            .arg(torrent)
+            .arg(data)
+            .arg((self.ip)(host).to_string())
+            .arg("6881")
+            .arg(&work)
+            .args(extra);
+        self.seeder("aria2", &mut cmd);
+    }
+
+    pub fn transmission_seed(&mut self, torrent: &Path, data: &Path, host: u8, extra: &[&str]) {
+        let cfg = self.path(&format!("transmission-{host}"));
+        std::fs::create_dir_all(&cfg).unwrap();
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("tests/interop/transmission_seed.sh"))
+            .arg(torrent)
+            .arg(data)
+            .arg((self.ip)(host).to_string())
+            .arg("6881")
+            .arg(&cfg)
+            .args(extra);
+        self.seeder("transmission", &mut cmd);
+    }
+
+    /// Runs `xorrent download` bound to `host`; returns its summary.
+    pub fn xorrent(
+        &self,
+        torrent: &Path,
+        host: u8,
+        limit: Duration,
+    ) -> (PathBuf, serde_json::Value) {
+        let out = self.path(&format!("xorrent-out-{host}"));
+        let summary = self.path(&format!("summary-{host}.json"));
+        let mut p = Proc::spawn(
+            "xorrent",
+            Command::new(xorrent_bin())
+                .arg("download")
+                .arg(torrent)
+                .arg("-o")
+                .arg(&out)
+                .args(["--bind", &(self.ip)(host).to_string(), "--port", "6881"])
+                .args(["--status-interval", "2"])
+                .arg("--summary-json")
+                .arg(&summary),
+        );
+        let st = p.wait_timeout(limit);
+        assert!(st.success(), "xorrent exited with {st}");
+        let v = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        (out, v)
+    }
+}
+
+pub fn info_hash(torrent: &Path) -> String {
+    xorrent::metainfo::Torrent::from_file(torrent)
+        .unwrap()
+        .info_hash
+        .to_hex()
+}
+
+pub fn mktorrent(src: &Path, out: &Path, piece_log2: u32, announce: &str) {
+    let st = Command::new("mktorrent")
+        .args([
+            "-t",
+            "1",
+            "-l",
+            &piece_log2.to_string(),
+            "-a",
+            announce,
+            "-o",
+        ])
+        .arg(out)
+        .arg(src)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "mktorrent failed");
+}
+
+/// A random single file `data/<name>` and its torrent.
+pub fn single_file(w: &World, name: &str, len: usize, piece_log2: u32, seed: u64) -> PathBuf {
+    let data = w.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join(name), random_bytes(len, seed)).unwrap();
+    let t = w.path(&format!("{name}.torrent"));
+    mktorrent(&data.join(name), &t, piece_log2, &w.announce());
+    t
+}
+
+/// `data/tree/...`: 34 files in nested directories, 5 of them empty, sizes
+/// chosen so many pieces span several files.
+pub fn multi_file(w: &World, scale: usize, piece_log2: u32) -> PathBuf {
+    let root = w.path("data/tree");
+    let sizes = [
+        0usize, 1, 100, 16_383, 16_384, 16_385, 70_000, 0, 250_000, 3, 65_536, 131_071,
+    ];
+    for i in 0..34 {
+        let dir = match i % 4 {
+            0 => root.clone(),
+            1 => root.join("a"),
+            2 => root.join("a/b/c"),
+            _ => root.join(format!("d{}/e", i % 3)),
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        let len =
+            sizes[i % sizes.len()] * scale / 4 + if sizes[i % sizes.len()] == 0 { 0 } else { i };
+        std::fs::write(
+            dir.join(format!("file{i:02}.bin")),
+            random_bytes(len, 100 + i as u64),
+        )
+        .unwrap();
+    }
+    let t = w.path("tree.torrent");
+    mktorrent(&root, &t, piece_log2, &w.announce());
+    t
+}
+
+/// Every file under `a` exists under `b` with the same bytes, and vice versa.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    pub fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_path_buf());
+            }
+        }
+    }
+    let (mut fa, mut fb) = (Vec::new(), Vec::new());
+    walk(a, a, &mut fa);
+    walk(b, b, &mut fb);
+    fa.sort();
+    fb.sort();
+    assert_eq!(
+        fa,
+        fb,
+        "file lists differ between {} and {}",
+        a.display(),
+        b.display()
+    );
+    for f in &fa {
+        assert_eq!(
+            sha1_file(&a.join(f)),
+            sha1_file(&b.join(f)),
+            "{} differs",
+            f.display()
+        );
+    }
+}
