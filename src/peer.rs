@@ -142,7 +142,8 @@ pub async fn run(
         return failed(PeerError::SelfConnection);
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
-    let Some(key) = engine.register(addr, cmd_tx) else {
+    let kill = CancellationToken::new();
+    let Some(key) = engine.register(addr, cmd_tx, kill.clone()) else {
         return failed(PeerError::Banned);
     };
     let (rd, wr) = stream.into_split();
@@ -167,7 +168,7 @@ pub async fn run(
         uploads: VecDeque::new(),
         upload_job: None,
     };
-    let result = conn.run(rd, buf, cmd_rx, &cancel).await;
+    let result = conn.run(rd, buf, cmd_rx, &cancel, &kill).await;
     engine.unregister(key);
     drop(conn.out);
     writer.abort();
@@ -246,6 +247,7 @@ impl Conn {
         mut buf: BytesMut,
         mut cmds: mpsc::Receiver<PeerCommand>,
         cancel: &CancellationToken,
+        kill: &CancellationToken,
     ) -> Result<(), PeerError> {
         let engine = self.engine.clone();
         let geo = engine.geometry;
@@ -266,7 +268,10 @@ impl Conn {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Branches run to completion once chosen, so a piece being
+                // handed to the hasher is never dropped half-way.
                 _ = cancel.cancelled() => return Ok(()),
+                _ = kill.cancelled() => return Err(PeerError::Banned),
                 cmd = cmds.recv() => match cmd {
                     Some(PeerCommand::Cancel(b)) => {
                         if self.outstanding.remove(&(b.piece, b.offset)) {

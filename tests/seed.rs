@@ -386,3 +386,44 @@ fn walk_files(root: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A directory torrent made by `xorrent create` downloads in libtorrent and
+/// in aria2 (served by `xorrent seed`).
+#[test]
+fn a_torrent_made_by_xorrent_create_downloads_in_libtorrent_and_aria2() {
+    if !gate(
+        "a_torrent_made_by_xorrent_create_downloads",
+        &[LT, "aria2c"],
+    ) {
+        return;
+    }
+    let mut w = World::new();
+    // Lay out the files with the usual helper, then make our own torrent.
+    let _ = multi_file(&w, 8, 16);
+    let t = w.path("ours.torrent");
+    let st = Command::new(xorrent_bin())
+        .args([
+            "create",
+            "-q",
+            "--piece-length",
+            "32K",
+            "-t",
+            &w.announce(),
+            "-o",
+        ])
+        .arg(&t)
+        .arg(w.path("data/tree"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "xorrent create failed");
+    w.tracker(&[info_hash(&t)]);
+    let data = w.path("data");
+    let _seed = xorrent_seed(&mut w, &t, &data, 2, &[]);
+    let lt_out = w.path("lt-out");
+    lt_leech(&w, &t, &lt_out, 5);
+    assert_same_tree(&data.join("tree"), &lt_out.join("tree"));
+    let aria_out = w.path("aria-out");
+    aria2_leech(&w, &t, &aria_out, 6);
+    assert_same_tree(&data.join("tree"), &aria_out.join("tree"));
+}

@@ -129,6 +129,8 @@ struct PeerEntry {
     ip: IpAddr,
     addr: SocketAddr,
     tx: mpsc::Sender<PeerCommand>,
+    /// Cancelled on a ban: unlike a command it cannot be lost to a full channel.
+    kill: CancellationToken,
 }
 
 struct State {
@@ -355,7 +357,12 @@ impl Engine {
     }
 
     /// Enters a connected peer; `None` if its address is banned.
-    pub fn register(&self, addr: SocketAddr, tx: mpsc::Sender<PeerCommand>) -> Option<PeerKey> {
+    pub fn register(
+        &self,
+        addr: SocketAddr,
+        tx: mpsc::Sender<PeerCommand>,
+        kill: CancellationToken,
+    ) -> Option<PeerKey> {
         let mut st = self.state();
         if st.banned.contains(&addr.ip()) {
             return None;
@@ -370,6 +377,7 @@ impl Engine {
                 ip: addr.ip(),
                 addr,
                 tx,
+                kill,
             },
         );
         st.choker.add_peer(key, std::time::Instant::now());
@@ -554,7 +562,7 @@ impl Engine {
                 if *strikes >= BAN_STRIKES && st.banned.insert(ip) {
                     tracing::warn!(%ip, "banning peer: it sent data that failed the hash check");
                     for e in st.peers.values().filter(|e| e.ip == ip) {
-                        let _ = e.tx.try_send(PeerCommand::Disconnect);
+                        e.kill.cancel();
                     }
                 }
             }
