@@ -216,9 +216,17 @@ fn cuts_off_a_request_flood_and_keeps_serving_others() {
     let (r, data) = seeder(76);
     let mut c = Client::connect(r.addr, r.ih);
     c.get_unchoked();
-    for i in 0..5_000u32 {
-        c.request(i % 39, 0, 1);
+    // Far more than the queue limit, in one write, so they arrive faster
+    // than any server could answer them.
+    let mut flood = Vec::with_capacity(40_000 * 17);
+    for i in 0..40_000u32 {
+        flood.extend_from_slice(&13u32.to_be_bytes());
+        flood.push(6);
+        flood.extend_from_slice(&(i % 39).to_be_bytes());
+        flood.extend_from_slice(&0u32.to_be_bytes());
+        flood.extend_from_slice(&1u32.to_be_bytes());
     }
+    let _ = c.s.write_all(&flood);
     assert!(
         c.closed_within(Duration::from_secs(10)),
         "a flood must end the connection"
