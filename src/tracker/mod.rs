@@ -96,6 +96,24 @@ pub struct AnnounceConfig {
     pub complete: watch::Receiver<bool>,
 }
 
+impl AnnounceConfig {
+    /// An announce with the totals as they are now.
+    fn request(&self, event: Option<Event>, numwant: u32, key: u32) -> AnnounceRequest {
+        let totals = (self.totals)();
+        AnnounceRequest {
+            info_hash: self.info_hash,
+            peer_id: self.peer_id,
+            port: self.port,
+            uploaded: totals.uploaded,
+            downloaded: totals.downloaded,
+            left: totals.left,
+            event,
+            numwant,
+            key,
+        }
+    }
+}
+
 const RETRY_MIN: Duration = Duration::from_secs(15);
 const RETRY_MAX: Duration = Duration::from_secs(600);
 /// Lower bound on re-announces, whatever a tracker says.
@@ -207,18 +225,7 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
     let mut working: Option<String> = None;
     let mut completed_sent = *cfg.complete.borrow();
     loop {
-        let totals = (cfg.totals)();
-        let req = AnnounceRequest {
-            info_hash: cfg.info_hash,
-            peer_id: cfg.peer_id,
-            port: cfg.port,
-            uploaded: totals.uploaded,
-            downloaded: totals.downloaded,
-            left: totals.left,
-            event,
-            numwant: cfg.numwant,
-            key,
-        };
+        let req = cfg.request(event, cfg.numwant, key);
         let wait = tokio::select! {
             _ = cancel.cancelled() => break,
             r = announce_tiers(&client, &mut tiers, &req, cfg.timeout) => match r {
@@ -264,18 +271,7 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
     }
     finals.push(Event::Stopped);
     for ev in finals {
-        let totals = (cfg.totals)();
-        let req = AnnounceRequest {
-            info_hash: cfg.info_hash,
-            peer_id: cfg.peer_id,
-            port: cfg.port,
-            uploaded: totals.uploaded,
-            downloaded: totals.downloaded,
-            left: totals.left,
-            event: Some(ev),
-            numwant: 0,
-            key,
-        };
+        let req = cfg.request(Some(ev), 0, key);
         if let Err(e) = announce_one(&client, &url, &req, Duration::from_secs(5)).await {
             tracing::debug!(tracker = %url, "{} announce failed: {e}", ev.as_str());
         }
