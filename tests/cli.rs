@@ -150,15 +150,7 @@ async fn a_full_disk_stops_the_download_with_a_clear_error() {
                 .args(["-m", "sh", "-c", &script])
                 .stderr(Stdio::piped()),
         );
-        let st = p.wait_timeout(Duration::from_secs(60));
-        let mut err = String::new();
-        use std::io::Read;
-        p.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (st, err) = p.wait_with_stderr(Duration::from_secs(60));
         (st.code(), err)
     })
     .await

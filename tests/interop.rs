@@ -13,8 +13,9 @@ use std::time::Duration;
 use common::world::*;
 use common::*;
 
-fn single_from(kind: &str, len: usize) {
-    let needs: &[&str] = match kind {
+/// What a test with a `kind` seeder needs installed.
+fn seeder_needs(kind: &str) -> &'static [&'static str] {
+    match kind {
         "libtorrent" => &[LT, "opentracker", "mktorrent"],
         "aria2" => &["aria2c", "opentracker", "mktorrent"],
         _ => &[
@@ -23,7 +24,20 @@ fn single_from(kind: &str, len: usize) {
             "opentracker",
             "mktorrent",
         ],
-    };
+    }
+}
+
+/// Starts a `kind` seeder of `t` on host 2 and waits until it is ready.
+fn seed_with(w: &mut World, kind: &str, t: &Path, data: &Path) {
+    match kind {
+        "libtorrent" => w.lt_seed(t, data, 2, &[]),
+        "aria2" => w.aria2_seed(t, data, 2, &[]),
+        _ => w.transmission_seed(t, data, 2, &[]),
+    }
+}
+
+fn single_from(kind: &str, len: usize) {
+    let needs = seeder_needs(kind);
     if !interop_ready(&format!("single_file_from_{kind}"), needs) {
         return;
     }
@@ -31,11 +45,7 @@ fn single_from(kind: &str, len: usize) {
     let t = single_file(&w, "big.bin", len, 20, 7);
     w.tracker(&[info_hash(&t)]);
     let data = w.path("data");
-    match kind {
-        "libtorrent" => w.lt_seed(&t, &data, 2, &[]),
-        "aria2" => w.aria2_seed(&t, &data, 2, &[]),
-        _ => w.transmission_seed(&t, &data, 2, &[]),
-    }
+    seed_with(&mut w, kind, &t, &data);
     let (out, summary) = w.xorrent(&t, 9, Duration::from_secs(240));
     assert_eq!(
         sha1_file(&out.join("big.bin")),
@@ -45,16 +55,7 @@ fn single_from(kind: &str, len: usize) {
 }
 
 fn multi_from(kind: &str, scale: usize) {
-    let needs: &[&str] = match kind {
-        "libtorrent" => &[LT, "opentracker", "mktorrent"],
-        "aria2" => &["aria2c", "opentracker", "mktorrent"],
-        _ => &[
-            "transmission-daemon",
-            "transmission-remote",
-            "opentracker",
-            "mktorrent",
-        ],
-    };
+    let needs = seeder_needs(kind);
     if !interop_ready(&format!("multi_file_from_{kind}"), needs) {
         return;
     }
@@ -65,11 +66,7 @@ fn multi_from(kind: &str, scale: usize) {
     assert!(parsed.files.iter().filter(|f| f.length == 0).count() >= 4);
     w.tracker(&[info_hash(&t)]);
     let data = w.path("data");
-    match kind {
-        "libtorrent" => w.lt_seed(&t, &data, 2, &[]),
-        "aria2" => w.aria2_seed(&t, &data, 2, &[]),
-        _ => w.transmission_seed(&t, &data, 2, &[]),
-    }
+    seed_with(&mut w, kind, &t, &data);
     let (out, _) = w.xorrent(&t, 9, Duration::from_secs(240));
     assert_same_tree(&data.join("tree"), &out.join("tree"));
 }

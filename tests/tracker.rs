@@ -229,15 +229,7 @@ async fn ctrl_c_stops_cleanly_and_sends_stopped() {
         );
         std::thread::sleep(Duration::from_millis(1500));
         unsafe_kill(p.pid(), 2);
-        let st = p.wait_timeout(Duration::from_secs(15));
-        let mut err = String::new();
-        use std::io::Read;
-        p.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (st, err) = p.wait_with_stderr(Duration::from_secs(15));
         (st.code(), err)
     })
     .await
@@ -300,15 +292,7 @@ async fn a_tracker_failure_reason_is_reported_and_the_download_goes_on_with_know
                 .args(["--bind", "127.0.0.50", "--port", "7003", "--peer", &peer])
                 .stderr(std::process::Stdio::piped()),
         );
-        let st = p.wait_timeout(Duration::from_secs(30));
-        let mut err = String::new();
-        use std::io::Read;
-        p.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (st, err) = p.wait_with_stderr(Duration::from_secs(30));
         (
             st.success(),
             err,

@@ -135,6 +135,18 @@ impl Proc {
         }
     }
 
+    /// Waits like [`Proc::wait_timeout`] and returns what the process
+    /// wrote to its piped stderr.
+    pub fn wait_with_stderr(&mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let st = self.wait_timeout(limit);
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        (st, err)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
