@@ -52,7 +52,10 @@ pub struct NetOptions {
     pub peers: Vec<SocketAddr>,
     pub engine: EngineConfig,
     pub numwant: u32,
+    /// HTTP tracker timeout, and the first wait before a UDP re-send.
     pub tracker_timeout: Duration,
+    /// UDP tracker re-sends (waits double each time).
+    pub udp_retries: u32,
 }
 
 /// When seeding stops by itself (otherwise on Ctrl-C).
@@ -101,6 +104,8 @@ pub struct Status {
     check_total: AtomicU64,
     torrent: OnceLock<(String, u64, u32)>,
     engine: OnceLock<Arc<Engine>>,
+    /// (seeders, leechers) as a tracker last reported them.
+    swarm: std::sync::Mutex<Option<(u32, u32)>>,
 }
 
 /// A consistent-enough copy of the counters at one moment.
@@ -120,11 +125,17 @@ pub struct Snapshot {
     pub uploaded: u64,
     pub connected: usize,
     pub known: usize,
+    /// (seeders, leechers) as a tracker last reported them.
+    pub swarm: Option<(u32, u32)>,
 }
 
 impl Status {
     pub fn new() -> Arc<Status> {
         Arc::new(Status::default())
+    }
+
+    fn set_swarm(&self, seeders: u32, leechers: u32) {
+        *self.swarm.lock().expect("status lock") = Some((seeders, leechers));
     }
 
     fn set_stage(&self, s: Stage) {
@@ -154,6 +165,7 @@ impl Status {
             uploaded: 0,
             connected: 0,
             known: 0,
+            swarm: *self.swarm.lock().expect("status lock"),
         };
         if let Some(e) = self.engine.get() {
             let st = &e.stats;
@@ -409,10 +421,15 @@ async fn run_torrent(
             port: engine.config.listen_port,
             numwant: net.numwant,
             timeout: net.tracker_timeout,
+            udp_retries: net.udp_retries,
             bind: net.bind,
             peers: swarm.sender(),
             totals,
             complete: complete_rx,
+            on_swarm: {
+                let status = status.clone();
+                Arc::new(move |s, l| status.set_swarm(s, l))
+            },
         };
         Some(tokio::spawn(tracker::run_announcer(
             Tiers::new(torrent.trackers.clone()),

@@ -18,6 +18,8 @@ use crate::app::{
 use crate::engine::EngineConfig;
 use crate::metainfo::{FileKind, Torrent};
 
+mod trackers;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "xorrent",
@@ -49,6 +51,12 @@ pub enum Command {
     /// devices below PATH are skipped with a warning, never followed (PATH
     /// itself may be a symlink). Prints the info-hash in hex on stdout.
     Create(CreateArgs),
+    /// Run a BitTorrent tracker (HTTP and UDP) until Ctrl-C: for a LAN, a
+    /// team, or a test swarm. Prints the announce URLs on stderr.
+    Tracker(trackers::TrackerArgs),
+    /// Ask trackers for a torrent's seeders, leechers and completed
+    /// downloads (HTTP BEP-48 or UDP BEP-15 scrape).
+    Scrape(trackers::ScrapeArgs),
 }
 
 /// Network flags shared by `download` and `seed`.
@@ -82,6 +90,14 @@ pub struct NetArgs {
     /// Seconds to wait for a TCP connect and for the handshake.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub connect_timeout: u64,
+    /// Seconds to wait for an HTTP tracker, and before re-sending to a
+    /// UDP tracker (BEP-15's 15 s).
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    pub tracker_timeout: u64,
+    /// Re-sends to a silent UDP tracker, each after twice the last wait
+    /// (1: give up after 15 + 30 s).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub udp_retries: u32,
 }
 
 /// Output flags shared by `download` and `seed`.
@@ -313,6 +329,8 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<()> {
         Command::Seed(a) => seed(a, cancel).await,
         Command::Info(a) => info(a),
         Command::Create(a) => create(a, cancel).await,
+        Command::Tracker(a) => trackers::tracker(a, cancel).await,
+        Command::Scrape(a) => trackers::scrape(a).await,
     }
 }
 
@@ -340,7 +358,8 @@ fn net_options(n: &NetArgs) -> NetOptions {
         peers: n.peers.clone(),
         engine,
         numwant: n.numwant,
-        tracker_timeout: Duration::from_secs(15),
+        tracker_timeout: Duration::from_secs(n.tracker_timeout.max(1)),
+        udp_retries: n.udp_retries,
     }
 }
 
@@ -468,7 +487,13 @@ impl View {
 }
 
 fn peers_text(s: &Snapshot) -> String {
-    format!("peers {}/{}", s.connected, s.known)
+    match s.swarm {
+        Some((seeds, leeches)) => format!(
+            "peers {}/{} (swarm {seeds} seeds, {leeches} leechers)",
+            s.connected, s.known
+        ),
+        None => format!("peers {}/{}", s.connected, s.known),
+    }
 }
 
 async fn bars(status: Arc<Status>, stop: CancellationToken) {

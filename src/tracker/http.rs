@@ -7,8 +7,9 @@ use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_bytes::ByteBuf;
 
-use super::{AnnounceRequest, AnnounceResponse, TrackerError};
-use crate::bencode::{self, Limits};
+use super::{AnnounceRequest, AnnounceResponse, ScrapeStats, TrackerError};
+use crate::bencode::{self, Limits, Value};
+use crate::types::InfoHash;
 
 /// Largest tracker response body read (a 200-peer dictionary list is ~20 KiB).
 pub const MAX_RESPONSE: usize = 2 * 1024 * 1024;
@@ -42,10 +43,92 @@ pub async fn announce(
     req: &AnnounceRequest,
     timeout: Duration,
 ) -> Result<AnnounceResponse, TrackerError> {
-    let url = announce_url(base, req);
+    let body = get(client, &announce_url(base, req), timeout).await?;
+    parse_response(&body)
+}
+
+/// BEP-48: the scrape URL replaces `announce` at the start of the last
+/// path segment with `scrape`; other trackers cannot be scraped.
+pub fn scrape_url(announce: &str) -> Option<String> {
+    let (path, query) = match announce.find('?') {
+        Some(q) => announce.split_at(q),
+        None => (announce, ""),
+    };
+    let slash = path.rfind('/')?;
+    let last = &path[slash + 1..];
+    let rest = last.strip_prefix("announce")?;
+    Some(format!("{}/scrape{rest}{query}", &path[..slash]))
+}
+
+/// Scrapes `hashes` (BEP-48); stats come back in the same order, zero for
+/// a torrent the tracker does not list.
+pub async fn scrape(
+    client: &reqwest::Client,
+    announce: &str,
+    hashes: &[InfoHash],
+    timeout: Duration,
+) -> Result<Vec<ScrapeStats>, TrackerError> {
+    let base = scrape_url(announce)
+        .ok_or_else(|| TrackerError::Unsupported(format!("{announce} (no scrape URL: BEP-48)")))?;
+    let mut url = base.clone();
+    for (i, h) in hashes.iter().enumerate() {
+        url.push(if i == 0 && !base.contains('?') {
+            '?'
+        } else {
+            '&'
+        });
+        url.push_str("info_hash=");
+        url.extend(percent_encode(&h.0, NON_ALPHANUMERIC));
+    }
+    let body = get(client, &url, timeout).await?;
+    parse_scrape(&body, hashes)
+}
+
+/// Parses a scrape response, picking out `hashes` in order.
+pub fn parse_scrape(body: &[u8], hashes: &[InfoHash]) -> Result<Vec<ScrapeStats>, TrackerError> {
+    let (v, _) = bencode::decode_with(body, Limits::LENIENT_KEYS)
+        .map_err(|e| TrackerError::Malformed(e.to_string()))?;
+    if let Some(f) = v.get("failure reason") {
+        let msg = f.as_bytes().unwrap_or_default();
+        return Err(TrackerError::Failure(
+            String::from_utf8_lossy(msg).into_owned(),
+        ));
+    }
+    let files = v
+        .get("files")
+        .and_then(Value::as_dict)
+        .ok_or_else(|| TrackerError::Malformed("scrape response without `files`".into()))?;
+    let count = |d: &Value, k: &str| {
+        d.get(k)
+            .and_then(Value::as_int)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
+    };
+    Ok(hashes
+        .iter()
+        .map(|h| {
+            files
+                .iter()
+                .find(|e| e.key == h.0)
+                .map(|e| ScrapeStats {
+                    seeders: count(&e.value, "complete"),
+                    completed: count(&e.value, "downloaded"),
+                    leechers: count(&e.value, "incomplete"),
+                })
+                .unwrap_or_default()
+        })
+        .collect())
+}
+
+/// GETs `url` and returns the body, read up to [`MAX_RESPONSE`].
+async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, TrackerError> {
     let fetch = async {
         let mut resp = client
-            .get(&url)
+            .get(url)
             .send()
             .await
             .map_err(|e| TrackerError::Http(e.without_url().to_string()))?;
@@ -66,7 +149,7 @@ pub async fn announce(
         if !status.is_success() && body.first() != Some(&b'd') {
             return Err(TrackerError::Http(format!("HTTP status {status}")));
         }
-        parse_response(&body)
+        Ok(body)
     };
     tokio::time::timeout(timeout, fetch)
         .await
@@ -205,6 +288,48 @@ mod tests {
             u.contains("&left=20&compact=1&numwant=50&key=deadbeef&event=started"),
             "{u}"
         );
+    }
+
+    #[test]
+    fn derives_scrape_urls_per_bep48() {
+        let cases = [
+            ("http://e.com/announce", Some("http://e.com/scrape")),
+            (
+                "http://e.com/x/announce?k=1",
+                Some("http://e.com/x/scrape?k=1"),
+            ),
+            ("http://e.com/announce.php", Some("http://e.com/scrape.php")),
+            ("http://e.com/a", None),
+            ("http://e.com/announce/x", None),
+            ("http://e.com/x%064announce", None),
+        ];
+        for (a, s) in cases {
+            assert_eq!(scrape_url(a).as_deref(), s, "{a}");
+        }
+    }
+
+    #[test]
+    fn parses_scrape_responses() {
+        let a = InfoHash([b'a'; 20]);
+        let b = InfoHash([b'b'; 20]);
+        let body =
+            b"d5:filesd20:aaaaaaaaaaaaaaaaaaaad8:completei3e10:downloadedi9e10:incompletei2eeee";
+        let s = parse_scrape(body, &[a, b]).unwrap();
+        assert_eq!(
+            s[0],
+            ScrapeStats {
+                seeders: 3,
+                completed: 9,
+                leechers: 2
+            }
+        );
+        assert_eq!(s[1], ScrapeStats::default());
+        assert!(matches!(
+            parse_scrape(b"d14:failure reason4:nopee", &[a]),
+            Err(TrackerError::Failure(m)) if m == "nope"
+        ));
+        assert!(parse_scrape(b"de", &[a]).is_err());
+        assert!(parse_scrape(b"d5:filesl", &[a]).is_err());
     }
 
     #[test]

@@ -5,8 +5,13 @@
 //! to the front of its tier, and re-announces on the tracker's interval.
 //! When every tracker fails it retries with capped, jittered backoff while
 //! the download goes on with the peers it already knows.
+//!
+//! `server` is the embedded tracker (`xorrent tracker`).
 
 pub mod http;
+pub mod server;
+pub mod udp;
+pub mod udp_wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::types::{InfoHash, PeerId};
+use udp::{UdpClient, UdpConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -58,12 +64,22 @@ pub struct AnnounceResponse {
     pub leechers: Option<u32>,
 }
 
+/// One torrent's swarm as a tracker counts it (scrape).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScrapeStats {
+    pub seeders: u32,
+    pub completed: u32,
+    pub leechers: u32,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
     #[error("tracker refused: {0}")]
     Failure(String),
     #[error("HTTP error: {0}")]
     Http(String),
+    #[error("network error: {0}")]
+    Net(String),
     #[error("malformed tracker response: {0}")]
     Malformed(String),
     #[error("tracker did not answer in time")]
@@ -86,7 +102,10 @@ pub struct AnnounceConfig {
     pub peer_id: PeerId,
     pub port: u16,
     pub numwant: u32,
+    /// HTTP timeout, and the first wait before a UDP request is re-sent.
     pub timeout: Duration,
+    /// UDP re-sends after the first request (waits double each time).
+    pub udp_retries: u32,
     /// Local address announces are sent from.
     pub bind: Option<std::net::IpAddr>,
     /// Sends peers found to the swarm.
@@ -94,6 +113,8 @@ pub struct AnnounceConfig {
     pub totals: Arc<dyn Fn() -> Totals + Send + Sync>,
     /// Becomes true once the download completes (sends `completed`).
     pub complete: watch::Receiver<bool>,
+    /// Told the swarm's (seeders, leechers) when a tracker reports them.
+    pub on_swarm: Arc<dyn Fn(u32, u32) + Send + Sync>,
 }
 
 impl AnnounceConfig {
@@ -160,33 +181,74 @@ impl Tiers {
     }
 }
 
-/// One announce to one URL.
-pub async fn announce_one(
-    client: &reqwest::Client,
-    url: &str,
-    req: &AnnounceRequest,
+/// The HTTP and UDP clients behind one call, for one announcer or scrape.
+pub struct Clients {
+    http: reqwest::Client,
+    udp: UdpClient,
     timeout: Duration,
-) -> Result<AnnounceResponse, TrackerError> {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        http::announce(client, url, req, timeout).await
-    } else {
-        Err(TrackerError::Unsupported(url.to_string()))
+}
+
+impl Clients {
+    pub fn new(bind: Option<std::net::IpAddr>, timeout: Duration, udp_retries: u32) -> Clients {
+        Clients {
+            http: http_client(bind),
+            udp: UdpClient::new(
+                bind,
+                UdpConfig {
+                    base: timeout,
+                    retries: udp_retries,
+                },
+            ),
+            timeout,
+        }
     }
+
+    pub async fn announce(
+        &mut self,
+        url: &str,
+        req: &AnnounceRequest,
+    ) -> Result<AnnounceResponse, TrackerError> {
+        if url.starts_with("udp://") {
+            self.udp.announce(url, req).await
+        } else if is_http(url) {
+            http::announce(&self.http, url, req, self.timeout).await
+        } else {
+            Err(TrackerError::Unsupported(url.to_string()))
+        }
+    }
+
+    /// Stats for `hashes`, in order (UDP: at most 74 per call).
+    pub async fn scrape(
+        &mut self,
+        url: &str,
+        hashes: &[InfoHash],
+    ) -> Result<Vec<ScrapeStats>, TrackerError> {
+        if url.starts_with("udp://") {
+            self.udp.scrape(url, hashes).await
+        } else if is_http(url) {
+            http::scrape(&self.http, url, hashes, self.timeout).await
+        } else {
+            Err(TrackerError::Unsupported(url.to_string()))
+        }
+    }
+}
+
+fn is_http(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
 /// Walks the tiers until one URL answers; returns it and the response.
 async fn announce_tiers(
-    client: &reqwest::Client,
+    clients: &mut Clients,
     tiers: &mut Tiers,
     req: &AnnounceRequest,
-    timeout: Duration,
 ) -> Option<(String, AnnounceResponse)> {
     let order: Vec<(usize, usize, String)> = tiers
         .urls()
         .map(|(t, i, u)| (t, i, u.to_string()))
         .collect();
     for (t, i, url) in order {
-        match announce_one(client, &url, req, timeout).await {
+        match clients.announce(&url, req).await {
             Ok(resp) => {
                 if let Some(w) = &resp.warning {
                     tracing::warn!(tracker = %url, "tracker warning: {w}");
@@ -218,7 +280,7 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
     if tiers.is_empty() {
         return;
     }
-    let client = http_client(cfg.bind);
+    let mut clients = Clients::new(cfg.bind, cfg.timeout, cfg.udp_retries);
     let key: u32 = rand::random();
     let mut event = Some(Event::Started);
     let mut failures = 0u32;
@@ -228,9 +290,12 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
         let req = cfg.request(event, cfg.numwant, key);
         let wait = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = announce_tiers(&client, &mut tiers, &req, cfg.timeout) => match r {
+            r = announce_tiers(&mut clients, &mut tiers, &req) => match r {
                 Some((url, resp)) => {
                     failures = 0;
+                    if let (Some(s), Some(l)) = (resp.seeders, resp.leechers) {
+                        (cfg.on_swarm)(s, l);
+                    }
                     working = Some(url);
                     if event == Some(Event::Completed) { completed_sent = true; }
                     event = None;
@@ -272,8 +337,11 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
     finals.push(Event::Stopped);
     for ev in finals {
         let req = cfg.request(Some(ev), 0, key);
-        if let Err(e) = announce_one(&client, &url, &req, Duration::from_secs(5)).await {
-            tracing::debug!(tracker = %url, "{} announce failed: {e}", ev.as_str());
+        let sent = tokio::time::timeout(Duration::from_secs(5), clients.announce(&url, &req));
+        match sent.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(tracker = %url, "{} announce failed: {e}", ev.as_str()),
+            Err(_) => tracing::debug!(tracker = %url, "{} announce timed out", ev.as_str()),
         }
     }
 }

@@ -1,0 +1,329 @@
+//! The tracker's UDP front end (BEP-15).
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::store::{PeerAnnounce, Store};
+use super::Shared;
+use crate::tracker::udp_wire::{self, Reply, Request};
+
+/// How long one epoch of connection ids lasts; an id is accepted in its
+/// epoch and the next, so for 1–2 minutes (clients use one for 1 minute).
+const EPOCH: Duration = Duration::from_secs(60);
+
+/// Connection ids a client cannot forge without seeing our reply: a keyed
+/// SipHash of the client's IP and the epoch number, under a random key
+/// chosen at start. Nothing is stored per client.
+pub struct ConnIds {
+    key: RandomState,
+    origin: Instant,
+}
+
+impl ConnIds {
+    pub fn new(origin: Instant) -> ConnIds {
+        ConnIds {
+            key: RandomState::new(),
+            origin,
+        }
+    }
+
+    fn epoch(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.origin).as_secs() / EPOCH.as_secs()) + 1
+    }
+
+    fn id(&self, ip: IpAddr, epoch: u64) -> u64 {
+        self.key.hash_one((ip, epoch))
+    }
+
+    pub fn issue(&self, ip: IpAddr, now: Instant) -> u64 {
+        self.id(ip, self.epoch(now))
+    }
+
+    pub fn valid(&self, id: u64, ip: IpAddr, now: Instant) -> bool {
+        let e = self.epoch(now);
+        id == self.id(ip, e) || id == self.id(ip, e - 1)
+    }
+}
+
+/// Answers one packet into `out`; false when it is dropped unanswered
+/// (too short to carry a transaction id).
+pub fn handle_packet(
+    store: &std::sync::Mutex<Store>,
+    ids: &ConnIds,
+    packet: &[u8],
+    from: SocketAddr,
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> bool {
+    out.clear();
+    let ip = from.ip().to_canonical();
+    let reply = match udp_wire::decode_request(packet) {
+        Err(e) => match e.tid {
+            Some(tid) => Reply::Error {
+                tid,
+                message: e.msg.to_string(),
+            },
+            None => return false,
+        },
+        Ok(Request::Connect { tid }) => Reply::Connect {
+            tid,
+            conn_id: ids.issue(ip, now),
+        },
+        Ok(Request::Announce { conn_id, tid, .. } | Request::Scrape { conn_id, tid, .. })
+            if !ids.valid(conn_id, ip, now) =>
+        {
+            Reply::Error {
+                tid,
+                message: "bad connection id".into(),
+            }
+        }
+        Ok(Request::Announce { tid, announce, .. }) => {
+            if announce.port == 0 {
+                Reply::Error {
+                    tid,
+                    message: "port 0".into(),
+                }
+            } else {
+                let a = PeerAnnounce {
+                    info_hash: announce.info_hash,
+                    peer_id: announce.peer_id,
+                    addr: SocketAddr::new(ip, announce.port),
+                    left: announce.left,
+                    event: announce.event,
+                    numwant: u32::try_from(announce.num_want).ok(),
+                };
+                let mut peers = Vec::new();
+                let mut store = store.lock().expect("tracker store lock");
+                let interval = store.config().interval.as_secs() as u32;
+                match store.announce(&a, Some(ip.is_ipv6()), now, &mut peers) {
+                    Ok(st) => {
+                        drop(store);
+                        // Written directly: no intermediate Vec<SocketAddr>.
+                        for v in [udp_wire::ANNOUNCE, tid, interval, st.leechers, st.seeders] {
+                            out.extend_from_slice(&v.to_be_bytes());
+                        }
+                        for (p, _) in &peers {
+                            udp_wire::push_compact(p, out);
+                        }
+                        return true;
+                    }
+                    Err(e) => Reply::Error {
+                        tid,
+                        message: e.to_string(),
+                    },
+                }
+            }
+        }
+        Ok(Request::Scrape { tid, hashes, .. }) => {
+            let store = store.lock().expect("tracker store lock");
+            if let Some(h) = hashes.iter().find(|h| !store.allowed(h)) {
+                Reply::Error {
+                    tid,
+                    message: format!("torrent {h} not allowed on this tracker"),
+                }
+            } else {
+                Reply::Scrape {
+                    tid,
+                    stats: hashes.iter().map(|h| store.scrape(h)).collect(),
+                }
+            }
+        }
+    };
+    udp_wire::encode_reply(&reply, out);
+    true
+}
+
+/// Serves packets on `sock` until `cancel`; several of these may share it.
+pub async fn serve(sock: Arc<UdpSocket>, shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut buf = vec![0u8; 2048];
+    let mut out = Vec::with_capacity(2048);
+    loop {
+        let (n, from) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                // ICMP errors from earlier replies surface here; not fatal.
+                Err(e) => {
+                    tracing::debug!("UDP tracker receive: {e}");
+                    continue;
+                }
+            },
+        };
+        let answered = handle_packet(
+            &shared.store,
+            &shared.ids,
+            &buf[..n],
+            from,
+            Instant::now(),
+            &mut out,
+        );
+        shared.counters.udp_packet(answered && is_announce(&out));
+        if answered {
+            if let Err(e) = sock.send_to(&out, from).await {
+                tracing::debug!(%from, "UDP tracker send: {e}");
+            }
+        }
+    }
+}
+
+fn is_announce(reply: &[u8]) -> bool {
+    reply.get(..4) == Some(&udp_wire::ANNOUNCE.to_be_bytes()[..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::server::store::StoreConfig;
+    use crate::tracker::{AnnounceRequest, Event, ScrapeStats};
+    use crate::types::{InfoHash, PeerId};
+    use std::sync::Mutex;
+
+    fn ask(
+        store: &Mutex<Store>,
+        ids: &ConnIds,
+        p: &[u8],
+        from: &str,
+        now: Instant,
+    ) -> Option<Reply> {
+        let mut out = Vec::new();
+        let from: SocketAddr = from.parse().unwrap();
+        handle_packet(store, ids, p, from, now, &mut out)
+            .then(|| udp_wire::decode_reply(&out, from.ip().to_canonical().is_ipv6()).unwrap())
+    }
+
+    fn announce(port: u16, left: u64) -> AnnounceRequest {
+        AnnounceRequest {
+            info_hash: InfoHash([5; 20]),
+            peer_id: PeerId([port as u8; 20]),
+            port,
+            uploaded: 0,
+            downloaded: 0,
+            left,
+            event: Some(Event::Started),
+            numwant: 50,
+            key: 0,
+        }
+    }
+
+    #[test]
+    fn connection_ids_are_bound_to_ip_and_expire() {
+        let t0 = Instant::now();
+        let ids = ConnIds::new(t0);
+        let ip: IpAddr = "127.0.0.2".parse().unwrap();
+        let id = ids.issue(ip, t0);
+        assert!(ids.valid(id, ip, t0 + Duration::from_secs(119)));
+        assert!(!ids.valid(id, ip, t0 + Duration::from_secs(120)));
+        assert!(!ids.valid(id, "127.0.0.3".parse().unwrap(), t0));
+        assert!(!ids.valid(id ^ 1, ip, t0));
+        // Another tracker instance (another key) does not accept it.
+        assert!(!ConnIds::new(t0).valid(id, ip, t0));
+    }
+
+    #[test]
+    fn connect_announce_scrape() {
+        let store = Mutex::new(Store::new(StoreConfig::default()));
+        let t = Instant::now();
+        let ids = ConnIds::new(t);
+        let Some(Reply::Connect { tid: 1, conn_id }) = ask(
+            &store,
+            &ids,
+            &udp_wire::connect_request(1),
+            "127.0.0.2:9",
+            t,
+        ) else {
+            panic!()
+        };
+        let p = udp_wire::announce_request(conn_id, 2, &announce(6881, 0));
+        let r = ask(&store, &ids, &p, "127.0.0.2:9", t).unwrap();
+        assert!(
+            matches!(r, Reply::Announce { tid: 2, seeders: 1, leechers: 0, ref peers, .. } if peers.is_empty())
+        );
+        // The same id from another IP is refused.
+        let p = udp_wire::announce_request(conn_id, 3, &announce(6882, 5));
+        let r = ask(&store, &ids, &p, "127.0.0.3:9", t).unwrap();
+        assert!(matches!(r, Reply::Error { tid: 3, .. }));
+        let Some(Reply::Connect { conn_id: id3, .. }) = ask(
+            &store,
+            &ids,
+            &udp_wire::connect_request(4),
+            "127.0.0.3:9",
+            t,
+        ) else {
+            panic!()
+        };
+        let p = udp_wire::announce_request(id3, 5, &announce(6882, 5));
+        let Some(Reply::Announce {
+            peers,
+            seeders: 1,
+            leechers: 1,
+            ..
+        }) = ask(&store, &ids, &p, "127.0.0.3:9", t)
+        else {
+            panic!()
+        };
+        assert_eq!(peers, vec!["127.0.0.2:6881".parse().unwrap()]);
+        let s = udp_wire::scrape_request(id3, 6, &[InfoHash([5; 20]), InfoHash([6; 20])]);
+        let Some(Reply::Scrape { stats, .. }) = ask(&store, &ids, &s, "127.0.0.3:9", t) else {
+            panic!()
+        };
+        assert_eq!(
+            stats,
+            [
+                ScrapeStats {
+                    seeders: 1,
+                    completed: 0,
+                    leechers: 1
+                },
+                ScrapeStats::default()
+            ]
+        );
+        // IPv4-mapped source addresses count as IPv4.
+        let Some(Reply::Connect { conn_id: m, .. }) = ask(
+            &store,
+            &ids,
+            &udp_wire::connect_request(7),
+            "[::ffff:127.0.0.3]:9",
+            t,
+        ) else {
+            panic!()
+        };
+        assert_eq!(m, id3);
+    }
+
+    #[test]
+    fn malformed_packets_get_errors_or_are_dropped() {
+        let store = Mutex::new(Store::new(StoreConfig::default()));
+        let t = Instant::now();
+        let ids = ConnIds::new(t);
+        assert_eq!(ask(&store, &ids, &[1, 2, 3], "127.0.0.2:9", t), None);
+        let mut c = udp_wire::connect_request(8);
+        c[3] ^= 0xff;
+        assert!(matches!(
+            ask(&store, &ids, &c, "127.0.0.2:9", t),
+            Some(Reply::Error { tid: 8, .. })
+        ));
+        let id = ids.issue("127.0.0.2".parse().unwrap(), t);
+        let mut p = udp_wire::announce_request(id, 9, &announce(0, 1));
+        assert!(matches!(
+            ask(&store, &ids, &p, "127.0.0.2:9", t),
+            Some(Reply::Error { tid: 9, .. })
+        ));
+        p[96..98].copy_from_slice(&1u16.to_be_bytes());
+        // Huge num_want is capped.
+        p[92..96].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            ask(&store, &ids, &p, "127.0.0.2:9", t),
+            Some(Reply::Announce { .. })
+        ));
+        assert!(matches!(
+            ask(&store, &ids, &p[..60], "127.0.0.2:9", t),
+            Some(Reply::Error { tid: 9, .. })
+        ));
+    }
+}
