@@ -99,6 +99,7 @@ pub async fn tracker(a: TrackerArgs, cancel: CancellationToken) -> Result<()> {
         udp,
         store,
         stats: a.stats,
+        clock: None,
     })
     .await
     .context("cannot open the tracker's sockets")?;

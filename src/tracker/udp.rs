@@ -182,6 +182,8 @@ impl UdpClient {
         let conn = self.conn(url).await?;
         let mut buf = vec![0u8; RECV_BUF];
         let mut n = 0u32;
+        // Whether the id in use was obtained during this call.
+        let mut fresh_id = false;
         loop {
             let wait = cfg.base.saturating_mul(1 << n.min(8));
             let fresh = conn.id.filter(|(_, at)| at.elapsed() < CONN_ID_LIFE);
@@ -194,12 +196,18 @@ impl UdpClient {
             match tokio::time::timeout(wait, recv_reply(conn, tid, &mut buf)).await {
                 Ok(Ok(Reply::Connect { conn_id, .. })) if connecting => {
                     conn.id = Some((conn_id, Instant::now()));
+                    fresh_id = true;
                     // A connect that was answered does not use up a retry.
                 }
                 Ok(Ok(Reply::Error { message, .. })) => {
-                    // Perhaps our connection id expired early: the next
-                    // request starts with a fresh one.
+                    // The tracker may have forgotten an id we still hold
+                    // (restarted, shorter lifetime): once, get a fresh one.
+                    let cached = conn.id.is_some() && !fresh_id;
                     conn.id = None;
+                    if cached && !connecting {
+                        fresh_id = true;
+                        continue;
+                    }
                     return Err(TrackerError::Failure(message));
                 }
                 Ok(Ok(Reply::Connect { .. })) => {

@@ -378,7 +378,7 @@ async fn connection(
                         }
                     } else {
                         let target = req.path.unwrap_or("/");
-                        let r = handle_get(&shared.store, target, from.ip(), Instant::now());
+                        let r = handle_get(&shared.store, target, from.ip(), (shared.clock)());
                         shared
                             .counters
                             .http_request(target.starts_with("/announce"));
@@ -398,7 +398,7 @@ async fn connection(
             out.clear();
         }
         if close || cancel.is_cancelled() {
-            return Ok(());
+            return linger_close(stream).await;
         }
         if buf.len() >= MAX_HEAD {
             write_response(
@@ -409,7 +409,8 @@ async fn connection(
                 },
                 true,
             );
-            return stream.write_all(&out).await;
+            stream.write_all(&out).await?;
+            return linger_close(stream).await;
         }
         let n = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -422,6 +423,25 @@ async fn connection(
             return Ok(());
         }
     }
+}
+
+/// Closing with unread input makes the kernel send a reset, which can
+/// destroy the response before the client reads it: send FIN first, then
+/// read and discard what the client still sends, briefly and boundedly.
+async fn linger_close(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    let drain = async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    Ok(())
 }
 
 #[cfg(test)]

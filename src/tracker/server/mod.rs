@@ -17,11 +17,15 @@ use tokio_util::task::TaskTracker;
 pub use store::{Store, StoreConfig};
 use udp::ConnIds;
 
+/// The tracker's idea of now; tests inject their own to expire peers.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// What the front ends share.
 pub struct Shared {
     pub store: Mutex<Store>,
     pub ids: ConnIds,
     pub counters: Counters,
+    pub clock: Clock,
 }
 
 #[derive(Default)]
@@ -56,13 +60,15 @@ impl Counters {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TrackerOptions {
     pub http: Option<SocketAddr>,
     pub udp: Option<SocketAddr>,
     pub store: StoreConfig,
     /// Print a stats line this often.
     pub stats: Option<Duration>,
+    /// `None`: the real clock.
+    pub clock: Option<Clock>,
 }
 
 /// A tracker with its sockets bound, ready to [`run`](Tracker::run).
@@ -83,11 +89,13 @@ impl Tracker {
             Some(a) => Some(Arc::new(UdpSocket::bind(a).await?)),
             None => None,
         };
+        let clock = opts.clock.unwrap_or_else(|| Arc::new(Instant::now));
         Ok(Tracker {
             shared: Arc::new(Shared {
                 store: Mutex::new(Store::new(opts.store)),
-                ids: ConnIds::new(Instant::now()),
+                ids: ConnIds::new(clock()),
                 counters: Counters::default(),
+                clock,
             }),
             http,
             udp,
@@ -158,11 +166,8 @@ async fn sweeper(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let dropped = shared
-            .store
-            .lock()
-            .expect("tracker store lock")
-            .sweep(Instant::now());
+        let now = (shared.clock)();
+        let dropped = shared.store.lock().expect("tracker store lock").sweep(now);
         if dropped > 0 {
             tracing::debug!(dropped, "expired peers");
         }

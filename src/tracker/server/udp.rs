@@ -160,7 +160,7 @@ pub async fn serve(sock: Arc<UdpSocket>, shared: Arc<Shared>, cancel: Cancellati
             &shared.ids,
             &buf[..n],
             from,
-            Instant::now(),
+            (shared.clock)(),
             &mut out,
         );
         shared.counters.udp_packet(answered && is_announce(&out));
