@@ -14,7 +14,8 @@
 //! - [`peer`]: one task per connection with a rate-adaptive request pipeline
 //!   and the upload side (validated requests, batched positional reads).
 //! - [`listener`]: incoming connections routed to torrents by info-hash.
-//! - [`tracker`]: HTTP announce and the BEP-12 tier loop.
+//! - [`tracker`]: HTTP and UDP announce and scrape, the BEP-12 tier loop,
+//!   and the embedded tracker server.
 //! - [`app`]: one download wired together, with a progress [`app::Status`].
 //! - [`cli`]: flags, subcommands and the progress view.
 //!
