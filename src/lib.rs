@@ -24,6 +24,7 @@
 pub mod app;
 pub mod bencode;
 pub mod cli;
+pub mod dht;
 pub mod engine;
 pub mod listener;
 pub mod metainfo;

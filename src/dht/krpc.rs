@@ -1,0 +1,540 @@
+//! KRPC (BEP-5): bencoded queries, responses and errors in one UDP packet
+//! each. Pure: bytes in, values out.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use crate::bencode::{self, encode_bytes, Limits, Value};
+use crate::types::InfoHash;
+
+/// A 160-bit node id; distance is XOR, compared as a big-endian number.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct NodeId(pub [u8; 20]);
+
+impl NodeId {
+    pub fn random() -> NodeId {
+        NodeId(rand::random())
+    }
+
+    pub fn distance(&self, other: &NodeId) -> [u8; 20] {
+        let mut d = [0u8; 20];
+        for (i, b) in d.iter_mut().enumerate() {
+            *b = self.0[i] ^ other.0[i];
+        }
+        d
+    }
+
+    /// Leading bits shared with `other` (160 when equal).
+    pub fn common_prefix(&self, other: &NodeId) -> usize {
+        for (i, (a, b)) in self.0.iter().zip(other.0.iter()).enumerate() {
+            let x = a ^ b;
+            if x != 0 {
+                return i * 8 + x.leading_zeros() as usize;
+            }
+        }
+        160
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", hex::encode(&self.0[..6]))
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl From<InfoHash> for NodeId {
+    fn from(h: InfoHash) -> NodeId {
+        NodeId(h.0)
+    }
+}
+
+/// Compact node info: id and IPv4 address (26 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub addr: SocketAddrV4,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    Ping,
+    FindNode {
+        target: NodeId,
+    },
+    GetPeers {
+        info_hash: InfoHash,
+    },
+    AnnouncePeer {
+        info_hash: InfoHash,
+        port: u16,
+        implied_port: bool,
+        token: Vec<u8>,
+    },
+}
+
+impl Query {
+    pub fn method(&self) -> &'static str {
+        match self {
+            Query::Ping => "ping",
+            Query::FindNode { .. } => "find_node",
+            Query::GetPeers { .. } => "get_peers",
+            Query::AnnouncePeer { .. } => "announce_peer",
+        }
+    }
+}
+
+/// Every response shape in one: the method is known from the query.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Response {
+    pub id: NodeId,
+    pub nodes: Vec<NodeInfo>,
+    pub values: Vec<SocketAddr>,
+    pub token: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Query { id: NodeId, query: Query },
+    Response(Response),
+    Error { code: i64, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Transaction id, echoed by the answer.
+    pub t: Vec<u8>,
+    /// Client version (`v`), when sent.
+    pub v: Option<Vec<u8>>,
+    /// BEP-43 read-only node: do not add it to routing tables.
+    pub read_only: bool,
+    pub body: Body,
+}
+
+pub const GENERIC_ERROR: i64 = 201;
+pub const SERVER_ERROR: i64 = 202;
+pub const PROTOCOL_ERROR: i64 = 203;
+pub const METHOD_UNKNOWN: i64 = 204;
+
+/// Why a packet was not a message; `t` is set when an error reply can be
+/// addressed (it was a query with a transaction id).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("KRPC error {code}: {msg}")]
+pub struct KrpcError {
+    pub t: Option<Vec<u8>>,
+    pub code: i64,
+    pub msg: &'static str,
+}
+
+/// Longest transaction id and token we take; real ones are 2–8 bytes.
+const MAX_T: usize = 64;
+const MAX_TOKEN: usize = 64;
+/// Most peers taken from one `values` list.
+pub const MAX_VALUES: usize = 200;
+
+/// KRPC packets are small and shallow.
+const KRPC_LIMITS: Limits = Limits {
+    max_depth: 8,
+    max_tokens: 4096,
+    require_sorted_keys: false,
+    allow_trailing: false,
+};
+
+fn id20(v: Option<&Value<'_>>) -> Option<[u8; 20]> {
+    v.and_then(Value::as_bytes).and_then(|b| b.try_into().ok())
+}
+
+pub fn decode(buf: &[u8]) -> Result<Message, KrpcError> {
+    let bad = |t: Option<&[u8]>, msg| KrpcError {
+        t: t.map(<[u8]>::to_vec),
+        code: PROTOCOL_ERROR,
+        msg,
+    };
+    let (v, _) = bencode::decode_with(buf, KRPC_LIMITS).map_err(|_| bad(None, "not bencode"))?;
+    if v.as_dict().is_none() {
+        return Err(bad(None, "not a dictionary"));
+    }
+    let t = v
+        .get("t")
+        .and_then(Value::as_bytes)
+        .filter(|t| t.len() <= MAX_T)
+        .ok_or(bad(None, "missing transaction id"))?;
+    let version = v.get("v").and_then(Value::as_bytes).map(<[u8]>::to_vec);
+    let read_only = v.get("ro").and_then(Value::as_int) == Some(1);
+    let body = match v.get("y").and_then(Value::as_bytes) {
+        Some(b"q") => {
+            let method = v
+                .get("q")
+                .and_then(Value::as_bytes)
+                .ok_or(bad(Some(t), "missing method"))?;
+            let a = v
+                .get("a")
+                .filter(|a| a.as_dict().is_some())
+                .ok_or(bad(Some(t), "missing arguments"))?;
+            let id = NodeId(id20(a.get("id")).ok_or(bad(Some(t), "invalid id"))?);
+            let query = match method {
+                b"ping" => Query::Ping,
+                b"find_node" => Query::FindNode {
+                    target: NodeId(id20(a.get("target")).ok_or(bad(Some(t), "invalid target"))?),
+                },
+                b"get_peers" => Query::GetPeers {
+                    info_hash: InfoHash(
+                        id20(a.get("info_hash")).ok_or(bad(Some(t), "invalid info_hash"))?,
+                    ),
+                },
+                b"announce_peer" => {
+                    let info_hash = InfoHash(
+                        id20(a.get("info_hash")).ok_or(bad(Some(t), "invalid info_hash"))?,
+                    );
+                    let implied_port = a.get("implied_port").and_then(Value::as_int) == Some(1);
+                    let port = a.get("port").and_then(Value::as_int);
+                    let port = match (implied_port, port.map(u16::try_from)) {
+                        (true, _) => 0,
+                        (false, Some(Ok(p))) if p != 0 => p,
+                        _ => return Err(bad(Some(t), "invalid port")),
+                    };
+                    let token = a
+                        .get("token")
+                        .and_then(Value::as_bytes)
+                        .filter(|k| k.len() <= MAX_TOKEN)
+                        .ok_or(bad(Some(t), "invalid token"))?
+                        .to_vec();
+                    Query::AnnouncePeer {
+                        info_hash,
+                        port,
+                        implied_port,
+                        token,
+                    }
+                }
+                _ => {
+                    return Err(KrpcError {
+                        t: Some(t.to_vec()),
+                        code: METHOD_UNKNOWN,
+                        msg: "method unknown",
+                    })
+                }
+            };
+            Body::Query { id, query }
+        }
+        Some(b"r") => {
+            let r = v
+                .get("r")
+                .filter(|r| r.as_dict().is_some())
+                .ok_or(bad(None, "missing response"))?;
+            let id = NodeId(id20(r.get("id")).ok_or(bad(None, "invalid id"))?);
+            let nodes = r
+                .get("nodes")
+                .and_then(Value::as_bytes)
+                .map(parse_nodes)
+                .unwrap_or_default();
+            let values = r
+                .get("values")
+                .and_then(Value::as_list)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(Value::as_bytes)
+                .filter_map(parse_peer)
+                .take(MAX_VALUES)
+                .collect();
+            let token = r
+                .get("token")
+                .and_then(Value::as_bytes)
+                .filter(|k| k.len() <= MAX_TOKEN)
+                .map(<[u8]>::to_vec);
+            Body::Response(Response {
+                id,
+                nodes,
+                values,
+                token,
+            })
+        }
+        Some(b"e") => {
+            let e = v.get("e").and_then(Value::as_list).unwrap_or_default();
+            let code = e.first().and_then(Value::as_int).unwrap_or(GENERIC_ERROR);
+            let message = e.get(1).and_then(Value::as_bytes).unwrap_or_default();
+            Body::Error {
+                code,
+                message: String::from_utf8_lossy(message).into_owned(),
+            }
+        }
+        _ => return Err(bad(None, "unknown message type")),
+    };
+    Ok(Message {
+        t: t.to_vec(),
+        v: version,
+        read_only,
+        body,
+    })
+}
+
+/// Compact node info; a ragged tail is ignored.
+pub fn parse_nodes(b: &[u8]) -> Vec<NodeInfo> {
+    b.chunks_exact(26)
+        .map(|c| NodeInfo {
+            id: NodeId(c[..20].try_into().expect("20 bytes")),
+            addr: SocketAddrV4::new(
+                Ipv4Addr::new(c[20], c[21], c[22], c[23]),
+                u16::from_be_bytes([c[24], c[25]]),
+            ),
+        })
+        .collect()
+}
+
+fn parse_peer(b: &[u8]) -> Option<SocketAddr> {
+    (b.len() == 6).then(|| {
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+            u16::from_be_bytes([b[4], b[5]]),
+        ))
+    })
+}
+
+fn push_compact_v4(a: &SocketAddrV4, out: &mut Vec<u8>) {
+    out.extend_from_slice(&a.ip().octets());
+    out.extend_from_slice(&a.port().to_be_bytes());
+}
+
+fn key(k: &str, out: &mut Vec<u8>) {
+    encode_bytes(k.as_bytes(), out);
+}
+
+fn int(i: i64, out: &mut Vec<u8>) {
+    out.push(b'i');
+    out.extend_from_slice(i.to_string().as_bytes());
+    out.push(b'e');
+}
+
+/// Canonical encoding (keys in sorted order at every level).
+pub fn encode(m: &Message, out: &mut Vec<u8>) {
+    out.push(b'd');
+    match &m.body {
+        Body::Query { id, query } => {
+            key("a", out);
+            out.push(b'd');
+            key("id", out);
+            encode_bytes(&id.0, out);
+            match query {
+                Query::Ping => {}
+                Query::FindNode { target } => {
+                    key("target", out);
+                    encode_bytes(&target.0, out);
+                }
+                Query::GetPeers { info_hash } => {
+                    key("info_hash", out);
+                    encode_bytes(&info_hash.0, out);
+                }
+                Query::AnnouncePeer {
+                    info_hash,
+                    port,
+                    implied_port,
+                    token,
+                } => {
+                    key("implied_port", out);
+                    int(i64::from(*implied_port), out);
+                    key("info_hash", out);
+                    encode_bytes(&info_hash.0, out);
+                    key("port", out);
+                    int(i64::from(*port), out);
+                    key("token", out);
+                    encode_bytes(token, out);
+                }
+            }
+            out.push(b'e');
+            key("q", out);
+            key(query.method(), out);
+        }
+        Body::Response(r) => {
+            key("r", out);
+            out.push(b'd');
+            key("id", out);
+            encode_bytes(&r.id.0, out);
+            if !r.nodes.is_empty() {
+                key("nodes", out);
+                let mut b = Vec::with_capacity(26 * r.nodes.len());
+                for n in &r.nodes {
+                    b.extend_from_slice(&n.id.0);
+                    push_compact_v4(&n.addr, &mut b);
+                }
+                encode_bytes(&b, out);
+            }
+            if let Some(t) = &r.token {
+                key("token", out);
+                encode_bytes(t, out);
+            }
+            let v4: Vec<&SocketAddrV4> = r
+                .values
+                .iter()
+                .filter_map(|a| match a {
+                    SocketAddr::V4(a) => Some(a),
+                    SocketAddr::V6(_) => None,
+                })
+                .collect();
+            if !v4.is_empty() {
+                key("values", out);
+                out.push(b'l');
+                for a in v4 {
+                    let mut b = Vec::with_capacity(6);
+                    push_compact_v4(a, &mut b);
+                    encode_bytes(&b, out);
+                }
+                out.push(b'e');
+            }
+            out.push(b'e');
+        }
+        Body::Error { code, message } => {
+            key("e", out);
+            out.push(b'l');
+            int(*code, out);
+            encode_bytes(message.as_bytes(), out);
+            out.push(b'e');
+        }
+    }
+    if m.read_only {
+        key("ro", out);
+        int(1, out);
+    }
+    key("t", out);
+    encode_bytes(&m.t, out);
+    if let Some(v) = &m.v {
+        key("v", out);
+        encode_bytes(v, out);
+    }
+    key("y", out);
+    key(
+        match m.body {
+            Body::Query { .. } => "q",
+            Body::Response(_) => "r",
+            Body::Error { .. } => "e",
+        },
+        out,
+    );
+    out.push(b'e');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(m: &Message) {
+        let mut out = Vec::new();
+        encode(m, &mut out);
+        // Our encoding is canonical: the strict decoder takes it.
+        bencode::decode(&out).expect("canonical");
+        assert_eq!(&decode(&out).unwrap(), m);
+    }
+
+    #[test]
+    fn bep5_examples_decode() {
+        let ping = decode(b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe").unwrap();
+        assert_eq!(ping.t, b"aa");
+        assert_eq!(
+            ping.body,
+            Body::Query {
+                id: NodeId(*b"abcdefghij0123456789"),
+                query: Query::Ping
+            }
+        );
+        let ap = decode(b"d1:ad2:id20:abcdefghij012345678912:implied_porti1e9:info_hash20:mnopqrstuvwxyz1234564:porti6881e5:token8:aoeusnthe1:q13:announce_peer1:t2:aa1:y1:qe").unwrap();
+        assert!(matches!(
+            ap.body,
+            Body::Query {
+                query: Query::AnnouncePeer {
+                    implied_port: true,
+                    ..
+                },
+                ..
+            }
+        ));
+        let e = decode(b"d1:eli201e23:A Generic Error Ocurrede1:t2:aa1:y1:ee").unwrap();
+        assert_eq!(
+            e.body,
+            Body::Error {
+                code: 201,
+                message: "A Generic Error Ocurred".into()
+            }
+        );
+    }
+
+    #[test]
+    fn every_shape_round_trips() {
+        let id = NodeId([3; 20]);
+        let node = NodeInfo {
+            id: NodeId([9; 20]),
+            addr: "127.0.0.5:6881".parse().unwrap(),
+        };
+        let queries = [
+            Query::Ping,
+            Query::FindNode {
+                target: NodeId([1; 20]),
+            },
+            Query::GetPeers {
+                info_hash: InfoHash([2; 20]),
+            },
+            Query::AnnouncePeer {
+                info_hash: InfoHash([2; 20]),
+                port: 6881,
+                implied_port: false,
+                token: b"tok".to_vec(),
+            },
+        ];
+        for q in queries {
+            round_trip(&Message {
+                t: b"xy".to_vec(),
+                v: Some(b"XR01".to_vec()),
+                read_only: false,
+                body: Body::Query { id, query: q },
+            });
+        }
+        round_trip(&Message {
+            t: vec![0, 1],
+            v: None,
+            read_only: true,
+            body: Body::Response(Response {
+                id,
+                nodes: vec![node; 8],
+                values: vec!["127.0.0.9:1".parse().unwrap()],
+                token: Some(b"secret".to_vec()),
+            }),
+        });
+        round_trip(&Message {
+            t: vec![7],
+            v: None,
+            read_only: false,
+            body: Body::Error {
+                code: PROTOCOL_ERROR,
+                message: "bad token".into(),
+            },
+        });
+    }
+
+    #[test]
+    fn malformed_queries_name_their_error() {
+        let err = |b: &[u8]| decode(b).unwrap_err();
+        assert_eq!(err(b"garbage").t, None);
+        assert_eq!(err(b"le").msg, "not a dictionary");
+        let e = err(b"d1:ad2:id20:abcdefghij0123456789e1:q4:pong1:t2:aa1:y1:qe");
+        assert_eq!((e.code, e.t.as_deref()), (METHOD_UNKNOWN, Some(&b"aa"[..])));
+        let e = err(b"d1:ad2:id3:abce1:q4:ping1:t2:aa1:y1:qe");
+        assert_eq!((e.code, e.msg), (PROTOCOL_ERROR, "invalid id"));
+        let e = err(b"d1:ad2:id20:abcdefghij01234567899:info_hash20:mnopqrstuvwxyz1234564:porti0e5:token1:xe1:q13:announce_peer1:t2:aa1:y1:qe");
+        assert_eq!(e.msg, "invalid port");
+        assert_eq!(err(b"d1:t2:aa1:y1:qe").msg, "missing method");
+        assert_eq!(err(b"d1:y1:qe").msg, "missing transaction id");
+    }
+
+    #[test]
+    fn distance_and_prefix() {
+        let a = NodeId([0; 20]);
+        let mut b = [0; 20];
+        b[1] = 0x10;
+        let b = NodeId(b);
+        assert_eq!(a.common_prefix(&b), 11);
+        assert_eq!(a.common_prefix(&a), 160);
+        assert_eq!(a.distance(&b)[1], 0x10);
+    }
+}

@@ -1,0 +1,6 @@
+//! The mainline DHT (BEP-5): KRPC codec, routing table and the storage
+//! side, each sans-IO.
+
+pub mod krpc;
+pub mod routing;
+pub mod storage;
