@@ -252,3 +252,64 @@ pub fn interop_ready(test: &str, needs: &[&str]) -> bool {
 pub fn in_netns() -> bool {
     only_loopback_namespace()
 }
+
+/// The lines a child writes to one of its pipes, read by a thread as they
+/// come: every line so far (for logs in failure messages) and a queue to
+/// wait on, so a child that writes a lot never blocks on a full pipe.
+pub struct Lines {
+    all: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Lines {
+    pub fn follow<R: std::io::Read + Send + 'static>(pipe: R) -> Lines {
+        use std::io::BufRead;
+        let all = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let keep = all.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Lines { all, rx }
+    }
+
+    /// The next line (after those already waited past) for which `want`
+    /// holds; None if the pipe closes or `limit` passes first.
+    pub fn wait_for(&self, limit: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) if want(&l) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Every line, once the pipe has closed (the child exited) or `limit`
+    /// passed.
+    pub fn all_after_close(&self, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(_) => {}
+                Err(_) => return self.lines(),
+            }
+        }
+    }
+
+    /// Every line read so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.all.lock().unwrap().clone()
+    }
+
+    /// Every line read so far, joined (for assertion messages).
+    pub fn text(&self) -> String {
+        self.lines().join("\n")
+    }
+}

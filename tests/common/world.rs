@@ -264,3 +264,206 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         );
     }
 }
+
+/// Like [`mktorrent`] with several announce URLs: mktorrent makes each `-a`
+/// its own tier (BEP-12), in the order given.
+pub fn mktorrent_tiers(src: &Path, out: &Path, piece_log2: u32, tiers: &[&str]) {
+    let mut cmd = Command::new("mktorrent");
+    cmd.args(["-t", "1", "-l", &piece_log2.to_string()]);
+    for url in tiers {
+        cmd.args(["-a", url]);
+    }
+    let st = cmd
+        .arg("-o")
+        .arg(out)
+        .arg(src)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "mktorrent failed");
+}
+
+/// A torrent's trackers as xorrent reads them, tier by tier.
+pub fn tiers_of(torrent: &Path) -> Vec<Vec<String>> {
+    xorrent::metainfo::Torrent::from_file(torrent)
+        .unwrap()
+        .trackers
+}
+
+impl World {
+    /// Starts `xorrent tracker` serving HTTP and UDP on `host`:`port`,
+    /// waits until it prints both announce URLs, and returns them
+    /// (http, udp). It stops with the world.
+    pub fn xorrent_tracker(&mut self, host: u8, port: u16, extra: &[&str]) -> (String, String) {
+        let addr = format!("{}:{port}", (self.ip)(host));
+        let mut p = Proc::spawn(
+            "xorrent tracker",
+            Command::new(xorrent_bin())
+                .args(["tracker", "--http", &addr, "--udp", &addr])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
+        let err = Lines::follow(p.child.stderr.take().unwrap());
+        let mut urls = (String::new(), String::new());
+        for _ in 0..2 {
+            let line = err
+                .wait_for(Duration::from_secs(10), |l| l.starts_with("tracker: "))
+                .unwrap_or_else(|| panic!("xorrent tracker did not start:\n{}", err.text()));
+            let url = line["tracker: ".len()..].trim().to_string();
+            if url.starts_with("http://") {
+                urls.0 = url;
+            } else {
+                urls.1 = url;
+            }
+        }
+        assert_eq!(urls.0, format!("http://{addr}/announce"));
+        assert_eq!(urls.1, format!("udp://{addr}/announce"));
+        self.procs.push(p);
+        urls
+    }
+
+    /// `xorrent scrape --json` sent from `host`, asking `trackers` (all the
+    /// torrent's own when empty) about `target` (a .torrent or a hex
+    /// info-hash). Panics unless it exits 0.
+    pub fn scrape(&self, target: &str, trackers: &[&str], host: u8) -> serde_json::Value {
+        let mut cmd = Command::new(xorrent_bin());
+        cmd.args(["scrape", target, "--json", "--tracker-timeout", "3"])
+            .args(["--bind", &(self.ip)(host).to_string()]);
+        for t in trackers {
+            cmd.args(["-t", t]);
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "xorrent scrape failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs `xorrent download` bound to `host` with `extra` flags and
+    /// `XORRENT_LOG=xorrent=debug` (`announced tracker=URL` at info, failed
+    /// `completed`/`stopped` announces at debug); returns its output
+    /// directory, summary and stderr lines. Panics with the log if it fails.
+    pub fn xorrent_logged(
+        &self,
+        torrent: &Path,
+        host: u8,
+        limit: Duration,
+        extra: &[&str],
+    ) -> (PathBuf, serde_json::Value, Vec<String>) {
+        let out = self.path(&format!("xorrent-out-{host}"));
+        let summary = self.path(&format!("summary-{host}.json"));
+        let mut p = Proc::spawn(
+            "xorrent",
+            Command::new(xorrent_bin())
+                .env("XORRENT_LOG", "xorrent=debug")
+                .arg("download")
+                .arg(torrent)
+                .arg("-o")
+                .arg(&out)
+                .args(["--bind", &(self.ip)(host).to_string(), "--port", "6881"])
+                .args(["--status-interval", "2"])
+                .arg("--summary-json")
+                .arg(&summary)
+                .args(extra)
+                .stderr(Stdio::piped()),
+        );
+        let err = Lines::follow(p.child.stderr.take().unwrap());
+        let st = p.wait_timeout(limit);
+        let log = err.all_after_close(Duration::from_secs(5));
+        assert!(
+            st.success(),
+            "xorrent exited with {st}:\n{}",
+            log.join("\n")
+        );
+        let v = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        (out, v, log)
+    }
+
+    /// Starts `xorrent seed` of `data` on `host`:6881 with
+    /// `XORRENT_LOG=xorrent=info` and waits until a tracker has answered
+    /// its first announce (the `announced` log line). Returns the process
+    /// and its stderr.
+    pub fn xorrent_seed_announced(
+        &self,
+        torrent: &Path,
+        data: &Path,
+        host: u8,
+        extra: &[&str],
+    ) -> (Proc, Lines) {
+        let mut p = Proc::spawn(
+            "xorrent seed",
+            Command::new(xorrent_bin())
+                .env("XORRENT_LOG", "xorrent=info")
+                .arg("seed")
+                .arg(torrent)
+                .arg(data)
+                .args(["--bind", &(self.ip)(host).to_string(), "--port", "6881"])
+                .args(["--status-interval", "2"])
+                .args(extra)
+                .stderr(Stdio::piped()),
+        );
+        let err = Lines::follow(p.child.stderr.take().unwrap());
+        if err
+            .wait_for(Duration::from_secs(60), |l| l.contains(" announced "))
+            .is_none()
+        {
+            panic!("xorrent seed never announced:\n{}", err.text());
+        }
+        (p, err)
+    }
+
+    /// Starts `tests/interop/aria2_leech.sh` (aria2 downloading `torrent`
+    /// into `out` from `host`:6881); returns it and its stdout, where it
+    /// lists the announces it sent once aria2 has exited.
+    pub fn spawn_aria2_leech(
+        &self,
+        torrent: &Path,
+        out: &Path,
+        host: u8,
+        extra: &[&str],
+    ) -> (Proc, Lines) {
+        let work = self.path(&format!("aria2-leech-{host}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let mut p = Proc::spawn(
+            "aria2 leecher",
+            Command::new("bash")
+                .arg(repo().join("tests/interop/aria2_leech.sh"))
+                .arg(torrent)
+                .arg(out)
+                .arg((self.ip)(host).to_string())
+                .arg("6881")
+                .arg(&work)
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let lines = Lines::follow(p.child.stdout.take().unwrap());
+        (p, lines)
+    }
+
+    /// Starts `tests/interop/lt_tracked_leech.py` (libtorrent downloading
+    /// `torrent` into `out` from `host`:6881, printing each announce it
+    /// sends and DONE once the tracker has its `completed`; it stops on
+    /// SIGTERM after sending `stopped`). Returns it and its stdout.
+    pub fn spawn_lt_tracked_leech(&self, torrent: &Path, out: &Path, host: u8) -> (Proc, Lines) {
+        let listen = format!("{}:6881", (self.ip)(host));
+        let mut p = Proc::spawn(
+            "libtorrent leecher",
+            Command::new("/usr/bin/python3")
+                .arg(repo().join("tests/interop/lt_tracked_leech.py"))
+                .args(["--listen", &listen, "--timeout", "120", "--torrent"])
+                .arg(torrent)
+                .arg("--save")
+                .arg(out)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let lines = Lines::follow(p.child.stdout.take().unwrap());
+        (p, lines)
+    }
+}
