@@ -193,11 +193,9 @@ fn through_opentracker(test: &str, dead: &str, working: &str) {
     );
 
     // xorrent told opentracker `completed`, then `stopped`; the libtorrent
-    // seeder is still there. (Over HTTP this fails now and then: opentracker
-    // closes each connection after its reply without `Connection: close`,
-    // xorrent's HTTP client keeps it in its pool, and the `stopped` sent
-    // right after `completed` goes out on the dead connection and is lost:
-    // "stopped announce failed: HTTP error: error sending request".)
+    // seeder is still there. (opentracker closes each connection after its
+    // reply without `Connection: close`: a pooled connection would lose the
+    // `stopped` sent right after `completed`, so announces never reuse one.)
     assert_scrape(
         &w,
         &ih,

@@ -269,6 +269,10 @@ pub fn http_client(bind: Option<std::net::IpAddr>) -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("xorrent/", env!("CARGO_PKG_VERSION")))
         .no_proxy()
+        // Announces are minutes apart, and trackers (opentracker) close
+        // after each reply without saying so: a reused connection would
+        // lose the request sent on it (`stopped` right after `completed`).
+        .pool_max_idle_per_host(0)
         .local_address(bind)
         .build()
         .unwrap_or_default()

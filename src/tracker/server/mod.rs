@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -75,7 +75,7 @@ pub struct TrackerOptions {
 pub struct Tracker {
     shared: Arc<Shared>,
     http: Option<TcpListener>,
-    udp: Option<Arc<UdpSocket>>,
+    udp: Option<Arc<std::net::UdpSocket>>,
     stats: Option<Duration>,
 }
 
@@ -86,7 +86,8 @@ impl Tracker {
             None => None,
         };
         let udp = match opts.udp {
-            Some(a) => Some(Arc::new(UdpSocket::bind(a).await?)),
+            // Served by blocking threads (batched system calls).
+            Some(a) => Some(Arc::new(std::net::UdpSocket::bind(a)?)),
             None => None,
         };
         let clock = opts.clock.unwrap_or_else(|| Arc::new(Instant::now));
@@ -128,14 +129,11 @@ impl Tracker {
             ));
         }
         if let Some(sock) = self.udp {
-            // One receive loop per core on the same socket.
+            // One receive loop per core we may run on, sharing the socket.
             let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
             for _ in 0..workers {
-                tasks.spawn(udp::serve(
-                    sock.clone(),
-                    self.shared.clone(),
-                    cancel.clone(),
-                ));
+                let (sock, shared, cancel) = (sock.clone(), self.shared.clone(), cancel.clone());
+                tasks.spawn_blocking(move || udp::serve_blocking(&sock, &shared, &cancel));
             }
         }
         tasks.spawn(sweeper(self.shared.clone(), cancel.clone()));
