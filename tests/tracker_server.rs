@@ -540,3 +540,36 @@ fn malformed_http_requests_get_failure_reasons() {
     }
     drop(slow);
 }
+
+#[tokio::test]
+async fn ipv6_clients_get_ipv6_peers_over_both_protocols() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIP ipv6_clients_get_ipv6_peers_over_both_protocols: no IPv6 loopback");
+        return;
+    }
+    let tracker = Tracker::bind(TrackerOptions {
+        http: Some("[::1]:0".parse().unwrap()),
+        udp: Some("[::1]:0".parse().unwrap()),
+        store: StoreConfig::default(),
+        stats: None,
+        clock: None,
+    })
+    .await
+    .unwrap();
+    let http = format!("http://{}/announce", tracker.http_addr().unwrap());
+    let udp = format!("udp://{}/announce", tracker.udp_addr().unwrap());
+    let cancel = CancellationToken::new();
+    tokio::spawn(tracker.run(cancel.clone()));
+    let mut c = Clients::new(None, Duration::from_secs(5), 0);
+    c.announce(&udp, &announce(2001, 0, None)).await.unwrap();
+    let r = c.announce(&http, &announce(2002, 5, None)).await.unwrap();
+    assert_eq!(
+        r.peers,
+        vec!["[::1]:2001".parse().unwrap()],
+        "peers6 over HTTP"
+    );
+    let r = c.announce(&udp, &announce(2003, 5, None)).await.unwrap();
+    assert_eq!(ports(&r.peers), [2001, 2002], "18-byte peers over UDP");
+    assert!(r.peers.iter().all(SocketAddr::is_ipv6));
+    cancel.cancel();
+}
