@@ -304,6 +304,23 @@ impl RoutingTable {
     }
 }
 
+impl RoutingTable {
+    /// A random target in every bucket (after bootstrap: the lookup of
+    /// our own id fills the near buckets, these fill the far ones).
+    pub fn all_targets(&mut self, now: Instant) -> Vec<NodeId> {
+        let n = self.buckets.len();
+        let own = self.own;
+        self.buckets
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| {
+                b.changed = now;
+                random_in_bucket(&own, i, i == n - 1)
+            })
+            .collect()
+    }
+}
+
 /// A random id sharing exactly `depth` leading bits with `own` (at least
 /// `depth` for the last bucket).
 pub fn random_in_bucket(own: &NodeId, depth: usize, last: bool) -> NodeId {
