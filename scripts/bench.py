@@ -564,7 +564,7 @@ class Bench:
         seed = "%s:%d" % (SEED_IP, PEER_PORT)
         if client == "xorrent":
             return [self.xorrent, "download", self.torrent, "-o", out, "--bind", ip,
-                    "--port", str(PEER_PORT), "-q", "--peer", seed]
+                    "--port", str(PEER_PORT), "-q", "--no-dht", "--peer", seed]
         if client == "libtorrent":
             return [self.a.lt_python, self.lt_peer, "--listen", "%s:%d" % (ip, PEER_PORT),
                     "--torrent", self.torrent, "--save", out, "--mode", "leech",

@@ -15,12 +15,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::dht::{
+    self,
+    node::{Dht, DhtConfig},
+};
 use crate::engine::{checker, swarm, Engine, EngineConfig, Phase};
 use crate::listener::{self, Registry};
 use crate::metainfo::{self, FileKind, Torrent};
 use crate::storage::{FileStorage, Storage};
 use crate::tracker::{self, AnnounceConfig, Tiers, Totals};
-use crate::types::Bitfield;
+use crate::types::{Bitfield, InfoHash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -56,7 +60,24 @@ pub struct NetOptions {
     pub tracker_timeout: Duration,
     /// UDP tracker re-sends (waits double each time).
     pub udp_retries: u32,
+    /// The DHT; `None` turns it off (private torrents never use it).
+    pub dht: Option<DhtOptions>,
 }
+
+/// Where the DHT node listens and how it joins.
+#[derive(Debug, Clone, Default)]
+pub struct DhtOptions {
+    /// UDP port [default: the peer listen port].
+    pub port: Option<u16>,
+    /// `host:port` nodes asked first.
+    pub bootstrap: Vec<String>,
+    /// Saved node id and nodes (read at start, written on exit).
+    pub state_file: Option<PathBuf>,
+}
+
+/// First DHT re-lookup after this, then every `DHT_EVERY`.
+const DHT_FIRST_AGAIN: Duration = Duration::from_secs(5 * 60);
+const DHT_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// When seeding stops by itself (otherwise on Ctrl-C).
 #[derive(Debug, Clone, Copy, Default)]
@@ -404,6 +425,25 @@ async fn run_torrent(
     let listen_task = tokio::spawn(listener::run(listener, registry, run.clone()));
     let choker_task = tokio::spawn(engine.clone().run_choker(run.clone()));
 
+    // Ends with `run`, like the other tasks.
+    let _dht_task = match &net.dht {
+        Some(d) if !torrent.private => {
+            let listen = engine.config.listen_port;
+            start_dht(d, net.bind, listen, &torrent, run.clone())
+                .await
+                .map(|dht| {
+                    tokio::spawn(dht_lookups(
+                        dht,
+                        torrent.info_hash,
+                        listen,
+                        swarm.sender(),
+                        run.clone(),
+                    ))
+                })
+        }
+        _ => None,
+    };
+
     let (complete_tx, complete_rx) = watch::channel(engine.is_complete());
     let announce_cancel = CancellationToken::new();
     let announcer = if torrent.trackers.is_empty() {
@@ -529,6 +569,91 @@ async fn seed_until(engine: &Engine, total: u64, limits: SeedLimits, cancel: &Ca
 }
 
 /// Binds the peer listener: the given port, else 6881–6889, else any.
+/// Starts the torrent's DHT node; a failure costs only the DHT.
+async fn start_dht(
+    d: &DhtOptions,
+    bind: Option<IpAddr>,
+    listen_port: u16,
+    torrent: &Torrent,
+    cancel: CancellationToken,
+) -> Option<Dht> {
+    let ip = match bind {
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(ip @ IpAddr::V4(_)) => ip,
+        Some(IpAddr::V6(_)) => {
+            tracing::warn!("DHT off: it needs an IPv4 --bind address");
+            return None;
+        }
+    };
+    let mut cfg = DhtConfig::new(SocketAddr::new(ip, d.port.unwrap_or(listen_port)));
+    cfg.bootstrap = d.bootstrap.clone();
+    cfg.bootstrap
+        .extend(torrent.nodes.iter().map(|(h, p)| format!("{h}:{p}")));
+    if let Some(f) = &d.state_file {
+        let (id, nodes) = dht::node::load_state(f);
+        cfg.id = id;
+        cfg.nodes = nodes;
+        cfg.state_file = Some(f.clone());
+    }
+    match Dht::start(cfg, cancel).await {
+        Ok(dht) => {
+            tracing::info!(addr = %dht.local_addr(), id = %dht.id(), "DHT node up");
+            Some(dht)
+        }
+        Err(e) => {
+            tracing::warn!("DHT off: {e}");
+            None
+        }
+    }
+}
+
+/// Looks the torrent up on the DHT (announcing our listen port) now, again
+/// after 5 minutes, then every 15; found peers go to the swarm.
+async fn dht_lookups(
+    dht: Dht,
+    info_hash: InfoHash,
+    listen_port: u16,
+    peers: tokio::sync::mpsc::Sender<Vec<SocketAddr>>,
+    cancel: CancellationToken,
+) {
+    // implied_port when the DHT shares the peer port: right behind a NAT.
+    let announce = if dht.local_addr().port() == listen_port {
+        0
+    } else {
+        listen_port
+    };
+    let mut wait = DHT_FIRST_AGAIN;
+    loop {
+        let (mut found, done) = dht.get_peers(info_hash, Some(announce)).await;
+        let mut total = 0;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = found.recv() => match p {
+                    Some(p) => {
+                        total += p.len();
+                        let _ = peers.send(p).await;
+                    }
+                    None => break,
+                },
+            }
+        }
+        if let Ok(stats) = done.await {
+            tracing::info!(
+                peers = total,
+                queries = stats.queries,
+                announced = stats.announced,
+                "DHT lookup done"
+            );
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = DHT_EVERY;
+    }
+}
+
 async fn bind_listener(bind: Option<IpAddr>, port: Option<u16>) -> Result<TcpListener, AppError> {
     let ip = bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     if let Some(p) = port {

@@ -98,6 +98,60 @@ pub struct NetArgs {
     /// (1: give up after 15 + 30 s).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=8))]
     pub udp_retries: u32,
+    #[command(flatten)]
+    pub dht: DhtArgs,
+}
+
+/// DHT flags shared by `download`, `seed` and `dht`.
+#[derive(Args, Debug, Clone)]
+pub struct DhtArgs {
+    /// Do not use the DHT (private torrents never do).
+    #[arg(long, env = "XORRENT_NO_DHT", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_dht: bool,
+    /// UDP port of the DHT node [default: the peer port].
+    #[arg(long, value_name = "N")]
+    pub dht_port: Option<u16>,
+    /// A node to join the DHT through (repeatable) [default: the public
+    /// mainline routers].
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+    /// Where the DHT node id and good nodes are kept between runs
+    /// [default: $XDG_STATE_HOME/xorrent, else ~/.local/state/xorrent].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What users of the mainline DHT bootstrap from.
+pub const PUBLIC_ROUTERS: [&str; 4] = [
+    "router.bittorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "router.utorrent.com:6881",
+    "dht.libtorrent.org:25401",
+];
+
+impl DhtArgs {
+    pub fn options(&self) -> Option<app::DhtOptions> {
+        if self.no_dht {
+            return None;
+        }
+        let bootstrap = if self.dht_bootstrap.is_empty() {
+            PUBLIC_ROUTERS.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.dht_bootstrap.clone()
+        };
+        let dir = self.state_dir.clone().or_else(|| {
+            std::env::var_os("XDG_STATE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+                .map(|d| d.join("xorrent"))
+        });
+        Some(app::DhtOptions {
+            port: self.dht_port,
+            bootstrap,
+            state_file: dir.map(|d| d.join("dht.json")),
+        })
+    }
 }
 
 /// Output flags shared by `download` and `seed`.
@@ -360,6 +414,7 @@ fn net_options(n: &NetArgs) -> NetOptions {
         numwant: n.numwant,
         tracker_timeout: Duration::from_secs(n.tracker_timeout.max(1)),
         udp_retries: n.udp_retries,
+        dht: n.dht.options(),
     }
 }
 

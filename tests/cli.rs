@@ -16,7 +16,7 @@ fn fixture(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn info_json_shows_the_torrent() {
-    let out = Command::new(xorrent_bin())
+    let out = xorrent_cmd()
         .args(["info", "--json"])
         .arg(fixture(
             "anacrolix-23516C72685E8DB0C8F15553382A927F185C4F01.torrent",
@@ -33,7 +33,7 @@ fn info_json_shows_the_torrent() {
 
 #[test]
 fn info_text_lists_files_trackers_and_pieces() {
-    let out = Command::new(xorrent_bin())
+    let out = xorrent_cmd()
         .arg("info")
         .arg(fixture("sample.torrent"))
         .output()
@@ -57,7 +57,7 @@ fn info_text_lists_files_trackers_and_pieces() {
 
 #[test]
 fn a_malformed_torrent_gets_a_clear_error_and_exit_1() {
-    let out = Command::new(xorrent_bin())
+    let out = xorrent_cmd()
         .arg("info")
         .arg(fixture("unaligned_pieces.torrent"))
         .output()
@@ -69,7 +69,7 @@ fn a_malformed_torrent_gets_a_clear_error_and_exit_1() {
 
 #[test]
 fn a_v2_only_torrent_is_refused_as_unsupported() {
-    let out = Command::new(xorrent_bin())
+    let out = xorrent_cmd()
         .arg("info")
         .arg(fixture("v2_only.torrent"))
         .output()
@@ -87,15 +87,12 @@ fn every_subcommand_has_help() {
         &["download", "--help"],
         &["info", "--help"],
     ] {
-        let out = Command::new(xorrent_bin()).args(sub).output().unwrap();
+        let out = xorrent_cmd().args(sub).output().unwrap();
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(text.contains("Usage:"), "{text}");
     }
-    let out = Command::new(xorrent_bin())
-        .args(["download", "--help"])
-        .output()
-        .unwrap();
+    let out = xorrent_cmd().args(["download", "--help"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     for flag in ["--output", "--port", "--bind", "--max-peers", "--peer"] {
         assert!(text.contains(flag), "{flag} in\n{text}");

@@ -21,7 +21,7 @@ use xorrent::metainfo::Torrent;
 const LT: &str = "libtorrent";
 
 fn xorrent(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(xorrent_bin())
+    xorrent_cmd()
         .current_dir(cwd)
         .arg("create")
         .args(args)

@@ -1,5 +1,8 @@
 //! xorrent DHT nodes among themselves on loopback: bootstrap, tables that
-//! fill, announce_peer and get_peers across the network, saved state.
+//! fill, announce_peer and get_peers across the network, saved state, and
+//! a trackerless download between xorrent processes through them.
+
+mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -134,5 +137,61 @@ async fn state_is_saved_and_reused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(good >= 8, "{good}");
+    cancel.cancel();
+}
+
+/// `xorrent seed` and `xorrent download` of a torrent that names no
+/// tracker find each other through a network of xorrent DHT nodes alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trackerless_torrent_downloads_through_the_dht_alone() {
+    let cancel = CancellationToken::new();
+    let nodes = network(20, &cancel).await;
+    let boot = nodes[3].local_addr().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::random_bytes(3 * 1024 * 1024 + 17, 5);
+    let t = common::make_torrent(
+        "dht.bin",
+        &[(vec!["dht.bin"], data.clone())],
+        64 * 1024,
+        None,
+        false,
+    );
+    let torrent = dir.path().join("dht.torrent");
+    std::fs::write(&torrent, t).unwrap();
+    let seed_dir = dir.path().join("seed");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    std::fs::write(seed_dir.join("dht.bin"), &data).unwrap();
+    let ip = common::loopback_block();
+    let dht_on = |c: &mut std::process::Command, host: u8| {
+        c.env("XORRENT_NO_DHT", "0")
+            .args(["--bind", &ip(host).to_string(), "--port", "6881"])
+            .args(["--dht-bootstrap", &boot, "--state-dir"])
+            .arg(dir.path().join(format!("state-{host}")));
+    };
+    let mut seed = common::xorrent_cmd();
+    seed.arg("seed").arg(&torrent).arg(&seed_dir).arg("-q");
+    dht_on(&mut seed, 2);
+    let _seed = common::Proc::spawn("xorrent seed", &mut seed);
+    // Let the seeder's first DHT lookup and announce finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let out = dir.path().join("out");
+    let mut dl = common::xorrent_cmd();
+    dl.arg("download")
+        .arg(&torrent)
+        .arg("-o")
+        .arg(&out)
+        .arg("-q");
+    dl.env("XORRENT_LOG", "xorrent=info")
+        .stderr(std::process::Stdio::piped());
+    dht_on(&mut dl, 3);
+    let mut p = common::Proc::spawn("xorrent download", &mut dl);
+    let (st, err) =
+        tokio::task::spawn_blocking(move || p.wait_with_stderr(Duration::from_secs(60)))
+            .await
+            .unwrap();
+    assert!(st.success(), "download failed:\n{err}");
+    // No tracker, no --peer: the seeder can only have come from the DHT.
+    assert!(err.contains("DHT lookup done peers="), "{err}");
+    assert_eq!(std::fs::read(out.join("dht.bin")).unwrap(), data);
     cancel.cancel();
 }

@@ -6,7 +6,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +48,7 @@ fn setup(len: usize, seed: u64) -> Setup {
 fn download(s: &Setup, peers: &[SocketAddr], extra: &[&str]) -> serde_json::Value {
     let out = s.dir.path().join("out");
     let summary = s.dir.path().join("summary.json");
-    let mut cmd = Command::new(xorrent_bin());
+    let mut cmd = xorrent_cmd();
     cmd.arg("download")
         .arg(&s.torrent)
         .arg("-o")

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::world::*;
@@ -159,7 +159,7 @@ fn resumes_after_sigkill_fetching_only_the_missing_pieces() {
     let seed = format!("{}:6881", (w.ip)(2));
     let out = w.path("out");
     let run = |summary: &Path| {
-        let mut c = Command::new(xorrent_bin());
+        let mut c = xorrent_cmd();
         c.arg("download")
             .arg(&t)
             .arg("-o")

@@ -20,7 +20,7 @@ fn xorrent_seed(w: &mut World, torrent: &Path, data: &Path, host: u8, extra: &[&
     let ip = (w.ip)(host);
     let p = Proc::spawn(
         "xorrent seed",
-        Command::new(xorrent_bin())
+        xorrent_cmd()
             .arg("seed")
             .arg(torrent)
             .arg(data)
@@ -265,7 +265,7 @@ fn seed_refuses_data_that_does_not_match() {
     bad[20_000] ^= 1;
     bad[200_000] ^= 1;
     std::fs::write(data.join("f.bin"), bad).unwrap();
-    let out = Command::new(xorrent_bin())
+    let out = xorrent_cmd()
         .args(["seed", "-q", "--bind", "127.0.0.1", "--port", "0"])
         .arg(&tp)
         .arg(&data)
@@ -297,7 +297,7 @@ fn downloaders_share_pieces_so_a_capped_seeder_sends_about_one_copy() {
         let host = 10 + i;
         let mut p = Proc::spawn(
             "xorrent leecher",
-            Command::new(xorrent_bin())
+            xorrent_cmd()
                 .arg("download")
                 .arg(&t)
                 .arg("-o")
@@ -401,7 +401,7 @@ fn a_torrent_made_by_xorrent_create_downloads_in_libtorrent_and_aria2() {
     // Lay out the files with the usual helper, then make our own torrent.
     let _ = multi_file(&w, 8, 16);
     let t = w.path("ours.torrent");
-    let st = Command::new(xorrent_bin())
+    let st = xorrent_cmd()
         .args([
             "create",
             "-q",

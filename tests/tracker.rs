@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -137,7 +136,7 @@ async fn announces_started_and_completed_after_skipping_a_dead_tier() {
     let status = tokio::task::spawn_blocking(move || {
         let mut p = Proc::spawn(
             "xorrent",
-            Command::new(xorrent_bin())
+            xorrent_cmd()
                 .arg("download")
                 .arg(&path)
                 .arg("-o")
@@ -219,7 +218,7 @@ async fn ctrl_c_stops_cleanly_and_sends_stopped() {
     let (code, stderr) = tokio::task::spawn_blocking(move || {
         let mut p = Proc::spawn(
             "xorrent",
-            Command::new(xorrent_bin())
+            xorrent_cmd()
                 .arg("download")
                 .arg(&path)
                 .arg("-o")
@@ -284,7 +283,7 @@ async fn a_tracker_failure_reason_is_reported_and_the_download_goes_on_with_know
     let (ok, stderr, got) = tokio::task::spawn_blocking(move || {
         let mut p = Proc::spawn(
             "xorrent",
-            Command::new(xorrent_bin())
+            xorrent_cmd()
                 .arg("download")
                 .arg(&path)
                 .arg("-o")

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -200,7 +200,7 @@ fn spawn_tracker(ip: &str, port: u16) -> Proc {
     let addr = format!("{ip}:{port}");
     let p = Proc::spawn(
         "xorrent tracker",
-        Command::new(xorrent_bin())
+        xorrent_cmd()
             .args([
                 "tracker",
                 "--http",

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -159,7 +158,7 @@ fn seeder(host: u8) -> (Running, Vec<u8>) {
     std::fs::write(content.join("f.bin"), &data).unwrap();
     let p = Proc::spawn(
         "xorrent seed",
-        Command::new(xorrent_bin())
+        xorrent_cmd()
             .args(["seed", "-q", "--bind", &ip, "--port", "7100"])
             .arg(&tp)
             .arg(&content),
@@ -272,7 +271,7 @@ async fn refuses_requests_for_pieces_it_does_not_have() {
     .await;
     let _p = Proc::spawn(
         "xorrent download",
-        Command::new(xorrent_bin())
+        xorrent_cmd()
             .args([
                 "download",
                 "-q",

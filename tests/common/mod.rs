@@ -17,6 +17,14 @@ pub fn xorrent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xorrent"))
 }
 
+/// `xorrent` with its DHT off, so no test ever asks the public routers;
+/// a DHT test sets `XORRENT_NO_DHT=0` and gives loopback bootstrap nodes.
+pub fn xorrent_cmd() -> Command {
+    let mut c = Command::new(xorrent_bin());
+    c.env("XORRENT_NO_DHT", "1");
+    c
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

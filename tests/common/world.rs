@@ -150,7 +150,7 @@ impl World {
         let summary = self.path(&format!("summary-{host}.json"));
         let mut p = Proc::spawn(
             "xorrent",
-            Command::new(xorrent_bin())
+            xorrent_cmd()
                 .arg("download")
                 .arg(torrent)
                 .arg("-o")
@@ -298,7 +298,7 @@ impl World {
         let addr = format!("{}:{port}", (self.ip)(host));
         let mut p = Proc::spawn(
             "xorrent tracker",
-            Command::new(xorrent_bin())
+            xorrent_cmd()
                 .args(["tracker", "--http", &addr, "--udp", &addr])
                 .args(extra)
                 .stdout(Stdio::null())
@@ -327,7 +327,7 @@ impl World {
     /// torrent's own when empty) about `target` (a .torrent or a hex
     /// info-hash). Panics unless it exits 0.
     pub fn scrape(&self, target: &str, trackers: &[&str], host: u8) -> serde_json::Value {
-        let mut cmd = Command::new(xorrent_bin());
+        let mut cmd = xorrent_cmd();
         cmd.args(["scrape", target, "--json", "--tracker-timeout", "3"])
             .args(["--bind", &(self.ip)(host).to_string()]);
         for t in trackers {
@@ -359,7 +359,7 @@ impl World {
         let summary = self.path(&format!("summary-{host}.json"));
         let mut p = Proc::spawn(
             "xorrent",
-            Command::new(xorrent_bin())
+            xorrent_cmd()
                 .env("XORRENT_LOG", "xorrent=debug")
                 .arg("download")
                 .arg(torrent)
@@ -397,7 +397,7 @@ impl World {
     ) -> (Proc, Lines) {
         let mut p = Proc::spawn(
             "xorrent seed",
-            Command::new(xorrent_bin())
+            xorrent_cmd()
                 .env("XORRENT_LOG", "xorrent=info")
                 .arg("seed")
                 .arg(torrent)
