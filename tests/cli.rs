@@ -134,7 +134,7 @@ async fn a_full_disk_stops_the_download_with_a_clear_error() {
     let mnt = dir.path().join("small");
     std::fs::create_dir_all(&mnt).unwrap();
     let script = format!(
-        "mount -t tmpfs -o size=1m tmpfs '{m}' && exec '{bin}' download '{t}' -o '{m}/out' --bind 127.0.0.62 --port 0 --peer {p}",
+        "mount -t tmpfs -o size=1m tmpfs '{m}' && exec '{bin}' download '{t}' -o '{m}/out' --bind 127.0.0.62 --port 0 --no-dht --peer {p}",
         m = mnt.display(),
         bin = xorrent_bin().display(),
         t = path.display(),
