@@ -416,6 +416,38 @@ async fn run_torrent(
         Stage::Downloading
     });
 
+    // Before any peer connects, so handshakes carry the DHT bit.
+    let dht = match &net.dht {
+        Some(d) if !torrent.private => {
+            let dht = start_dht(
+                d,
+                net.bind,
+                engine.config.listen_port,
+                &torrent,
+                run.clone(),
+            )
+            .await;
+            if let Some(dht) = &dht {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<SocketAddr>(64);
+                let _ = engine.dht.set((dht.local_addr().port(), tx));
+                let (d2, stop) = (dht.clone(), run.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            a = rx.recv() => match a {
+                                Some(a) => d2.ping(a).await,
+                                None => return,
+                            },
+                        }
+                    }
+                });
+            }
+            dht
+        }
+        _ => None,
+    };
+
     let (swarm, swarm_task) = swarm::spawn(engine.clone(), run.clone());
     if !net.peers.is_empty() {
         swarm.add(net.peers.clone()).await;
@@ -426,23 +458,16 @@ async fn run_torrent(
     let choker_task = tokio::spawn(engine.clone().run_choker(run.clone()));
 
     // Ends with `run`, like the other tasks.
-    let _dht_task = match &net.dht {
-        Some(d) if !torrent.private => {
-            let listen = engine.config.listen_port;
-            start_dht(d, net.bind, listen, &torrent, run.clone())
-                .await
-                .map(|dht| {
-                    tokio::spawn(dht_lookups(
-                        dht,
-                        torrent.info_hash,
-                        listen,
-                        swarm.sender(),
-                        run.clone(),
-                    ))
-                })
-        }
-        _ => None,
-    };
+    let _dht_task = dht.map(|dht| {
+        let listen = engine.config.listen_port;
+        tokio::spawn(dht_lookups(
+            dht,
+            torrent.info_hash,
+            listen,
+            swarm.sender(),
+            run.clone(),
+        ))
+    });
 
     let (complete_tx, complete_rx) = watch::channel(engine.is_complete());
     let announce_cancel = CancellationToken::new();

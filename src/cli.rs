@@ -18,6 +18,7 @@ use crate::app::{
 use crate::engine::EngineConfig;
 use crate::metainfo::{FileKind, Torrent};
 
+mod dht;
 mod trackers;
 
 #[derive(Parser, Debug)]
@@ -57,6 +58,9 @@ pub enum Command {
     /// Ask trackers for a torrent's seeders, leechers and completed
     /// downloads (HTTP BEP-48 or UDP BEP-15 scrape).
     Scrape(trackers::ScrapeArgs),
+    /// The mainline DHT on its own: look an info-hash up, or run a node.
+    #[command(subcommand)]
+    Dht(dht::DhtCommand),
 }
 
 /// Network flags shared by `download` and `seed`.
@@ -385,6 +389,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<()> {
         Command::Create(a) => create(a, cancel).await,
         Command::Tracker(a) => trackers::tracker(a, cancel).await,
         Command::Scrape(a) => trackers::scrape(a).await,
+        Command::Dht(c) => dht::run(c, cancel).await,
     }
 }
 

@@ -107,7 +107,11 @@ pub async fn run(
     incoming: Option<(Handshake, BytesMut)>,
 ) -> Outcome {
     let _ = stream.set_nodelay(true);
-    let hs = Handshake::new(engine.info_hash, engine.config.peer_id);
+    let mut hs = Handshake::new(engine.info_hash, engine.config.peer_id);
+    if engine.dht.get().is_some() {
+        // BEP-5: we run a DHT node.
+        hs.reserved[7] |= 0x01;
+    }
     let (theirs, buf) = match incoming {
         Some((theirs, buf)) => {
             if let Err(e) = stream.write_all(&hs.encode()).await {
@@ -150,6 +154,8 @@ pub async fn run(
     let (out_tx, out_rx) = mpsc::channel(64);
     let writer = tokio::spawn(write_loop(wr, out_rx));
     let mut conn = Conn {
+        dht_peer: theirs.reserved[7] & 0x01 != 0,
+        addr,
         engine: engine.clone(),
         key,
         out: out_tx,
@@ -199,6 +205,9 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) -> st
 }
 
 struct Conn {
+    /// The peer runs a DHT node (BEP-5 reserved bit).
+    dht_peer: bool,
+    addr: SocketAddr,
     engine: Arc<Engine>,
     key: PeerKey,
     out: mpsc::Sender<Bytes>,
@@ -258,6 +267,9 @@ impl Conn {
         if have.count() > 0 {
             self.send(&[Message::Bitfield(Bytes::copy_from_slice(have.as_bytes()))])
                 .await?;
+        }
+        if let (true, Some((port, _))) = (self.dht_peer, engine.dht.get()) {
+            self.send(&[Message::Port(*port)]).await?;
         }
         // Messages may have arrived in the same segment as the handshake.
         while let Some(msg) = wire::decode_message(&mut buf, max_frame)? {
@@ -457,7 +469,14 @@ impl Conn {
                 self.uploads
                     .retain(|r| !(r.piece == piece && r.offset == offset && r.len == len));
             }
-            Message::Port(_) | Message::Unknown(_) => {}
+            Message::Port(port) => {
+                // BEP-5: ping the peer's DHT node; it joins our table if it
+                // answers. A full queue just skips this one.
+                if let (Some((_, nodes)), true) = (self.engine.dht.get(), port != 0) {
+                    let _ = nodes.try_send(SocketAddr::new(self.addr.ip(), port));
+                }
+            }
+            Message::Unknown(_) => {}
         }
         Ok(())
     }

@@ -177,6 +177,11 @@ impl Dht {
         let _ = self.tx.send(Cmd::Ping(addr)).await;
     }
 
+    /// Waits until the node has stopped (and saved its state).
+    pub async fn stopped(&self) {
+        self.tx.closed().await;
+    }
+
     pub async fn stats(&self) -> Option<DhtStats> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Cmd::Stats(tx)).await.ok()?;
@@ -243,6 +248,9 @@ struct Node {
     out: Vec<u8>,
     /// Whether the lookup of our own id after bootstrap has started.
     self_lookup: bool,
+    /// While the table is empty, bootstrap is retried after this (doubling).
+    rebootstrap: Duration,
+    last_bootstrap: Instant,
 }
 
 impl Node {
@@ -268,6 +276,8 @@ impl Node {
             },
             out: Vec::with_capacity(1500),
             self_lookup: false,
+            rebootstrap: Duration::from_secs(5),
+            last_bootstrap: now,
         }
     }
 
@@ -299,6 +309,12 @@ impl Node {
                     let now = Instant::now();
                     self.expire_rpcs(now).await;
                     self.drive_all().await;
+                    // Routers may have been down or not up yet: try again.
+                    if self.table.is_empty() && now.duration_since(self.last_bootstrap) >= self.rebootstrap {
+                        self.rebootstrap = (self.rebootstrap * 2).min(Duration::from_secs(300));
+                        self.self_lookup = false;
+                        self.bootstrap().await;
+                    }
                     if now.duration_since(last_refresh) >= REFRESH_EVERY {
                         last_refresh = now;
                         self.refresh(now).await;
@@ -321,6 +337,7 @@ impl Node {
     }
 
     async fn bootstrap(&mut self) {
+        self.last_bootstrap = Instant::now();
         let mut addrs: Vec<SocketAddr> = self.cfg.nodes.clone();
         for host in self.cfg.bootstrap.clone() {
             match tokio::net::lookup_host(host.as_str()).await {
@@ -349,6 +366,7 @@ impl Node {
     async fn send(&mut self, to: SocketAddr, m: &Message) {
         self.out.clear();
         krpc::encode(m, &mut self.out);
+        tracing::trace!(%to, len = self.out.len(), "DHT send");
         if let Err(e) = self.sock.send_to(&self.out, to).await {
             tracing::debug!(%to, "DHT send: {e}");
         }

@@ -16,7 +16,7 @@ pub mod swarm;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use sha1::{Digest, Sha1};
@@ -161,6 +161,9 @@ pub struct Engine {
     pub cancel: CancellationToken,
     upload_limiter: RateLimiter,
     download_limiter: RateLimiter,
+    /// Set when a DHT node runs: its UDP port (sent in BEP-5 `port`
+    /// messages) and where peers' DHT nodes go to be pinged.
+    pub dht: OnceLock<(u16, mpsc::Sender<SocketAddr>)>,
 }
 
 impl Engine {
@@ -216,6 +219,7 @@ impl Engine {
             config,
             phase,
             have_count,
+            dht: OnceLock::new(),
             cancel,
         })
     }
