@@ -281,3 +281,59 @@ async fn the_port_message_goes_both_ways() {
         }
     }
 }
+
+/// Malformed KRPC gets error 203 (or 204 for an unknown method) when it
+/// carries a transaction id, is dropped otherwise, and never stops the node.
+#[tokio::test]
+async fn malformed_packets_get_errors_and_the_node_goes_on() {
+    use xorrent::dht::krpc::{decode, Body};
+    let cancel = CancellationToken::new();
+    let node = Dht::start(config([127, 0, 0, 1], None), cancel.clone())
+        .await
+        .unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(node.local_addr()).await.unwrap();
+    let ask = |p: &'static [u8]| {
+        let sock = &sock;
+        async move {
+            sock.send(p).await.unwrap();
+            let mut buf = [0u8; 1500];
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+            // The node pings unknown queriers back: skip its queries.
+            loop {
+                match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                    Ok(Ok(n)) => match decode(&buf[..n]).unwrap().body {
+                        Body::Query { .. } => continue,
+                        b => return Some(b),
+                    },
+                    _ => return None,
+                }
+            }
+        }
+    };
+    let ping: &[u8] = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:zz1:y1:qe";
+    let cases: [(&[u8], Option<i64>); 6] = [
+        (b"garbage", None),
+        (b"d1:t2:aa1:y1:qe", Some(203)),
+        (b"d1:ad2:id3:abce1:q4:ping1:t2:aa1:y1:qe", Some(203)),
+        (b"d1:ad2:id20:abcdefghij0123456789e1:q4:pong1:t2:aa1:y1:qe", Some(204)),
+        (b"d1:ad2:id20:abcdefghij01234567899:info_hash20:mnopqrstuvwxyz1234564:porti1e5:token3:bade1:q13:announce_peer1:t2:aa1:y1:qe", Some(203)),
+        (b"li1ee", None),
+    ];
+    for (p, want) in cases {
+        let got = ask(p).await;
+        match (want, got) {
+            (None, None) => {}
+            (Some(code), Some(Body::Error { code: c, .. })) => {
+                assert_eq!(c, code, "{:?}", String::from_utf8_lossy(p))
+            }
+            (w, g) => panic!("{:?}: wanted {w:?}, got {g:?}", String::from_utf8_lossy(p)),
+        }
+        assert!(
+            matches!(ask(ping).await, Some(Body::Response(_))),
+            "after {:?}",
+            String::from_utf8_lossy(p)
+        );
+    }
+    cancel.cancel();
+}

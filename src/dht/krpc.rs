@@ -193,9 +193,11 @@ pub fn decode(buf: &[u8]) -> Result<Message, KrpcError> {
                     );
                     let implied_port = a.get("implied_port").and_then(Value::as_int) == Some(1);
                     let port = a.get("port").and_then(Value::as_int);
+                    // With implied_port the source port counts and `port`
+                    // may be anything; it is kept as given when valid.
                     let port = match (implied_port, port.map(u16::try_from)) {
+                        (_, Some(Ok(p))) if p != 0 => p,
                         (true, _) => 0,
-                        (false, Some(Ok(p))) if p != 0 => p,
                         _ => return Err(bad(Some(t), "invalid port")),
                     };
                     let token = a

@@ -285,6 +285,10 @@ impl Node {
         self.table.own_id()
     }
 
+    fn local_port(&self) -> u16 {
+        self.sock.local_addr().map_or(0, |a| a.port())
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
         self.stats.local = self.sock.local_addr().ok();
         self.bootstrap().await;
@@ -544,11 +548,7 @@ impl Node {
                 for (n, token) in targets {
                     let q = Query::AnnouncePeer {
                         info_hash,
-                        port: if port == 0 {
-                            self.cfg.bind.port()
-                        } else {
-                            port
-                        },
+                        port: if port == 0 { self.local_port() } else { port },
                         implied_port: port == 0,
                         token,
                     };
