@@ -467,3 +467,112 @@ impl World {
         (p, lines)
     }
 }
+
+/// A network of libtorrent DHT sessions in one process
+/// (`tests/interop/lt_dht.py`): its stdout lines (`NODE`, `READY`, `SEEN`,
+/// `ANNOUNCED`, `PEERS`, `DONE`) and its log. It stops when dropped.
+pub struct LtDht {
+    pub proc: Proc,
+    pub out: Lines,
+    pub err: Lines,
+    /// Every session's DHT node (UDP) and peer (TCP) address, in order.
+    pub nodes: Vec<SocketAddr>,
+}
+
+impl LtDht {
+    /// The next stdout line for which `want` holds; panics with the
+    /// helper's output if none comes within `limit`.
+    pub fn wait_for(&self, limit: Duration, what: &str, want: impl Fn(&str) -> bool) -> String {
+        self.out.wait_for(limit, want).unwrap_or_else(|| {
+            panic!(
+                "lt_dht.py: no {what} within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                self.out.text(),
+                self.err.text()
+            )
+        })
+    }
+
+    /// Both of the helper's pipes so far, for assertion messages.
+    pub fn text(&self) -> String {
+        format!("stdout:\n{}\nstderr:\n{}", self.out.text(), self.err.text())
+    }
+}
+
+/// A standalone `xorrent dht node`, its id and its stderr.
+pub struct XorrentDhtNode {
+    pub proc: Proc,
+    pub err: Lines,
+    pub addr: SocketAddr,
+    pub id: String,
+}
+
+impl World {
+    /// Starts `count` libtorrent DHT sessions on hosts `first`,
+    /// `first + 1`, ... (port 6881), each knowing all the others, with
+    /// `extra` flags of `lt_dht.py`; waits until every routing table is
+    /// populated (READY).
+    pub fn lt_dht<S: AsRef<std::ffi::OsStr>>(&self, first: u8, count: u8, extra: &[S]) -> LtDht {
+        let nodes: Vec<SocketAddr> = (0..count)
+            .map(|i| SocketAddr::new((self.ip)(first + i).into(), 6881))
+            .collect();
+        let mut p = Proc::spawn(
+            "lt_dht.py",
+            Command::new("/usr/bin/python3")
+                .arg(repo().join("tests/interop/lt_dht.py"))
+                .arg("--listen")
+                .arg(nodes[0].to_string())
+                .arg("--count")
+                .arg(count.to_string())
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let out = Lines::follow(p.child.stdout.take().unwrap());
+        let err = Lines::follow(p.child.stderr.take().unwrap());
+        let net = LtDht {
+            proc: p,
+            out,
+            err,
+            nodes,
+        };
+        net.wait_for(Duration::from_secs(30), "READY", |l| l.starts_with("READY"));
+        net
+    }
+
+    /// Starts `xorrent dht node` on `host`:6881 joining through
+    /// `bootstrap` (never the public routers), and waits for its
+    /// `dht node up: IP:PORT id HEX` line.
+    pub fn xorrent_dht_node(&self, host: u8, bootstrap: &[SocketAddr]) -> XorrentDhtNode {
+        let mut cmd = xorrent_cmd();
+        cmd.env("XORRENT_NO_DHT", "0")
+            .args(["dht", "node", "--bind", &(self.ip)(host).to_string()])
+            .args(["--port", "6881", "--stats-interval", "1"]);
+        assert!(
+            !bootstrap.is_empty(),
+            "a test node needs a loopback bootstrap"
+        );
+        for b in bootstrap {
+            cmd.args(["--dht-bootstrap", &b.to_string()]);
+        }
+        let mut p = Proc::spawn(
+            "xorrent dht node",
+            cmd.stdout(Stdio::null()).stderr(Stdio::piped()),
+        );
+        let err = Lines::follow(p.child.stderr.take().unwrap());
+        let up = err
+            .wait_for(Duration::from_secs(10), |l| l.starts_with("dht node up: "))
+            .unwrap_or_else(|| panic!("xorrent dht node did not start:\n{}", err.text()));
+        // "dht node up: 127.0.0.2:6881 id 0123..."
+        let mut words = up["dht node up: ".len()..].split_whitespace();
+        let addr: SocketAddr = words.next().unwrap().parse().unwrap();
+        assert_eq!(words.next(), Some("id"), "{up}");
+        let id = words.next().unwrap().to_string();
+        assert_eq!(addr, SocketAddr::new((self.ip)(host).into(), 6881));
+        XorrentDhtNode {
+            proc: p,
+            err,
+            addr,
+            id,
+        }
+    }
+}
