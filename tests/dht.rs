@@ -99,6 +99,32 @@ async fn announced_peers_are_found_across_a_network_of_nodes() {
     cancel.cancel();
 }
 
+/// Once the tables have filled, nodes with nothing to look up stay
+/// quiet: two nodes whose buckets are full must not ping each other over
+/// and over (each querier used to be pinged, so each ping drew a ping).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_network_is_quiet() {
+    let cancel = CancellationToken::new();
+    let nodes = network(60, &cancel).await;
+    // Let the join lookups and bucket refreshes finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = |nodes: &[Dht]| {
+        let nodes = nodes.to_vec();
+        async move {
+            let mut n = 0;
+            for d in &nodes {
+                n += d.stats().await.unwrap().queries_out;
+            }
+            n
+        }
+    };
+    let before = sent(&nodes).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = sent(&nodes).await - before;
+    assert!(idle <= 30, "60 idle nodes sent {idle} queries in 3 s");
+    cancel.cancel();
+}
+
 #[tokio::test]
 async fn state_is_saved_and_reused() {
     let dir = tempfile::tempdir().unwrap();

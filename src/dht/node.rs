@@ -24,6 +24,8 @@ const VERSION: &[u8] = b"XR\x00\x01";
 const VALUES_PER_REPLY: usize = 50;
 /// Queries of ours awaiting an answer; beyond this, new ones wait.
 const MAX_PENDING: usize = 4096;
+const MAX_PINGED: usize = 4096;
+const PING_AGAIN_AFTER: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_millis(100);
 const SAVE_EVERY: Duration = Duration::from_secs(10 * 60);
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
@@ -251,6 +253,8 @@ struct Node {
     /// While the table is empty, bootstrap is retried after this (doubling).
     rebootstrap: Duration,
     last_bootstrap: Instant,
+    /// Recent pings of unknown queriers, so a busy querier is pinged once.
+    pinged: HashMap<SocketAddrV4, Instant>,
 }
 
 impl Node {
@@ -278,6 +282,7 @@ impl Node {
             self_lookup: false,
             rebootstrap: Duration::from_secs(5),
             last_bootstrap: now,
+            pinged: HashMap::new(),
         }
     }
 
@@ -683,7 +688,19 @@ impl Node {
                 // Unknown queriers are pinged before they are listed; busy
                 // tables skip it.
                 if self.pending.len() < MAX_PENDING / 2 {
+                    if self.pinged.len() >= MAX_PINGED {
+                        self.pinged
+                            .retain(|_, at| now.duration_since(*at) < PING_AGAIN_AFTER);
+                    }
                     for n in list.into_iter().take(2) {
+                        let recent = self
+                            .pinged
+                            .get(&n.addr)
+                            .is_some_and(|at| now.duration_since(*at) < PING_AGAIN_AFTER);
+                        if recent || self.pinged.len() >= MAX_PINGED {
+                            continue;
+                        }
+                        self.pinged.insert(n.addr, now);
                         self.query(n.addr.into(), Some(n.id), Query::Ping, Purpose::Ping)
                             .await;
                     }

@@ -165,7 +165,22 @@ impl RoutingTable {
             }
             return Insert::Added;
         }
+        if info.id == self.own || !self.has_room(&info.id, now) {
+            // Pinging a node that cannot be listed anyway would make two
+            // nodes with full buckets ping each other forever.
+            return Insert::Full;
+        }
         Insert::PingFirst(vec![info])
+    }
+
+    /// Whether a new node with this id could be listed: its bucket has a
+    /// free slot, can split, or holds a node that is not good.
+    fn has_room(&self, id: &NodeId, now: Instant) -> bool {
+        let i = self.index(id);
+        let b = &self.buckets[i];
+        b.nodes.len() < K
+            || (i == self.buckets.len() - 1 && self.buckets.len() < 160)
+            || b.nodes.iter().any(|n| n.status(now) != Status::Good)
     }
 
     /// A query to `id` went unanswered: after two in a row it is bad, and
@@ -431,6 +446,26 @@ mod tests {
         spoof.addr.set_port(8);
         rt.on_response(spoof, later);
         assert_eq!(rt.closest(&n.id, 1, later)[0].addr.port(), 7);
+    }
+
+    #[test]
+    fn queriers_for_a_full_bucket_are_not_pinged() {
+        let t = Instant::now();
+        let own = NodeId([0; 20]);
+        let mut rt = RoutingTable::new(own, t);
+        let _ = rt.on_response(node(at_depth(&own, 7), 999), t);
+        for p in 0..8 {
+            let _ = rt.on_response(node(at_depth(&own, 0), p + 1), t);
+        }
+        // Bucket 0 is full of good nodes: a ping could not list the querier.
+        let far = node(at_depth(&own, 0), 300);
+        assert_eq!(rt.on_query(far, t), Insert::Full);
+        // Our own bucket can still split.
+        let near = node(at_depth(&own, 9), 301);
+        assert_eq!(rt.on_query(near, t), Insert::PingFirst(vec![near]));
+        // Once bucket 0's nodes go quiet, there is room again.
+        let later = t + QUIET + Duration::from_secs(1);
+        assert_eq!(rt.on_query(far, later), Insert::PingFirst(vec![far]));
     }
 
     #[test]
