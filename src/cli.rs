@@ -16,6 +16,7 @@ use crate::app::{
     Status,
 };
 use crate::engine::EngineConfig;
+use crate::magnet::Magnet;
 use crate::metainfo::{FileKind, Torrent};
 
 mod dht;
@@ -279,8 +280,11 @@ pub struct InfoArgs {
     /// The .torrent file.
     pub torrent: PathBuf,
     /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "magnet")]
     pub json: bool,
+    /// Print only the torrent's magnet link.
+    #[arg(long)]
+    pub magnet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -682,6 +686,10 @@ fn pct(a: u64, b: u64) -> f64 {
 fn info(a: InfoArgs) -> Result<()> {
     let t = Torrent::from_file(&a.torrent)
         .with_context(|| format!("cannot load {}", a.torrent.display()))?;
+    if a.magnet {
+        println!("{}", Magnet::from_torrent(&t));
+        return Ok(());
+    }
     if a.json {
         let files: Vec<serde_json::Value> = t
             .files
@@ -716,6 +724,7 @@ fn info(a: InfoArgs) -> Result<()> {
             "comment": t.comment,
             "created_by": t.created_by,
             "creation_date": t.creation_date,
+            "magnet": Magnet::from_torrent(&t).to_string(),
             "files": files,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -869,7 +878,7 @@ async fn create(a: CreateArgs, cancel: CancellationToken) -> Result<()> {
     write().with_context(|| format!("cannot write {}", output.display()))?;
     println!("{}", created.info_hash);
     if a.magnet {
-        println!("{}", created.magnet());
+        println!("{}", Magnet::from_torrent(&created.torrent));
     }
     if !a.quiet {
         eprintln!(

@@ -8,6 +8,7 @@
 //! - [`bencode`]: a bounded decoder that keeps each value's raw bytes.
 //! - [`metainfo`]: `.torrent` parsing into a flat, sanitised [`metainfo::Torrent`].
 //! - [`wire`]: BEP-3 handshake and message codec.
+//! - [`magnet`]: magnet URIs (BEP-9, BEP-53).
 //! - [`storage`]: positional reads/writes of the torrent byte stream over files.
 //! - [`engine`]: the coordinator (picker, hashing, peer registry), the
 //!   resume checker and the connection manager.
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod dht;
 pub mod engine;
 pub mod listener;
+pub mod magnet;
 pub mod metainfo;
 pub mod peer;
 pub mod storage;

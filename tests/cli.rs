@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use common::fake_peer::{Behaviour, FakePeer};
 use common::*;
+use xorrent::magnet::Magnet;
+use xorrent::metainfo::Torrent;
 
 fn fixture(name: &str) -> std::path::PathBuf {
     repo().join("fixtures/conformance/torrents").join(name)
@@ -53,6 +55,86 @@ fn info_text_lists_files_trackers_and_pieces() {
         !text.contains("padding"),
         "pad files are not shown:\n{text}"
     );
+}
+
+#[test]
+fn info_magnet_prints_one_link_that_parses_back_to_the_torrent() {
+    let path = fixture("anacrolix-23516C72685E8DB0C8F15553382A927F185C4F01.torrent");
+    let out = xorrent_cmd()
+        .args(["info", "--magnet"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let m = Magnet::parse(text.trim_end()).unwrap();
+    let t = Torrent::from_file(&path).unwrap();
+    assert_eq!(m.info_hash, t.info_hash);
+    assert_eq!(m.name.as_deref(), Some(t.name.as_str()));
+    let trackers: Vec<String> = t.trackers.concat();
+    assert_eq!(m.trackers, trackers);
+    assert_eq!(m.trackers.len(), 10);
+
+    let json = xorrent_cmd()
+        .args(["info", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["magnet"], text.trim_end());
+}
+
+#[test]
+fn create_magnet_prints_a_link_with_name_trackers_and_web_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("My Dir")).unwrap();
+    std::fs::write(tmp.path().join("My Dir/a b.txt"), random_bytes(5000, 3)).unwrap();
+    std::fs::write(tmp.path().join("My Dir/c+d"), b"x").unwrap();
+    let out = xorrent_cmd()
+        .current_dir(tmp.path())
+        .args(["create", "My Dir", "-q", "--magnet"])
+        .args([
+            "-t",
+            "http://t.example/ann?k=a&b",
+            "-t",
+            "udp://u:1,udp://v:2",
+        ])
+        .args(["-w", "http://w.example/My Dir/"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let m: Magnet = lines[1].parse().unwrap();
+    let t = Torrent::from_file(&tmp.path().join("My Dir.torrent")).unwrap();
+    assert_eq!(m.info_hash, t.info_hash);
+    assert_eq!(m.info_hash.to_hex(), lines[0]);
+    assert_eq!(m.name.as_deref(), Some("My Dir"));
+    assert_eq!(
+        m.trackers,
+        ["http://t.example/ann?k=a&b", "udp://u:1", "udp://v:2"]
+    );
+    assert_eq!(m.web_seeds, ["http://w.example/My Dir/"]);
+}
+
+#[test]
+fn info_refuses_json_and_magnet_together() {
+    let out = xorrent_cmd()
+        .args(["info", "--json", "--magnet"])
+        .arg(fixture("sample.torrent"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

@@ -70,7 +70,6 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 
@@ -297,35 +296,8 @@ pub struct Created {
     pub total: u64,
     pub num_files: usize,
     pub trackers: Vec<Vec<String>>,
-}
-
-impl Created {
-    /// `magnet:?xt=urn:btih:<hex>&dn=<name>&tr=<url>...`, every tracker of
-    /// every tier in order, values percent-encoded (RFC 3986 unreserved
-    /// characters kept).
-    pub fn magnet(&self) -> String {
-        magnet_link(&self.info_hash, &self.name, &self.trackers)
-    }
-}
-
-/// Characters left as they are in magnet values: RFC 3986 unreserved.
-const MAGNET_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-pub fn magnet_link(info_hash: &InfoHash, name: &str, trackers: &[Vec<String>]) -> String {
-    let mut m = format!(
-        "magnet:?xt=urn:btih:{}&dn={}",
-        info_hash.to_hex(),
-        utf8_percent_encode(name, MAGNET_VALUE)
-    );
-    for url in trackers.iter().flatten() {
-        m.push_str("&tr=");
-        m.extend(utf8_percent_encode(url, MAGNET_VALUE));
-    }
-    m
+    /// The new file as our parser reads it (for the magnet link).
+    pub torrent: Torrent,
 }
 
 /// Scans `path` and hashes it: [`scan`] then [`Layout::hash`].
@@ -664,6 +636,7 @@ impl Layout {
             total: self.total,
             num_files: self.files.len(),
             trackers: opts.trackers.clone(),
+            torrent: loaded,
         })
     }
 }
@@ -888,27 +861,6 @@ mod tests {
         assert_eq!(tiers, vec![v(&["http://a/"])]);
         assert!(parse_tiers(&v(&[","]), ",").is_err());
         assert!(parse_tiers(&v(&["not a url"]), ",").is_err());
-    }
-
-    #[test]
-    fn magnet_links_percent_encode_name_and_trackers() {
-        let h = InfoHash([0xab; 20]);
-        let m = magnet_link(
-            &h,
-            "My File (1).iso",
-            &[
-                vec!["http://t.example/ann?x=1&y=2".into()],
-                vec!["udp://u.example:80".into()],
-            ],
-        );
-        assert_eq!(
-            m,
-            format!(
-                "magnet:?xt=urn:btih:{}&dn=My%20File%20%281%29.iso\
-                 &tr=http%3A%2F%2Ft.example%2Fann%3Fx%3D1%26y%3D2&tr=udp%3A%2F%2Fu.example%3A80",
-                "ab".repeat(20)
-            )
-        );
     }
 
     #[test]

@@ -187,6 +187,96 @@ impl Torrent {
         let raw = RawMeta::from_value(&root)?;
         build(&raw)
     }
+
+    /// A torrent from a bare info dictionary (fetched from peers by BEP-9).
+    /// `info_hash` is the SHA-1 of exactly these bytes; trackers, web seeds
+    /// and the other top-level fields are empty.
+    pub fn from_info_bytes(info: &[u8]) -> Result<Torrent, Error> {
+        if info.len() as u64 > MAX_TORRENT_FILE {
+            return Err(Error::FileTooLarge);
+        }
+        // Trailing bytes would leave the hash short of the input (or, once
+        // wrapped, be read as more top-level keys): refuse them first.
+        bencode::decode_with(info, Limits::LENIENT_KEYS)?;
+        let mut doc = Vec::with_capacity(info.len() + 8);
+        doc.extend_from_slice(b"d4:info");
+        doc.extend_from_slice(info);
+        doc.push(b'e');
+        let t = Torrent::from_bytes(&doc)?;
+        debug_assert_eq!(t.info_bytes, info);
+        Ok(t)
+    }
+
+    /// The bytes of a `.torrent` file for this torrent: `info` is exactly
+    /// [`Torrent::info_bytes`] (never re-encoded, so the info-hash holds),
+    /// the other fields as held, keys sorted. Set `created_by` and
+    /// `creation_date` first to stamp a file made from fetched metadata.
+    /// Top-level keys a `Torrent` does not keep (v2 `piece layers`, unknown
+    /// ones) are not written.
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.info_bytes.len() + 512);
+        let text = |out: &mut Vec<u8>, key: &str, v: &str| {
+            bencode::encode_bytes(key.as_bytes(), out);
+            bencode::encode_bytes(v.as_bytes(), out);
+        };
+        let list = |out: &mut Vec<u8>, key: &str, items: &[String]| {
+            bencode::encode_bytes(key.as_bytes(), out);
+            out.push(b'l');
+            for s in items {
+                bencode::encode_bytes(s.as_bytes(), out);
+            }
+            out.push(b'e');
+        };
+        out.push(b'd');
+        if let Some(first) = self.trackers.iter().flatten().next() {
+            text(&mut out, "announce", first);
+        }
+        // One URL needs no list (as `create` writes it); the reader takes
+        // `announce` alone as one tier.
+        if self.trackers.iter().flatten().nth(1).is_some() {
+            bencode::encode_bytes(b"announce-list", &mut out);
+            out.push(b'l');
+            for tier in self.trackers.iter().filter(|t| !t.is_empty()) {
+                out.push(b'l');
+                for url in tier {
+                    bencode::encode_bytes(url.as_bytes(), &mut out);
+                }
+                out.push(b'e');
+            }
+            out.push(b'e');
+        }
+        if let Some(c) = &self.comment {
+            text(&mut out, "comment", c);
+        }
+        if let Some(c) = &self.created_by {
+            text(&mut out, "created by", c);
+        }
+        if let Some(d) = self.creation_date {
+            bencode::encode_bytes(b"creation date", &mut out);
+            Value::Int(d).encode(&mut out);
+        }
+        if !self.http_seeds.is_empty() {
+            list(&mut out, "httpseeds", &self.http_seeds);
+        }
+        bencode::encode_bytes(b"info", &mut out);
+        out.extend_from_slice(&self.info_bytes);
+        if !self.nodes.is_empty() {
+            bencode::encode_bytes(b"nodes", &mut out);
+            out.push(b'l');
+            for (host, port) in &self.nodes {
+                out.push(b'l');
+                bencode::encode_bytes(host.as_bytes(), &mut out);
+                Value::Int(i64::from(*port)).encode(&mut out);
+                out.push(b'e');
+            }
+            out.push(b'e');
+        }
+        if !self.web_seeds.is_empty() {
+            list(&mut out, "url-list", &self.web_seeds);
+        }
+        out.push(b'e');
+        out
+    }
 }
 
 /// The top-level dictionary as found in the file.
@@ -790,5 +880,102 @@ mod tests {
         assert_eq!(t.info_hash.0, <[u8; 20]>::from(Sha1::digest(raw)));
         assert_eq!(t.total_length, 3);
         assert_eq!(t.files[0].path, PathBuf::from("a"));
+    }
+
+    /// Top-level keys in strictly increasing order (`info` may hold any).
+    fn assert_top_keys_sorted(bytes: &[u8]) {
+        let (v, _) = bencode::decode_with(bytes, Limits::LENIENT_KEYS).unwrap();
+        let keys: Vec<&[u8]> = v.as_dict().unwrap().iter().map(|e| e.key).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+    }
+
+    fn fixture_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/conformance/torrents")
+    }
+
+    #[test]
+    fn file_bytes_load_back_as_the_same_torrent_for_every_fixture() {
+        let mut checked = 0;
+        for entry in std::fs::read_dir(fixture_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(t) = Torrent::from_file(&path) else {
+                continue;
+            };
+            let bytes = t.to_file_bytes();
+            assert_top_keys_sorted(&bytes);
+            let back = Torrent::from_bytes(&bytes).unwrap();
+            // Debug shows every field, so this compares them all.
+            assert_eq!(format!("{back:?}"), format!("{t:?}"), "{}", path.display());
+            checked += 1;
+        }
+        assert!(checked > 20, "only {checked} fixtures loaded");
+    }
+
+    #[test]
+    fn info_bytes_alone_give_the_same_info_hash_and_files() {
+        let t = Torrent::from_file(&fixture_dir().join("sample.torrent")).unwrap();
+        assert!(t.multi_file);
+        let bare = Torrent::from_info_bytes(&t.info_bytes).unwrap();
+        assert_eq!(bare.info_hash, t.info_hash);
+        assert_eq!(
+            bare.info_hash.0,
+            <[u8; 20]>::from(Sha1::digest(&t.info_bytes))
+        );
+        assert_eq!(bare.name, t.name);
+        assert_eq!(bare.files, t.files);
+        assert_eq!(bare.piece_hashes, t.piece_hashes);
+        assert!(bare.trackers.is_empty() && bare.comment.is_none());
+    }
+
+    #[test]
+    fn a_multi_file_torrent_with_every_top_level_field_survives_the_trip() {
+        // Unsorted keys in info: only a byte copy keeps the hash.
+        let info = b"d5:filesld4:pathl1:a1:be6:lengthi5eed6:lengthi7e4:pathl1:ceee\
+                     4:name3:dir12:piece lengthi16384e6:pieces20:ppppppppppppppppppppe";
+        let mut t = Torrent::from_info_bytes(info).unwrap();
+        assert_eq!(t.info_hash.0, <[u8; 20]>::from(Sha1::digest(info)));
+        assert_eq!(t.files.len(), 2);
+        t.trackers = vec![
+            vec!["http://a/ann".into(), "udp://b:1".into()],
+            vec!["http://c/".into()],
+        ];
+        t.web_seeds = vec!["http://w/".into()];
+        t.http_seeds = vec!["http://h/".into()];
+        t.nodes = vec![("n.example".into(), 6881)];
+        t.comment = Some("c".into());
+        t.created_by = Some("xorrent/test".into());
+        t.creation_date = Some(-1);
+        let bytes = t.to_file_bytes();
+        assert_top_keys_sorted(&bytes);
+        let back = Torrent::from_bytes(&bytes).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{t:?}"));
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert!(
+            text.starts_with("d8:announce12:http://a/ann13:announce-listll"),
+            "{text}"
+        );
+
+        // One tracker: `announce` only.
+        t.trackers = vec![vec!["http://a/".into()]];
+        let bytes = t.to_file_bytes();
+        assert!(!String::from_utf8_lossy(&bytes).contains("announce-list"));
+        assert_eq!(Torrent::from_bytes(&bytes).unwrap().trackers, t.trackers);
+    }
+
+    #[test]
+    fn info_bytes_with_anything_after_the_dictionary_are_refused() {
+        let info = b"d6:lengthi3e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
+        assert!(Torrent::from_info_bytes(info).is_ok());
+        let mut extra = info.to_vec();
+        extra.extend_from_slice(b"1:x1:y");
+        assert!(matches!(
+            Torrent::from_info_bytes(&extra),
+            Err(Error::Bencode(bencode::Error::TrailingData { .. }))
+        ));
+        assert!(matches!(
+            Torrent::from_info_bytes(b"i5e"),
+            Err(Error::MissingInfo)
+        ));
+        assert!(Torrent::from_info_bytes(b"d4:name").is_err());
     }
 }
