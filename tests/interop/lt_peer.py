@@ -20,6 +20,13 @@ leech: downloads into --save, prints progress on stderr, closes the session
 
 DHT, LSD, UPnP, NAT-PMP, PEX and uTP are all off; only TCP is used. The
 tracker in the .torrent is announced to unless --no-tracker is given.
+--pex turns libtorrent's ut_pex (BEP-11) on for the torrent; ut_metadata
+(BEP-9) is always on, so a seeder serves the info dictionary to magnet
+leechers. A seeder that should stay connected to another seed (for PEX to
+list it) needs --set close_redundant_connections=false.
+--report-peers prints `PEER <ip:port> <sources>` on stdout the first time
+a connection to an address finishes its handshake (sources as in
+lt_magnet.py: tracker, pex, resume, incoming, or "direct" for --peer).
 """
 
 import argparse
@@ -64,12 +71,52 @@ def parse_args():
                         "seed_mode: pieces are verified lazily when first sent)")
     p.add_argument("--no-tracker", action="store_true",
                    help="do not announce to the trackers in the .torrent")
+    p.add_argument("--pex", action="store_true",
+                   help="turn ut_pex (BEP-11 peer exchange) on for the "
+                        "torrent (off by default)")
+    p.add_argument("--report-peers", action="store_true",
+                   help="print PEER <ip:port> <sources> on stdout for each "
+                        "new peer address")
     p.add_argument("--verbose", action="store_true",
                    help="log every alert (incl. peer and block events) to stderr")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a libtorrent setting (repeatable); VALUE "
                         "is parsed as int, true/false, or kept as a string")
     return p.parse_args()
+
+
+# peer_info source bits and their names (incoming is 0x20 in libtorrent,
+# not exported by the 2.0 binding)
+SOURCES = (
+    (lt.peer_info.tracker, "tracker"),
+    (lt.peer_info.dht, "dht"),
+    (lt.peer_info.pex, "pex"),
+    (lt.peer_info.lsd, "lsd"),
+    (lt.peer_info.resume_data, "resume"),
+    (0x20, "incoming"),
+)
+
+
+def source_names(src):
+    names = [n for bit, n in SOURCES if src & bit]
+    return "+".join(names) if names else "direct"
+
+
+def endpoint(ep):
+    return "%s:%d" % (ep[0], ep[1])
+
+
+def report_new_peers(handle, seen):
+    """Prints `PEER <ip:port> <sources>` for each connected peer address
+    not in `seen` (and adds it) once its handshake is done."""
+    for p in handle.get_peer_info():
+        if p.flags & (lt.peer_info.connecting | lt.peer_info.handshake):
+            continue
+        ep = endpoint(p.ip)
+        if ep not in seen:
+            seen.add(ep)
+            sys.stdout.write("PEER %s %s\n" % (ep, source_names(p.source)))
+            sys.stdout.flush()
 
 
 def parse_setting(kv):
@@ -149,7 +196,10 @@ def main():
     atp.save_path = os.path.abspath(args.save)
     flags = atp.flags
     flags |= lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
-    flags |= lt.torrent_flags.disable_pex
+    if args.pex:
+        flags &= ~lt.torrent_flags.disable_pex
+    else:
+        flags |= lt.torrent_flags.disable_pex
     flags &= ~lt.torrent_flags.auto_managed
     flags &= ~lt.torrent_flags.paused
     if args.mode == "seed" and args.seed_mode:
@@ -178,6 +228,7 @@ def main():
     seeding_since = None
     rc = None
     last_report = 0.0
+    seen_peers = set()
 
     while rc is None:
         for a in ses.pop_alerts():
@@ -209,6 +260,8 @@ def main():
 
         st = h.status()
         now = time.monotonic()
+        if args.report_peers:
+            report_new_peers(h, seen_peers)
         if listening and not connected_peers and st.state not in (
                 lt.torrent_status.checking_files,
                 lt.torrent_status.checking_resume_data):
