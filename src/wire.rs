@@ -1,4 +1,6 @@
-//! BEP-3 peer wire: the handshake and length-prefixed messages.
+//! BEP-3 peer wire: the handshake and length-prefixed messages, with the
+//! BEP-6 fast extension messages and BEP-10 extended messages (their
+//! payloads are decoded in [`crate::extension`]).
 //!
 //! Pure codecs over `BytesMut`: `decode` returns `Ok(None)` when more bytes
 //! are needed and consumes input only when it returns a value. Every length
@@ -17,6 +19,11 @@ pub const MAX_FRAME: usize = 128 * 1024 + 9;
 /// Largest block we request or serve.
 pub const MAX_BLOCK: u32 = 128 * 1024;
 
+/// Reserved-byte bits of the handshake: (byte, mask).
+pub const RESERVED_EXTENSION: (usize, u8) = (5, 0x10);
+pub const RESERVED_FAST: (usize, u8) = (7, 0x04);
+pub const RESERVED_DHT: (usize, u8) = (7, 0x01);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handshake {
     pub reserved: [u8; 8],
@@ -31,6 +38,14 @@ impl Handshake {
             info_hash,
             peer_id,
         }
+    }
+
+    pub fn set(&mut self, (byte, mask): (usize, u8)) {
+        self.reserved[byte] |= mask;
+    }
+
+    pub fn has(&self, (byte, mask): (usize, u8)) -> bool {
+        self.reserved[byte] & mask != 0
     }
 
     pub fn encode(&self) -> [u8; HANDSHAKE_LEN] {
@@ -92,6 +107,24 @@ pub enum Message {
     },
     /// BEP-5 DHT port.
     Port(u16),
+    /// BEP-6: the sender suggests downloading this piece.
+    Suggest(u32),
+    /// BEP-6: instead of a bitfield, every piece / none.
+    HaveAll,
+    HaveNone,
+    /// BEP-6: the request will not be served.
+    Reject {
+        piece: u32,
+        offset: u32,
+        len: u32,
+    },
+    /// BEP-6: this piece may be requested while choked.
+    AllowedFast(u32),
+    /// BEP-10: extended message `id` (0 is the extended handshake).
+    Extended {
+        id: u8,
+        payload: Bytes,
+    },
     /// An id we do not handle (extensions not negotiated); skipped.
     Unknown(u8),
 }
@@ -155,11 +188,12 @@ pub fn decode_message(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Mes
         }
     };
     match id {
-        0..=3 => fixed(1)?,
-        4 => fixed(5)?,
-        6 | 8 => fixed(13)?,
+        0..=3 | 0x0E | 0x0F => fixed(1)?,
+        4 | 0x0D | 0x11 => fixed(5)?,
+        6 | 8 | 0x10 => fixed(13)?,
         7 if len < 9 => return Err(WireError::BadLength { id, len }),
         9 => fixed(3)?,
+        20 if len < 2 => return Err(WireError::BadLength { id, len }),
         _ => {}
     }
     buf.advance(5);
@@ -171,12 +205,12 @@ pub fn decode_message(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Mes
         3 => Message::NotInterested,
         4 => Message::Have(body.get_u32()),
         5 => Message::Bitfield(body.freeze()),
-        6 | 8 => {
+        6 | 8 | 0x10 => {
             let (piece, offset, len) = (body.get_u32(), body.get_u32(), body.get_u32());
-            if id == 6 {
-                Message::Request { piece, offset, len }
-            } else {
-                Message::Cancel { piece, offset, len }
+            match id {
+                6 => Message::Request { piece, offset, len },
+                8 => Message::Cancel { piece, offset, len },
+                _ => Message::Reject { piece, offset, len },
             }
         }
         7 => {
@@ -188,6 +222,17 @@ pub fn decode_message(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Mes
             }
         }
         9 => Message::Port(body.get_u16()),
+        0x0D => Message::Suggest(body.get_u32()),
+        0x0E => Message::HaveAll,
+        0x0F => Message::HaveNone,
+        0x11 => Message::AllowedFast(body.get_u32()),
+        20 => {
+            let ext = body.get_u8();
+            Message::Extended {
+                id: ext,
+                payload: body.freeze(),
+            }
+        }
         other => Message::Unknown(other),
     };
     Ok(Some(msg))
@@ -205,22 +250,30 @@ impl Message {
             Message::Unchoke => simple(out, 1),
             Message::Interested => simple(out, 2),
             Message::NotInterested => simple(out, 3),
-            Message::Have(i) => {
-                out.put_u32(5);
-                out.put_u8(4);
-                out.put_u32(*i);
+            Message::Have(i) => id_u32(out, 4, *i),
+            Message::Suggest(i) => id_u32(out, 0x0D, *i),
+            Message::AllowedFast(i) => id_u32(out, 0x11, *i),
+            Message::HaveAll => simple(out, 0x0E),
+            Message::HaveNone => simple(out, 0x0F),
+            Message::Extended { id, payload } => {
+                out.put_u32(2 + payload.len() as u32);
+                out.put_u8(20);
+                out.put_u8(*id);
+                out.put_slice(payload);
             }
             Message::Bitfield(b) => {
                 out.put_u32(1 + b.len() as u32);
                 out.put_u8(5);
                 out.put_slice(b);
             }
-            Message::Request { piece, offset, len } | Message::Cancel { piece, offset, len } => {
+            Message::Request { piece, offset, len }
+            | Message::Cancel { piece, offset, len }
+            | Message::Reject { piece, offset, len } => {
                 out.put_u32(13);
-                out.put_u8(if matches!(self, Message::Request { .. }) {
-                    6
-                } else {
-                    8
+                out.put_u8(match self {
+                    Message::Request { .. } => 6,
+                    Message::Cancel { .. } => 8,
+                    _ => 0x10,
                 });
                 out.put_u32(*piece);
                 out.put_u32(*offset);
@@ -245,6 +298,45 @@ impl Message {
             Message::Unknown(_) => {}
         }
     }
+}
+
+fn id_u32(out: &mut BytesMut, id: u8, v: u32) {
+    out.put_u32(5);
+    out.put_u8(id);
+    out.put_u32(v);
+}
+
+/// BEP-6's allowed-fast set: `k` pieces derived from the peer's /24 and
+/// the info-hash, so every client computes the same set for a peer.
+pub fn allowed_fast_set(
+    ip: std::net::Ipv4Addr,
+    info_hash: &InfoHash,
+    num_pieces: u32,
+    k: usize,
+) -> Vec<u32> {
+    use sha1::{Digest, Sha1};
+    let k = k.min(num_pieces as usize);
+    let mut out = Vec::with_capacity(k);
+    if k == 0 {
+        return out;
+    }
+    let mut x = Vec::with_capacity(24);
+    x.extend_from_slice(&(u32::from(ip) & 0xFFFF_FF00).to_be_bytes());
+    x.extend_from_slice(&info_hash.0);
+    while out.len() < k {
+        let h: [u8; 20] = Sha1::digest(&x).into();
+        for word in h.chunks_exact(4) {
+            if out.len() == k {
+                break;
+            }
+            let index = u32::from_be_bytes(word.try_into().expect("4 bytes")) % num_pieces;
+            if !out.contains(&index) {
+                out.push(index);
+            }
+        }
+        x = h.to_vec();
+    }
+    out
 }
 
 impl Encoder<Message> for MessageCodec {
@@ -293,6 +385,56 @@ mod tests {
             data: Bytes::from_static(b"hello"),
         });
         roundtrip(Message::Port(6881));
+        roundtrip(Message::Suggest(9));
+        roundtrip(Message::HaveAll);
+        roundtrip(Message::HaveNone);
+        roundtrip(Message::Reject {
+            piece: 3,
+            offset: 32768,
+            len: 16384,
+        });
+        roundtrip(Message::AllowedFast(1312));
+        roundtrip(Message::Extended {
+            id: 0,
+            payload: Bytes::from_static(b"d1:md11:ut_metadatai1eee"),
+        });
+        roundtrip(Message::Extended {
+            id: 3,
+            payload: Bytes::new(),
+        });
+    }
+
+    #[test]
+    fn fast_and_extended_messages_check_their_lengths() {
+        // have all with a payload, allowed fast without its index, an
+        // extended message without its id.
+        for bad in [
+            &[0, 0, 0, 2, 0x0E, 0][..],
+            &[0, 0, 0, 1, 0x11],
+            &[0, 0, 0, 1, 20],
+        ] {
+            let mut buf = BytesMut::from(bad);
+            assert!(decode_message(&mut buf, MAX_FRAME).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_fast_set_matches_bep6() {
+        // The example in BEP-6: 80.4.4.200, info-hash 0xAA x 20, 1313 pieces.
+        let ih = InfoHash([0xAA; 20]);
+        let ip = std::net::Ipv4Addr::new(80, 4, 4, 200);
+        assert_eq!(
+            allowed_fast_set(ip, &ih, 1313, 7),
+            [1059, 431, 808, 1217, 287, 376, 1188]
+        );
+        assert_eq!(
+            allowed_fast_set(ip, &ih, 1313, 9),
+            [1059, 431, 808, 1217, 287, 376, 1188, 353, 508]
+        );
+        // Fewer pieces than k: every piece, no endless loop.
+        let mut all = allowed_fast_set(ip, &ih, 3, 10);
+        all.sort_unstable();
+        assert_eq!(all, [0, 1, 2]);
     }
 
     #[test]
