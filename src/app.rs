@@ -1,9 +1,15 @@
-//! Wires one download together: metainfo → storage check → engine, swarm,
-//! listener and tracker announcer; reports progress through [`Status`].
+//! Wires one download together: metainfo (from a file, or fetched from
+//! peers for a magnet) → storage check → engine, swarm, listener, DHT node
+//! and tracker announcer; reports progress through [`Status`].
+//!
+//! A [`Session`] holds what runs before the engine exists — the listener,
+//! the DHT node and its lookups, the announcer, and the channel every peer
+//! source feeds — so a magnet's metadata phase and the download share them.
 //!
 //! Task tree (one `CancellationToken` root from `main`, a child here):
-//! announcer, swarm (which owns the peer tasks), listener. Completion or a
-//! fatal engine error cancels the child; the announcer then sends `stopped`.
+//! announcer, DHT, swarm (which owns the peer tasks), listener. Completion
+//! or a fatal engine error cancels the child; the announcer then sends
+//! `stopped`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::dht::{
@@ -21,6 +27,8 @@ use crate::dht::{
 };
 use crate::engine::{checker, swarm, Engine, EngineConfig, Phase};
 use crate::listener::{self, Registry};
+use crate::magnet::Magnet;
+use crate::metafetch::{self, FetchConfig, FetchStatus};
 use crate::metainfo::{self, FileKind, Torrent};
 use crate::storage::{FileStorage, Storage};
 use crate::tracker::{self, AnnounceConfig, Tiers, Totals};
@@ -46,6 +54,13 @@ pub enum AppError {
     BadData { bad: u32, total: u32, path: PathBuf },
     #[error("interrupted: {have} of {total} pieces verified and saved; run the same command again to resume")]
     Interrupted { have: u32, total: u32 },
+    #[error("interrupted while fetching the metadata from peers; nothing was written")]
+    MetadataInterrupted,
+    #[error("cannot write {path}: {source}")]
+    SaveTorrent {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Network settings shared by `download` and `seed`.
@@ -87,15 +102,28 @@ pub struct SeedLimits {
     pub time: Option<Duration>,
 }
 
+/// What to download.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    /// The metadata is fetched from peers first (BEP-9).
+    Magnet(Box<Magnet>),
+}
+
 /// Everything `download` needs; the CLI fills it from flags.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
-    pub torrent: PathBuf,
+    pub source: Source,
     pub output: PathBuf,
     pub net: NetOptions,
     /// Keep seeding after completion.
     pub seed: Option<SeedLimits>,
+    /// Also write the torrent here (for a magnet: the fetched metadata).
+    pub save_torrent: Option<PathBuf>,
 }
+
+/// `left` announced for a magnet before its size is known: a leecher.
+const UNKNOWN_LEFT: u64 = 16 * 1024;
 
 /// Everything `seed` needs.
 #[derive(Debug, Clone)]
@@ -115,6 +143,8 @@ pub enum Stage {
     Finishing = 3,
     Seeding = 4,
     Done = 5,
+    /// A magnet's info dictionary is being fetched from peers.
+    Metadata = 6,
 }
 
 /// Progress shared with the UI; everything is read through [`Status::snapshot`].
@@ -127,6 +157,8 @@ pub struct Status {
     engine: OnceLock<Arc<Engine>>,
     /// (seeders, leechers) as a tracker last reported them.
     swarm: std::sync::Mutex<Option<(u32, u32)>>,
+    /// A magnet's name (or info-hash) and its metadata fetch.
+    metadata: OnceLock<(String, Arc<FetchStatus>)>,
 }
 
 /// A consistent-enough copy of the counters at one moment.
@@ -148,6 +180,9 @@ pub struct Snapshot {
     pub known: usize,
     /// (seeders, leechers) as a tracker last reported them.
     pub swarm: Option<(u32, u32)>,
+    /// While fetching a magnet's metadata: bytes received and the size
+    /// (0 until a peer names it).
+    pub metadata: Option<(u64, u64)>,
 }
 
 impl Status {
@@ -170,9 +205,18 @@ impl Status {
             2 => Stage::Downloading,
             3 => Stage::Finishing,
             4 => Stage::Seeding,
+            6 => Stage::Metadata,
             _ => Stage::Done,
         };
-        let (name, total_bytes, num_pieces) = self.torrent.get().cloned().unwrap_or_default();
+        let (mut name, total_bytes, num_pieces) = self.torrent.get().cloned().unwrap_or_default();
+        let mut metadata = None;
+        if let (Stage::Metadata, Some((n, f))) = (stage, self.metadata.get()) {
+            name.clone_from(n);
+            metadata = Some((
+                f.received.load(Ordering::Relaxed),
+                f.size.load(Ordering::Relaxed),
+            ));
+        }
         let mut s = Snapshot {
             stage,
             name,
@@ -187,7 +231,12 @@ impl Status {
             connected: 0,
             known: 0,
             swarm: *self.swarm.lock().expect("status lock"),
+            metadata,
         };
+        if let (Stage::Metadata, Some((_, f))) = (stage, self.metadata.get()) {
+            s.connected = f.connected.load(Ordering::Relaxed);
+            s.known = f.known.load(Ordering::Relaxed);
+        }
         if let Some(e) = self.engine.get() {
             let st = &e.stats;
             s.downloaded = st.downloaded.load(Ordering::Relaxed);
@@ -227,13 +276,26 @@ pub async fn download(
     status: Arc<Status>,
     cancel: CancellationToken,
 ) -> Result<Report, AppError> {
-    let torrent = Arc::new(Torrent::from_file(&opts.torrent)?);
+    let (torrent, session) = match &opts.source {
+        Source::File(path) => (Arc::new(Torrent::from_file(path)?), None),
+        Source::Magnet(m) => {
+            let (t, s) = fetch_metadata(m, &opts.net, &status, &cancel).await?;
+            (Arc::new(t), Some(s))
+        }
+    };
+    if let Some(path) = &opts.save_torrent {
+        save_torrent(&torrent, path)?;
+    }
     let storage = open_storage(&torrent, &opts.output, true).await?;
     // Resume: whatever is already there is verified, never trusted.
     let have = if storage.has_existing_data() {
         check(&torrent, &storage, &status, &opts.net.engine, &cancel).await?
     } else {
         Bitfield::new(torrent.num_pieces())
+    };
+    let session = match session {
+        Some(s) => s,
+        None => Session::start(&torrent, &opts.net, &cancel).await?,
     };
     run_torrent(
         torrent,
@@ -244,8 +306,69 @@ pub async fn download(
         opts.seed,
         status,
         cancel,
+        session,
     )
     .await
+}
+
+/// Joins the swarm of a magnet and fetches its info dictionary from peers
+/// found through `tr=` trackers, `x.pe=` addresses, `--peer` and the DHT.
+/// The session goes on into the download.
+async fn fetch_metadata(
+    m: &Magnet,
+    net: &NetOptions,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) -> Result<(Torrent, Session), AppError> {
+    let fstatus = Arc::new(FetchStatus::default());
+    let name = m.name.clone().unwrap_or_else(|| m.info_hash.to_hex());
+    let _ = status.metadata.set((name, fstatus.clone()));
+    status.set_stage(Stage::Metadata);
+    let trackers: Vec<Vec<String>> = m.trackers.iter().map(|t| vec![t.clone()]).collect();
+    let mut session = Session::begin(m.info_hash, false, &[], net, cancel).await?;
+    session.announce(m.info_hash, trackers.clone(), net, status);
+    let direct = m.resolve_peers().await;
+    if !direct.is_empty() {
+        let _ = session.peers_tx.try_send(direct);
+    }
+    let cfg = FetchConfig {
+        info_hash: m.info_hash,
+        peer_id: net.engine.peer_id,
+        bind_ip: net.bind,
+        listen_port: session.listen_port,
+        connect_timeout: net.engine.connect_timeout,
+        handshake_timeout: net.engine.handshake_timeout,
+        max_conns: net.engine.max_peers.min(30),
+    };
+    let fetched = metafetch::fetch(cfg, &mut session.peers_rx, fstatus, cancel)
+        .await
+        .map_err(|_| AppError::MetadataInterrupted)?;
+    let mut t = Torrent::from_info_bytes(&fetched.info)?;
+    if t.info_hash != m.info_hash {
+        // The fetcher checked the hash; this guards the parse round trip.
+        return Err(AppError::Failed(
+            "fetched metadata does not match the magnet's info-hash".into(),
+        ));
+    }
+    t.trackers = trackers;
+    t.web_seeds.clone_from(&m.web_seeds);
+    if let Some(n) = &m.name {
+        tracing::debug!(name = %n, torrent = %t.name, "magnet fetched");
+    }
+    session.initial = fetched.peers;
+    Ok((t, session))
+}
+
+/// Writes `torrent` as a .torrent file (through a temporary file, so a
+/// failure never leaves half a file).
+fn save_torrent(torrent: &Torrent, path: &Path) -> Result<(), AppError> {
+    let err = |source| AppError::SaveTorrent {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("torrent.part");
+    std::fs::write(&tmp, torrent.to_file_bytes()).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
 }
 
 /// Verifies `opts.path` and serves it until Ctrl-C or a seeding limit.
@@ -275,6 +398,7 @@ pub async fn seed(
     }
     let mut net = opts.net;
     net.engine.connect_when_complete = true;
+    let session = Session::start(&torrent, &net, &cancel).await?;
     run_torrent(
         torrent,
         storage,
@@ -284,6 +408,7 @@ pub async fn seed(
         Some(opts.limits),
         status,
         cancel,
+        session,
     )
     .await
 }
@@ -375,6 +500,130 @@ async fn check(
     }
 }
 
+/// What runs before (and beside) the engine: the peer listener, the DHT
+/// node with its lookups, the tracker announcer, and the channel all peer
+/// sources feed.
+struct Session {
+    run: CancellationToken,
+    listener: Option<TcpListener>,
+    listen_port: u16,
+    peers_tx: mpsc::Sender<Vec<SocketAddr>>,
+    peers_rx: mpsc::Receiver<Vec<SocketAddr>>,
+    /// Addresses known before the swarm starts (a magnet's metadata phase).
+    initial: Vec<SocketAddr>,
+    dht: Option<Dht>,
+    /// Set once the engine exists; the announcer reads its totals.
+    engine: Arc<OnceLock<Arc<Engine>>>,
+    complete_tx: watch::Sender<bool>,
+    announcer: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
+}
+
+impl Session {
+    async fn start(
+        torrent: &Torrent,
+        net: &NetOptions,
+        cancel: &CancellationToken,
+    ) -> Result<Session, AppError> {
+        Session::begin(
+            torrent.info_hash,
+            torrent.private,
+            &torrent.nodes,
+            net,
+            cancel,
+        )
+        .await
+    }
+
+    async fn begin(
+        info_hash: InfoHash,
+        private: bool,
+        nodes: &[(String, u16)],
+        net: &NetOptions,
+        cancel: &CancellationToken,
+    ) -> Result<Session, AppError> {
+        let run = cancel.child_token();
+        let listener = bind_listener(net.bind, net.port).await?;
+        let listen_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (peers_tx, peers_rx) = mpsc::channel(64);
+        let dht = match &net.dht {
+            Some(d) if !private => start_dht(d, net.bind, listen_port, nodes, run.clone()).await,
+            _ => None,
+        };
+        if let Some(dht) = &dht {
+            // Ends with `run`, like the other tasks.
+            tokio::spawn(dht_lookups(
+                dht.clone(),
+                info_hash,
+                listen_port,
+                peers_tx.clone(),
+                run.clone(),
+            ));
+        }
+        Ok(Session {
+            run,
+            listener: Some(listener),
+            listen_port,
+            peers_tx,
+            peers_rx,
+            initial: net.peers.clone(),
+            dht,
+            engine: Arc::new(OnceLock::new()),
+            complete_tx: watch::channel(false).0,
+            announcer: None,
+        })
+    }
+
+    /// Starts announcing (once). Until the engine exists `left` is a
+    /// placeholder: a magnet's size is not known yet.
+    fn announce(
+        &mut self,
+        info_hash: InfoHash,
+        trackers: Vec<Vec<String>>,
+        net: &NetOptions,
+        status: &Arc<Status>,
+    ) {
+        if trackers.is_empty() || self.announcer.is_some() {
+            return;
+        }
+        let slot = self.engine.clone();
+        let totals = Arc::new(move || match slot.get() {
+            Some(e) => Totals {
+                uploaded: e.stats.uploaded.load(Ordering::Relaxed),
+                downloaded: e.stats.downloaded.load(Ordering::Relaxed),
+                left: e.left(),
+            },
+            None => Totals {
+                uploaded: 0,
+                downloaded: 0,
+                left: UNKNOWN_LEFT,
+            },
+        });
+        let cfg = AnnounceConfig {
+            info_hash,
+            peer_id: net.engine.peer_id,
+            port: self.listen_port,
+            numwant: net.numwant,
+            timeout: net.tracker_timeout,
+            udp_retries: net.udp_retries,
+            bind: net.bind,
+            peers: self.peers_tx.clone(),
+            totals,
+            complete: self.complete_tx.subscribe(),
+            on_swarm: {
+                let status = status.clone();
+                Arc::new(move |s, l| status.set_swarm(s, l))
+            },
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(tracker::run_announcer(
+            Tiers::new(trackers),
+            cfg,
+            stop.clone(),
+        ));
+        self.announcer = Some((task, stop));
+    }
+}
+
 /// Runs the engine, swarm, listener, choker and announcer for one torrent
 /// until it completes (and, with `seed`, until seeding ends).
 #[allow(clippy::too_many_arguments)]
@@ -387,6 +636,7 @@ async fn run_torrent(
     seed: Option<SeedLimits>,
     status: Arc<Status>,
     cancel: CancellationToken,
+    mut session: Session,
 ) -> Result<Report, AppError> {
     let geo = torrent.geometry();
     let started = tokio::time::Instant::now();
@@ -395,20 +645,22 @@ async fn run_torrent(
         torrent.total_length,
         torrent.num_pieces(),
     ));
-    let run = cancel.child_token();
+    let run = session.run.clone();
     let mut econf = net.engine.clone();
     econf.bind_ip = net.bind;
-    let listener = bind_listener(net.bind, net.port).await?;
-    econf.listen_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    econf.listen_port = session.listen_port;
     let engine = Engine::new(
         torrent.info_hash,
         geo,
         torrent.piece_hashes.clone(),
+        Arc::from(torrent.info_bytes.as_slice()),
+        torrent.private,
         storage.clone() as Arc<dyn Storage>,
         &have,
         econf,
         run.clone(),
     );
+    let _ = session.engine.set(engine.clone());
     let _ = status.engine.set(engine.clone());
     status.set_stage(if engine.is_complete() {
         Stage::Seeding
@@ -417,91 +669,42 @@ async fn run_torrent(
     });
 
     // Before any peer connects, so handshakes carry the DHT bit.
-    let dht = match &net.dht {
-        Some(d) if !torrent.private => {
-            let dht = start_dht(
-                d,
-                net.bind,
-                engine.config.listen_port,
-                &torrent,
-                run.clone(),
-            )
-            .await;
-            if let Some(dht) = &dht {
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<SocketAddr>(64);
-                let _ = engine.dht.set((dht.local_addr().port(), tx));
-                let (d2, stop) = (dht.clone(), run.clone());
-                tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            a = rx.recv() => match a {
-                                Some(a) => d2.ping(a).await,
-                                None => return,
-                            },
-                        }
-                    }
-                });
+    if let Some(dht) = &session.dht {
+        let (tx, mut rx) = mpsc::channel::<SocketAddr>(64);
+        let _ = engine.dht.set((dht.local_addr().port(), tx));
+        let (d2, stop) = (dht.clone(), run.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    a = rx.recv() => match a {
+                        Some(a) => d2.ping(a).await,
+                        None => return,
+                    },
+                }
             }
-            dht
-        }
-        _ => None,
-    };
+        });
+    }
 
-    let (swarm, swarm_task) = swarm::spawn(engine.clone(), run.clone());
-    if !net.peers.is_empty() {
-        swarm.add(net.peers.clone()).await;
+    let peers_rx = std::mem::replace(&mut session.peers_rx, mpsc::channel(1).1);
+    let (swarm, swarm_task) = swarm::spawn(
+        engine.clone(),
+        session.peers_tx.clone(),
+        peers_rx,
+        run.clone(),
+    );
+    if !session.initial.is_empty() {
+        swarm.add(std::mem::take(&mut session.initial)).await;
     }
     let registry = Registry::default();
     registry.add(engine.clone(), run.clone());
+    let listener = session.listener.take().expect("the listener is bound once");
     let listen_task = tokio::spawn(listener::run(listener, registry, run.clone()));
     let choker_task = tokio::spawn(engine.clone().run_choker(run.clone()));
 
-    // Ends with `run`, like the other tasks.
-    let _dht_task = dht.map(|dht| {
-        let listen = engine.config.listen_port;
-        tokio::spawn(dht_lookups(
-            dht,
-            torrent.info_hash,
-            listen,
-            swarm.sender(),
-            run.clone(),
-        ))
-    });
-
-    let (complete_tx, complete_rx) = watch::channel(engine.is_complete());
-    let announce_cancel = CancellationToken::new();
-    let announcer = if torrent.trackers.is_empty() {
-        None
-    } else {
-        let e = engine.clone();
-        let totals = Arc::new(move || Totals {
-            uploaded: e.stats.uploaded.load(Ordering::Relaxed),
-            downloaded: e.stats.downloaded.load(Ordering::Relaxed),
-            left: e.left(),
-        });
-        let cfg = AnnounceConfig {
-            info_hash: torrent.info_hash,
-            peer_id: engine.config.peer_id,
-            port: engine.config.listen_port,
-            numwant: net.numwant,
-            timeout: net.tracker_timeout,
-            udp_retries: net.udp_retries,
-            bind: net.bind,
-            peers: swarm.sender(),
-            totals,
-            complete: complete_rx,
-            on_swarm: {
-                let status = status.clone();
-                Arc::new(move |s, l| status.set_swarm(s, l))
-            },
-        };
-        Some(tokio::spawn(tracker::run_announcer(
-            Tiers::new(torrent.trackers.clone()),
-            cfg,
-            announce_cancel.clone(),
-        )))
-    };
+    let complete_tx = session.complete_tx.clone();
+    complete_tx.send_replace(engine.is_complete());
+    session.announce(torrent.info_hash, torrent.trackers.clone(), &net, &status);
 
     let mut phase = engine.phase();
     let mut outcome = loop {
@@ -550,8 +753,8 @@ async fn run_torrent(
     let _ = swarm_task.await;
     let _ = listen_task.await;
     let _ = choker_task.await;
-    if let Some(a) = announcer {
-        announce_cancel.cancel();
+    if let Some((a, stop)) = session.announcer.take() {
+        stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(12), a).await;
     }
     outcome?;
@@ -599,7 +802,7 @@ async fn start_dht(
     d: &DhtOptions,
     bind: Option<IpAddr>,
     listen_port: u16,
-    torrent: &Torrent,
+    nodes: &[(String, u16)],
     cancel: CancellationToken,
 ) -> Option<Dht> {
     let ip = match bind {
@@ -613,7 +816,7 @@ async fn start_dht(
     let mut cfg = DhtConfig::new(SocketAddr::new(ip, d.port.unwrap_or(listen_port)));
     cfg.bootstrap = d.bootstrap.clone();
     cfg.bootstrap
-        .extend(torrent.nodes.iter().map(|(h, p)| format!("{h}:{p}")));
+        .extend(nodes.iter().map(|(h, p)| format!("{h}:{p}")));
     if let Some(f) = &d.state_file {
         let (id, nodes) = dht::node::load_state(f);
         cfg.id = id;

@@ -12,11 +12,11 @@ use indicatif::{BinaryBytes, HumanDuration, ProgressBar, ProgressDrawTarget, Pro
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{
-    self, AppError, DownloadOptions, NetOptions, Report, SeedLimits, SeedOptions, Snapshot, Stage,
-    Status,
+    self, AppError, DownloadOptions, NetOptions, Report, SeedLimits, SeedOptions, Snapshot, Source,
+    Stage, Status,
 };
 use crate::engine::EngineConfig;
-use crate::magnet::Magnet;
+use crate::magnet::{self, Magnet};
 use crate::metainfo::{FileKind, Torrent};
 
 mod dht;
@@ -38,8 +38,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Download a torrent: verifies what is already in the output directory
-    /// and fetches the rest from trackers and the peers you name.
+    /// Download a torrent (a .torrent file or a magnet link): verifies what
+    /// is already in the output directory and fetches the rest from
+    /// trackers, the DHT and the peers you name.
     Download(DownloadArgs),
     /// Verify a completed download and serve it to other peers.
     Seed(SeedArgs),
@@ -187,8 +188,12 @@ pub struct SeedLimitArgs {
 
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
-    /// The .torrent file.
-    pub torrent: PathBuf,
+    /// The .torrent file, or a magnet link ("magnet:?xt=urn:btih:...").
+    #[arg(value_name = "FILE.torrent|MAGNET")]
+    pub torrent: String,
+    /// Also write the torrent's metainfo here (for a magnet: once fetched).
+    #[arg(long, value_name = "FILE")]
+    pub save_torrent: Option<PathBuf>,
     /// Directory to save into (the torrent's files go below it).
     #[arg(short, long, default_value = ".")]
     pub output: PathBuf,
@@ -435,11 +440,18 @@ fn seed_limits(l: &SeedLimitArgs) -> SeedLimits {
 }
 
 async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
+    let source = if magnet::is_magnet(&a.torrent) {
+        let m = Magnet::parse(&a.torrent).context("not a usable magnet link")?;
+        Source::Magnet(Box::new(m))
+    } else {
+        Source::File(PathBuf::from(&a.torrent))
+    };
     let opts = DownloadOptions {
-        torrent: a.torrent.clone(),
+        source,
         output: a.output.clone(),
         net: net_options(&a.net),
         seed: a.seed.then(|| seed_limits(&a.limits)),
+        save_torrent: a.save_torrent.clone(),
     };
     let status = Status::new();
     let view = View::start(
@@ -449,7 +461,7 @@ async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
     );
     let result = app::download(opts, status, cancel).await;
     view.finish().await;
-    let report = result.with_context(|| format!("download of {} failed", a.torrent.display()))?;
+    let report = result.with_context(|| format!("download of {} failed", a.torrent))?;
     finish_report(&report, &a.view, &view, "done")
 }
 
@@ -560,6 +572,20 @@ fn peers_text(s: &Snapshot) -> String {
     }
 }
 
+fn metadata_text(s: &Snapshot) -> String {
+    let (got, size) = s.metadata.unwrap_or_default();
+    let progress = if size > 0 {
+        format!("{}/{}", BinaryBytes(got), BinaryBytes(size))
+    } else {
+        "size not known yet".into()
+    };
+    format!(
+        "fetching metadata for {}: {progress}, {}",
+        s.name,
+        peers_text(s)
+    )
+}
+
 async fn bars(status: Arc<Status>, stop: CancellationToken) {
     let check_style = ProgressStyle::with_template(
         "checking {bar:30.yellow/white} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
@@ -571,6 +597,9 @@ async fn bars(status: Arc<Status>, stop: CancellationToken) {
     )
     .expect("valid template")
     .progress_chars("=> ");
+    let meta_style =
+        ProgressStyle::with_template("{spinner:.green} {msg}").expect("valid template");
+    let mut meta: Option<ProgressBar> = None;
     let mut check: Option<ProgressBar> = None;
     let mut dl: Option<ProgressBar> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -582,7 +611,19 @@ async fn bars(status: Arc<Status>, stop: CancellationToken) {
         let s = status.snapshot();
         match s.stage {
             Stage::Loading => {}
+            Stage::Metadata => {
+                let b = meta.get_or_insert_with(|| {
+                    let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                    b.set_style(meta_style.clone());
+                    b.enable_steady_tick(Duration::from_millis(120));
+                    b
+                });
+                b.set_message(metadata_text(&s));
+            }
             Stage::Checking => {
+                if let Some(m) = meta.take() {
+                    m.finish_and_clear();
+                }
                 let b = check.get_or_insert_with(|| {
                     let b = ProgressBar::with_draw_target(
                         Some(s.check_total),
@@ -594,6 +635,9 @@ async fn bars(status: Arc<Status>, stop: CancellationToken) {
                 b.set_position(s.check_done);
             }
             _ => {
+                if let Some(m) = meta.take() {
+                    m.finish_and_clear();
+                }
                 if let Some(c) = check.take() {
                     c.set_position(s.check_total);
                     c.finish();
@@ -623,6 +667,9 @@ async fn bars(status: Arc<Status>, stop: CancellationToken) {
         }
         if stopping {
             set_active_bar(None);
+            if let Some(b) = meta.take() {
+                b.abandon();
+            }
             if let Some(b) = check.take() {
                 b.abandon();
             }
@@ -647,6 +694,7 @@ async fn lines(status: Arc<Status>, stop: CancellationToken, interval: Duration)
         let now = Instant::now();
         let line = match s.stage {
             Stage::Loading => continue,
+            Stage::Metadata => metadata_text(&s),
             Stage::Seeding => format!(
                 "seeding: {} uploaded {}",
                 BinaryBytes(s.uploaded),

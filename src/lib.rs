@@ -7,8 +7,14 @@
 //! - [`types`]: info-hash, peer id, bitfield, piece/block geometry.
 //! - [`bencode`]: a bounded decoder that keeps each value's raw bytes.
 //! - [`metainfo`]: `.torrent` parsing into a flat, sanitised [`metainfo::Torrent`].
-//! - [`wire`]: BEP-3 handshake and message codec.
+//! - [`wire`]: BEP-3 handshake and message codec, with the BEP-6 fast
+//!   extension messages and BEP-10 extended messages.
+//! - [`extension`]: BEP-10 extended handshake, BEP-9 `ut_metadata` and
+//!   BEP-11 `ut_pex` payloads.
+//! - [`metadata`]: fetching an info dictionary from peers (BEP-9), verified
+//!   against the info-hash.
 //! - [`magnet`]: magnet URIs (BEP-9, BEP-53).
+//! - [`metafetch`]: the connections that fetch a magnet's metadata.
 //! - [`storage`]: positional reads/writes of the torrent byte stream over files.
 //! - [`engine`]: the coordinator (picker, hashing, peer registry), the
 //!   resume checker and the connection manager.
@@ -27,8 +33,11 @@ pub mod bencode;
 pub mod cli;
 pub mod dht;
 pub mod engine;
+pub mod extension;
 pub mod listener;
 pub mod magnet;
+pub mod metadata;
+pub mod metafetch;
 pub mod metainfo;
 pub mod peer;
 pub mod storage;

@@ -4,8 +4,13 @@
 //!
 //! The pipeline depth follows the measured rate: about half a second of
 //! data in flight, between [`MIN_DEPTH`] and [`MAX_DEPTH`] blocks.
+//!
+//! Extensions, each negotiated in the handshake: BEP-6 fast (have all /
+//! none, reject, allowed fast; a choke no longer voids requests), BEP-10
+//! extended messages carrying BEP-9 metadata (served from the engine's
+//! info dictionary) and BEP-11 PEX (at most one message a minute).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,7 +26,8 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::picker::PeerKey;
-use crate::engine::{Engine, PeerCommand};
+use crate::engine::{Engine, PeerCommand, PEX_MAX};
+use crate::extension::{self, ExtHandshake, MetadataMsg, PexMsg};
 use crate::types::{Bitfield, BlockRef, BLOCK_LEN};
 use crate::wire::{self, Handshake, Message, WireError, MAX_FRAME};
 
@@ -31,6 +37,19 @@ pub const MIN_DEPTH: usize = 16;
 pub const MAX_DEPTH: usize = 250;
 const START_DEPTH: usize = 64;
 const READ_CHUNK: usize = 256 * 1024;
+/// Allowed-fast pieces we grant a peer (BEP-6 suggests 10).
+const ALLOWED_FAST: usize = 10;
+/// Allowed-fast pieces we keep from a peer.
+const MAX_ALLOWED_IN: usize = 64;
+/// Requests a choking fast peer neither served nor rejected are given up
+/// after this.
+const CHOKED_GRACE: Duration = Duration::from_secs(10);
+/// The first PEX message goes out this long after the extended handshake,
+/// then every `PEX_EVERY` (BEP-11: at most once a minute).
+const PEX_FIRST: Duration = Duration::from_secs(3);
+const PEX_EVERY: Duration = Duration::from_secs(60);
+/// Requests we let a peer queue, as advertised in `reqq`.
+const OUR_REQQ: u32 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -107,10 +126,13 @@ pub async fn run(
     incoming: Option<(Handshake, BytesMut)>,
 ) -> Outcome {
     let _ = stream.set_nodelay(true);
+    let outgoing = incoming.is_none();
     let mut hs = Handshake::new(engine.info_hash, engine.config.peer_id);
+    hs.set(wire::RESERVED_EXTENSION);
+    hs.set(wire::RESERVED_FAST);
     if engine.dht.get().is_some() {
         // BEP-5: we run a DHT node.
-        hs.reserved[7] |= 0x01;
+        hs.set(wire::RESERVED_DHT);
     }
     let (theirs, buf) = match incoming {
         Some((theirs, buf)) => {
@@ -147,14 +169,24 @@ pub async fn run(
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let kill = CancellationToken::new();
-    let Some(key) = engine.register(addr, cmd_tx, kill.clone()) else {
+    let Some(key) = engine.register(addr, outgoing, cmd_tx, kill.clone()) else {
         return failed(PeerError::Banned);
     };
     let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::channel(64);
     let writer = tokio::spawn(write_loop(wr, out_rx));
     let mut conn = Conn {
-        dht_peer: theirs.reserved[7] & 0x01 != 0,
+        dht_peer: theirs.has(wire::RESERVED_DHT),
+        fast: theirs.has(wire::RESERVED_FAST),
+        ext_peer: theirs.has(wire::RESERVED_EXTENSION),
+        their_metadata: None,
+        their_pex: None,
+        max_depth: MAX_DEPTH,
+        allowed_in: Vec::new(),
+        allowed_out: Vec::new(),
+        choked_at: Instant::now(),
+        pex_sent: HashSet::new(),
+        next_pex: None,
         addr,
         engine: engine.clone(),
         key,
@@ -207,6 +239,23 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) -> st
 struct Conn {
     /// The peer runs a DHT node (BEP-5 reserved bit).
     dht_peer: bool,
+    /// Both sides set the BEP-6 bit.
+    fast: bool,
+    /// The peer set the BEP-10 bit.
+    ext_peer: bool,
+    /// The peer's ids for ut_metadata and ut_pex, from its extended handshake.
+    their_metadata: Option<u8>,
+    their_pex: Option<u8>,
+    /// Pipeline cap: ours, or the peer's `reqq` when smaller.
+    max_depth: usize,
+    /// Pieces the peer lets us request while it chokes us.
+    allowed_in: Vec<u32>,
+    /// Pieces we serve to the peer while choking it.
+    allowed_out: Vec<u32>,
+    choked_at: Instant,
+    /// Addresses our PEX messages have listed to the peer.
+    pex_sent: HashSet<SocketAddr>,
+    next_pex: Option<Instant>,
     addr: SocketAddr,
     engine: Arc<Engine>,
     key: PeerKey,
@@ -264,9 +313,28 @@ impl Conn {
         let mut haves = engine.have_updates();
         let mut have_cursor = *haves.borrow_and_update();
         let have = engine.have_bitfield();
-        if have.count() > 0 {
+        if self.ext_peer {
+            self.send_ext_handshake().await?;
+        }
+        if self.fast && have.is_full() {
+            self.send(&[Message::HaveAll]).await?;
+        } else if self.fast && have.count() == 0 {
+            self.send(&[Message::HaveNone]).await?;
+        } else if have.count() > 0 {
             self.send(&[Message::Bitfield(Bytes::copy_from_slice(have.as_bytes()))])
                 .await?;
+        }
+        if let (true, std::net::IpAddr::V4(ip)) = (self.fast, self.addr.ip()) {
+            let set = wire::allowed_fast_set(ip, &engine.info_hash, geo.num_pieces, ALLOWED_FAST);
+            self.allowed_out = set.into_iter().filter(|&p| have.get(p)).collect();
+            let msgs: Vec<Message> = self
+                .allowed_out
+                .iter()
+                .map(|&p| Message::AllowedFast(p))
+                .collect();
+            if !msgs.is_empty() {
+                self.send(&msgs).await?;
+            }
         }
         if let (true, Some((port, _))) = (self.dht_peer, engine.dht.get()) {
             self.send(&[Message::Port(*port)]).await?;
@@ -293,9 +361,23 @@ impl Conn {
                     Some(PeerCommand::Choke) => {
                         if !self.am_choking {
                             self.am_choking = true;
-                            // The peer re-requests after the next unchoke.
-                            self.uploads.clear();
                             self.send(&[Message::Choke]).await?;
+                            if self.fast {
+                                // Every request gets exactly one answer:
+                                // allowed-fast ones are still served.
+                                let allowed = std::mem::take(&mut self.allowed_out);
+                                let (keep, drop): (VecDeque<BlockRef>, VecDeque<BlockRef>) =
+                                    self.uploads.drain(..).partition(|r| allowed.contains(&r.piece));
+                                self.allowed_out = allowed;
+                                self.uploads = keep;
+                                let msgs: Vec<Message> = drop.iter().map(reject).collect();
+                                if !msgs.is_empty() {
+                                    self.send(&msgs).await?;
+                                }
+                            } else {
+                                // The peer re-requests after the next unchoke.
+                                self.uploads.clear();
+                            }
                         }
                     }
                     Some(PeerCommand::Unchoke) => {
@@ -334,9 +416,10 @@ impl Conn {
         }
     }
 
-    /// Starts reading the next queued blocks, if any and allowed.
+    /// Starts reading the next queued blocks, if any and allowed. While we
+    /// choke a fast peer the queue holds only allowed-fast requests.
     fn start_upload(&mut self) {
-        if self.upload_job.is_some() || self.am_choking || self.uploads.is_empty() {
+        if self.upload_job.is_some() || (self.am_choking && !self.fast) || self.uploads.is_empty() {
             return;
         }
         let n = self.uploads.len().min(UPLOAD_BATCH);
@@ -353,7 +436,8 @@ impl Conn {
     }
 
     async fn finish_upload(&mut self, blocks: Vec<(BlockRef, Bytes)>) -> Result<(), PeerError> {
-        if self.am_choking {
+        // A fast peer gets the blocks it asked for (or a reject) regardless.
+        if self.am_choking && !self.fast {
             return Ok(());
         }
         let mut b = BytesMut::new();
@@ -376,7 +460,7 @@ impl Conn {
     }
 
     /// Queues a peer's request after checking it against the torrent.
-    fn on_request(&mut self, piece: u32, offset: u32, len: u32) -> Result<(), PeerError> {
+    async fn on_request(&mut self, piece: u32, offset: u32, len: u32) -> Result<(), PeerError> {
         let engine = &self.engine;
         if len == 0 || len > engine.config.max_request_len {
             return Err(PeerError::Protocol(format!("request for {len} bytes")));
@@ -386,14 +470,20 @@ impl Conn {
                 "request outside the torrent: piece {piece} offset {offset} length {len}"
             )));
         }
-        if self.am_choking || !engine.has_piece(piece) {
+        let block = BlockRef { piece, offset, len };
+        let choked = self.am_choking && !self.allowed_out.contains(&piece);
+        if choked || !engine.has_piece(piece) {
             // Choked requests are void (BEP-3); unhad pieces are refused.
+            // A fast peer is told so.
+            if self.fast {
+                self.send(&[reject(&block)]).await?;
+            }
             return Ok(());
         }
         if self.uploads.len() >= MAX_UPLOAD_QUEUE {
             return Err(PeerError::Protocol("request flood".into()));
         }
-        self.uploads.push_back(BlockRef { piece, offset, len });
+        self.uploads.push_back(block);
         Ok(())
     }
 
@@ -408,9 +498,13 @@ impl Conn {
                 engine.peer_choking(self.key, true);
                 if !self.peer_choking {
                     self.peer_choking = true;
-                    // Without the fast extension a choke discards our requests.
-                    engine.release_all(self.key);
-                    self.outstanding.clear();
+                    self.choked_at = Instant::now();
+                    // Without the fast extension a choke discards our
+                    // requests; with it, each is served or rejected.
+                    if !self.fast {
+                        engine.release_all(self.key);
+                        self.outstanding.clear();
+                    }
                 }
             }
             Message::Unchoke => {
@@ -464,11 +558,46 @@ impl Conn {
                     self.useful_bytes += data.len() as u64;
                 }
             }
-            Message::Request { piece, offset, len } => self.on_request(piece, offset, len)?,
+            Message::Request { piece, offset, len } => self.on_request(piece, offset, len).await?,
             Message::Cancel { piece, offset, len } => {
+                let before = self.uploads.len();
                 self.uploads
                     .retain(|r| !(r.piece == piece && r.offset == offset && r.len == len));
+                if self.fast && self.uploads.len() < before {
+                    self.send(&[reject(&BlockRef { piece, offset, len })])
+                        .await?;
+                }
             }
+            Message::HaveAll | Message::HaveNone => {
+                self.need_fast(&msg)?;
+                let n = engine.geometry.num_pieces;
+                let bits = if msg == Message::HaveAll {
+                    Bitfield::full(n)
+                } else {
+                    Bitfield::new(n)
+                };
+                let interesting = engine.on_bitfield(self.key, bits);
+                self.set_interested(interesting).await?;
+            }
+            Message::Reject { piece, offset, len } => {
+                self.need_fast(&msg)?;
+                // A reject for a block we cancelled since is expected.
+                if self.outstanding.remove(&(piece, offset)) {
+                    engine.release(self.key, BlockRef { piece, offset, len });
+                }
+            }
+            Message::AllowedFast(p) => {
+                self.need_fast(&msg)?;
+                if p < engine.geometry.num_pieces
+                    && self.allowed_in.len() < MAX_ALLOWED_IN
+                    && !self.allowed_in.contains(&p)
+                {
+                    self.allowed_in.push(p);
+                }
+            }
+            // A hint only: the picker's order is kept.
+            Message::Suggest(_) => self.need_fast(&msg)?,
+            Message::Extended { id, payload } => self.on_extended(id, payload).await?,
             Message::Port(port) => {
                 // BEP-5: ping the peer's DHT node; it joins our table if it
                 // answers. A full queue just skips this one.
@@ -479,6 +608,150 @@ impl Conn {
             Message::Unknown(_) => {}
         }
         Ok(())
+    }
+
+    fn need_fast(&self, msg: &Message) -> Result<(), PeerError> {
+        if self.fast {
+            Ok(())
+        } else {
+            Err(PeerError::Protocol(format!(
+                "{msg:?} without the fast extension"
+            )))
+        }
+    }
+
+    async fn send_ext_handshake(&mut self) -> Result<(), PeerError> {
+        let e = &self.engine;
+        let mut m = vec![(
+            extension::UT_METADATA.to_string(),
+            extension::OUR_UT_METADATA,
+        )];
+        if !e.private {
+            m.push((extension::UT_PEX.to_string(), extension::OUR_UT_PEX));
+        }
+        let hs = ExtHandshake {
+            m,
+            client: Some(format!("xorrent {}", env!("CARGO_PKG_VERSION"))),
+            listen_port: (e.config.listen_port != 0).then_some(e.config.listen_port),
+            reqq: Some(OUR_REQQ),
+            your_ip: Some(self.addr.ip()),
+            metadata_size: Some(e.info_bytes.len() as u64),
+            upload_only: false,
+        };
+        let payload = Bytes::from(hs.encode());
+        self.send(&[Message::Extended {
+            id: extension::HANDSHAKE,
+            payload,
+        }])
+        .await
+    }
+
+    /// BEP-10 messages; malformed payloads and unknown ids are ignored
+    /// (extensions are optional for both sides).
+    async fn on_extended(&mut self, id: u8, payload: Bytes) -> Result<(), PeerError> {
+        match id {
+            extension::HANDSHAKE => {
+                let Ok(hs) = ExtHandshake::decode(&payload) else {
+                    return Ok(());
+                };
+                self.their_metadata = hs.id(extension::UT_METADATA);
+                self.their_pex = if self.engine.private {
+                    None
+                } else {
+                    hs.id(extension::UT_PEX)
+                };
+                if let Some(q) = hs.reqq {
+                    self.max_depth = (q as usize).clamp(MIN_DEPTH, MAX_DEPTH);
+                    self.depth = self.depth.min(self.max_depth);
+                }
+                if let Some(p) = hs.listen_port {
+                    self.engine.set_listen_port(self.key, p);
+                }
+                if self.their_pex.is_some() && self.next_pex.is_none() {
+                    self.next_pex = Some(Instant::now() + PEX_FIRST);
+                }
+            }
+            extension::OUR_UT_METADATA => {
+                let Ok(MetadataMsg::Request { piece }) = MetadataMsg::decode(&payload) else {
+                    return Ok(());
+                };
+                let Some(their) = self.their_metadata else {
+                    return Ok(());
+                };
+                let info = self.engine.info_bytes.clone();
+                let reply = match crate::metadata::piece_of(&info, piece) {
+                    Some(data) => {
+                        self.engine
+                            .upload_limiter()
+                            .acquire(data.len() as u64)
+                            .await;
+                        MetadataMsg::Data {
+                            piece,
+                            total_size: info.len() as u64,
+                            data: Bytes::copy_from_slice(data),
+                        }
+                    }
+                    None => MetadataMsg::Reject { piece },
+                };
+                self.send(&[Message::Extended {
+                    id: their,
+                    payload: Bytes::from(reply.encode()),
+                }])
+                .await?;
+            }
+            extension::OUR_UT_PEX if !self.engine.private => {
+                let Ok(pex) = PexMsg::decode(&payload) else {
+                    return Ok(());
+                };
+                let addrs: Vec<SocketAddr> = pex
+                    .added
+                    .into_iter()
+                    .map(|(a, _)| a)
+                    .filter(|a| *a != self.addr)
+                    .take(PEX_MAX)
+                    .collect();
+                self.engine.add_pex_peers(addrs);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Tells the peer which peers joined and left since the last message.
+    async fn send_pex(&mut self) -> Result<(), PeerError> {
+        let Some(id) = self.their_pex else {
+            return Ok(());
+        };
+        let view: HashMap<SocketAddr, u8> = self
+            .engine
+            .pex_view(self.key)
+            .into_iter()
+            .filter(|(a, _)| *a != self.addr)
+            .collect();
+        let added: Vec<(SocketAddr, u8)> = view
+            .iter()
+            .filter(|(a, _)| !self.pex_sent.contains(a))
+            .map(|(a, f)| (*a, *f))
+            .take(PEX_MAX)
+            .collect();
+        let dropped: Vec<SocketAddr> = self
+            .pex_sent
+            .iter()
+            .filter(|a| !view.contains_key(a))
+            .copied()
+            .take(PEX_MAX)
+            .collect();
+        if added.is_empty() && dropped.is_empty() {
+            return Ok(());
+        }
+        for (a, _) in &added {
+            self.pex_sent.insert(*a);
+        }
+        for a in &dropped {
+            self.pex_sent.remove(a);
+        }
+        let payload = Bytes::from(PexMsg { added, dropped }.encode());
+        self.send(&[Message::Extended { id, payload }]).await
     }
 
     async fn set_interested(&mut self, want: bool) -> Result<(), PeerError> {
@@ -495,9 +768,10 @@ impl Conn {
         Ok(())
     }
 
-    /// Tops the pipeline up to `depth` requests.
+    /// Tops the pipeline up to `depth` requests (while choked, from the
+    /// allowed-fast pieces only).
     async fn fill(&mut self) -> Result<(), PeerError> {
-        if self.peer_choking || !self.am_interested {
+        if !self.am_interested || (self.peer_choking && self.allowed_in.is_empty()) {
             return Ok(());
         }
         let room = self.depth.saturating_sub(self.outstanding.len());
@@ -510,7 +784,8 @@ impl Conn {
         }
         let mut picks = std::mem::take(&mut self.picks);
         picks.clear();
-        self.engine.pick(self.key, room, &mut picks);
+        let only = self.peer_choking.then_some(self.allowed_in.as_slice());
+        self.engine.pick(self.key, room, only, &mut picks);
         if !picks.is_empty() {
             let mut b = BytesMut::with_capacity(picks.len() * 17);
             for r in &picks {
@@ -534,12 +809,37 @@ impl Conn {
 
     async fn on_tick(&mut self) -> Result<(), PeerError> {
         let now = Instant::now();
-        let cfg = &self.engine.config;
+        let engine = self.engine.clone();
+        let cfg = &engine.config;
         // About half a second of data in flight.
         let per_sec = self.window_bytes / u64::from(BLOCK_LEN);
         self.window_bytes = 0;
         if per_sec > 0 {
-            self.depth = ((per_sec / 2) as usize + MIN_DEPTH).min(MAX_DEPTH);
+            self.depth = ((per_sec / 2) as usize + MIN_DEPTH).min(self.max_depth);
+        }
+        if self.peer_choking
+            && self.fast
+            && !self.outstanding.is_empty()
+            && now - self.choked_at > CHOKED_GRACE
+        {
+            // Neither served nor rejected: give them to other peers.
+            let allowed = &self.allowed_in;
+            let stale: Vec<(u32, u32)> = self
+                .outstanding
+                .iter()
+                .filter(|(p, _)| !allowed.contains(p))
+                .copied()
+                .collect();
+            for (piece, offset) in stale {
+                self.outstanding.remove(&(piece, offset));
+                let block = self.engine.geometry.block(piece, offset / BLOCK_LEN);
+                self.engine.release(self.key, block);
+            }
+            self.last_block = now;
+        }
+        if self.next_pex.is_some_and(|t| now >= t) {
+            self.next_pex = Some(now + PEX_EVERY);
+            self.send_pex().await?;
         }
         if !self.outstanding.is_empty() && now - self.last_block > cfg.request_timeout {
             self.engine.release_all(self.key);
@@ -559,5 +859,13 @@ impl Conn {
             self.set_interested(false).await?;
         }
         self.fill().await
+    }
+}
+
+fn reject(r: &BlockRef) -> Message {
+    Message::Reject {
+        piece: r.piece,
+        offset: r.offset,
+        len: r.len,
     }
 }

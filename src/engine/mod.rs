@@ -128,6 +128,10 @@ struct PeerEntry {
     has: Bitfield,
     ip: IpAddr,
     addr: SocketAddr,
+    /// Where the peer accepts connections: the address we dialled, or its
+    /// IP with the port from its extended handshake (for PEX).
+    listen: Option<SocketAddr>,
+    outgoing: bool,
     tx: mpsc::Sender<PeerCommand>,
     /// Cancelled on a ban: unlike a command it cannot be lost to a full channel.
     kill: CancellationToken,
@@ -164,13 +168,25 @@ pub struct Engine {
     /// Set when a DHT node runs: its UDP port (sent in BEP-5 `port`
     /// messages) and where peers' DHT nodes go to be pinged.
     pub dht: OnceLock<(u16, mpsc::Sender<SocketAddr>)>,
+    /// Where addresses learnt from peers (PEX) go: the swarm.
+    pub pex: OnceLock<mpsc::Sender<Vec<SocketAddr>>>,
+    /// The info dictionary as in the .torrent, served to peers (BEP-9).
+    pub info_bytes: Arc<[u8]>,
+    /// Private torrents (BEP-27) exchange no peers.
+    pub private: bool,
 }
 
+/// Peers listed in one PEX message at most (BEP-11 suggests 50).
+pub const PEX_MAX: usize = 50;
+
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         info_hash: InfoHash,
         geometry: Geometry,
         piece_hashes: Vec<[u8; 20]>,
+        info_bytes: Arc<[u8]>,
+        private: bool,
         storage: Arc<dyn Storage>,
         have: &Bitfield,
         config: EngineConfig,
@@ -220,6 +236,9 @@ impl Engine {
             phase,
             have_count,
             dht: OnceLock::new(),
+            pex: OnceLock::new(),
+            info_bytes,
+            private,
             cancel,
         })
     }
@@ -364,6 +383,7 @@ impl Engine {
     pub fn register(
         &self,
         addr: SocketAddr,
+        outgoing: bool,
         tx: mpsc::Sender<PeerCommand>,
         kill: CancellationToken,
     ) -> Option<PeerKey> {
@@ -380,6 +400,8 @@ impl Engine {
                 has: Bitfield::new(self.geometry.num_pieces),
                 ip: addr.ip(),
                 addr,
+                listen: outgoing.then_some(addr),
+                outgoing,
                 tx,
                 kill,
             },
@@ -387,6 +409,53 @@ impl Engine {
         st.choker.add_peer(key, std::time::Instant::now());
         self.stats.connected.fetch_add(1, Ordering::Relaxed);
         Some(key)
+    }
+
+    /// An incoming peer named its listening port (extended handshake).
+    pub fn set_listen_port(&self, key: PeerKey, port: u16) {
+        if let Some(e) = self.state().peers.get_mut(&key) {
+            if !e.outgoing && port != 0 {
+                e.listen = Some(SocketAddr::new(e.ip, port));
+            }
+        }
+    }
+
+    /// Connected peers others could dial, with BEP-11 flags, leaving out
+    /// `except` (the peer the list is for). At most [`PEX_MAX`] * 4.
+    pub fn pex_view(&self, except: PeerKey) -> Vec<(SocketAddr, u8)> {
+        use crate::extension::pex_flags;
+        let st = self.state();
+        st.peers
+            .iter()
+            .filter(|(k, _)| **k != except)
+            .filter_map(|(_, e)| {
+                let mut flags = 0;
+                if e.has.is_full() {
+                    flags |= pex_flags::SEED;
+                }
+                if e.outgoing {
+                    flags |= pex_flags::REACHABLE;
+                }
+                e.listen.map(|a| (a, flags))
+            })
+            .take(PEX_MAX * 4)
+            .collect()
+    }
+
+    /// Addresses a peer told us about; the swarm dials them within its caps.
+    pub fn add_pex_peers(&self, addrs: Vec<SocketAddr>) {
+        if let (Some(tx), false) = (self.pex.get(), addrs.is_empty()) {
+            // A full channel drops them: PEX repeats every minute.
+            let _ = tx.try_send(addrs);
+        }
+    }
+
+    /// Whether the peer has every piece (it sent a full bitfield or have all).
+    pub fn peer_is_seed(&self, key: PeerKey) -> bool {
+        self.state()
+            .peers
+            .get(&key)
+            .is_some_and(|e| e.has.is_full())
     }
 
     pub fn unregister(&self, key: PeerKey) {
@@ -433,12 +502,27 @@ impl Engine {
             .is_some_and(|e| st.picker.is_interesting(&e.has))
     }
 
-    /// Appends up to `max` requests for this peer to `out`.
-    pub fn pick(&self, key: PeerKey, max: usize, out: &mut Vec<BlockRef>) {
+    /// Appends up to `max` requests for this peer to `out`; with `only`,
+    /// just from those pieces (BEP-6 allowed fast, while choked).
+    pub fn pick(&self, key: PeerKey, max: usize, only: Option<&[u32]>, out: &mut Vec<BlockRef>) {
         let mut st = self.state();
         let st = &mut *st;
-        if let Some(entry) = st.peers.get(&key) {
-            st.picker.pick(key, &entry.has, max, out);
+        let Some(entry) = st.peers.get(&key) else {
+            return;
+        };
+        match only {
+            None => st.picker.pick(key, &entry.has, max, out),
+            Some(pieces) => {
+                let mut allowed = Bitfield::new(self.geometry.num_pieces);
+                for &p in pieces {
+                    if entry.has.get(p) {
+                        allowed.set(p);
+                    }
+                }
+                if allowed.count() > 0 {
+                    st.picker.pick(key, &allowed, max, out);
+                }
+            }
         }
     }
 

@@ -49,12 +49,15 @@ struct Known {
     dead: bool,
 }
 
-/// Starts the connection manager; it ends when `cancel` fires.
+/// Starts the connection manager on the channel peer sources feed (`tx`
+/// goes to PEX too); it ends when `cancel` fires.
 pub fn spawn(
     engine: Arc<Engine>,
+    tx: mpsc::Sender<Vec<SocketAddr>>,
+    rx: mpsc::Receiver<Vec<SocketAddr>>,
     cancel: CancellationToken,
 ) -> (SwarmHandle, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(64);
+    let _ = engine.pex.set(tx.clone());
     let task = tokio::spawn(run(engine, rx, cancel));
     (SwarmHandle { tx }, task)
 }
