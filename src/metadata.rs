@@ -53,8 +53,10 @@ pub enum MetadataError {
     BadSize { size: u64 },
     #[error("peer {peer} contributed to metadata that failed the hash check")]
     Banned { peer: PeerKey },
-    /// Some of `peers` sent wrong bytes; which ones cannot be known.
-    #[error("assembled metadata does not match the info-hash (pieces from peers {peers:?})")]
+    /// The assembled metadata did not match. `peers` are the proven liars
+    /// (the only contributor), now forgotten; with several contributors
+    /// nobody is blamed and the next attempts take one peer at a time.
+    #[error("assembled metadata does not match the info-hash (liars: peers {peers:?})")]
     HashMismatch { peers: Vec<PeerKey> },
 }
 
@@ -88,6 +90,8 @@ struct Attempt {
     stored: u32,
     received: u64,
     last_progress: Instant,
+    /// In single-source mode, the one peer this attempt is fetched from.
+    owner: Option<PeerKey>,
 }
 
 impl Attempt {
@@ -99,6 +103,7 @@ impl Attempt {
             stored: 0,
             received: 0,
             last_progress: now,
+            owner: None,
         }
     }
 
@@ -124,6 +129,9 @@ pub struct Fetch {
     attempt: Option<Attempt>,
     /// The size, once the metadata is verified.
     done: Option<u64>,
+    /// After a mismatch with several contributors: assemble from one peer
+    /// at a time, so the next mismatch proves who lied.
+    single_source: bool,
 }
 
 impl Fetch {
@@ -134,6 +142,7 @@ impl Fetch {
             banned: HashSet::new(),
             attempt: None,
             done: None,
+            single_source: false,
         }
     }
 
@@ -197,6 +206,23 @@ impl Fetch {
                 return None;
             }
             _ => self.start_attempt(size, now),
+        }
+        if self.single_source {
+            let a = self.attempt.as_ref()?;
+            match a.owner {
+                Some(o) if o == peer => {}
+                Some(o)
+                    if self.peers.contains_key(&o)
+                        && now.saturating_duration_since(a.last_progress) < STALL_TIMEOUT =>
+                {
+                    return None;
+                }
+                // The owner left or stalled: its pieces are not trusted
+                // with anyone else's.
+                Some(_) => self.start_attempt(size, now),
+                None => {}
+            }
+            self.attempt.as_mut()?.owner = Some(peer);
         }
         let a = self.attempt.as_mut()?;
         let p = self.peers.get_mut(&peer)?;
@@ -310,6 +336,11 @@ impl Fetch {
         }
         from.sort_unstable();
         from.dedup();
+        if from.len() > 1 {
+            // Honest peers may be among them: blame nobody yet.
+            self.single_source = true;
+            return Err(MetadataError::HashMismatch { peers: Vec::new() });
+        }
         for f in &from {
             self.peers.remove(f);
             self.banned.insert(*f);
@@ -445,22 +476,55 @@ mod tests {
     }
 
     #[test]
-    fn a_mismatch_names_every_contributor() {
+    fn a_mismatch_of_several_contributors_goes_one_peer_at_a_time() {
         let (bytes, hash) = info(PIECE + 100);
         let size = bytes.len() as u64;
         let t = Instant::now();
         let mut f = Fetch::new(hash);
         f.add_peer(1, size).unwrap();
         f.add_peer(2, size).unwrap();
-        f.add_peer(3, size).unwrap();
         assert_eq!(f.next_request(2, t), Some(0));
         assert_eq!(f.next_request(1, t), Some(1));
         f.on_data(2, 0, size, &vec![1; PIECE], t).unwrap();
+        // Either could have lied: nobody is blamed yet.
         assert_eq!(
             f.on_data(1, 1, size, piece(&bytes, 1), t),
-            Err(MetadataError::HashMismatch { peers: vec![1, 2] })
+            Err(MetadataError::HashMismatch { peers: vec![] })
         );
-        assert_eq!(f.next_request(3, t), Some(0));
+        // Now one peer at a time: the liar (2) takes the attempt alone...
+        assert_eq!(f.next_request(2, t), Some(0));
+        assert_eq!(f.next_request(1, t), None);
+        assert_eq!(f.next_request(2, t), Some(1));
+        f.on_data(2, 0, size, &vec![1; PIECE], t).unwrap();
+        assert_eq!(
+            f.on_data(2, 1, size, piece(&bytes, 1), t),
+            Err(MetadataError::HashMismatch { peers: vec![2] })
+        );
+        assert_eq!(f.add_peer(2, size), Err(MetadataError::Banned { peer: 2 }));
+        // ...and the honest one completes alone.
+        assert_eq!(f.next_request(1, t), Some(0));
+        assert_eq!(f.next_request(1, t), Some(1));
+        f.on_data(1, 1, size, piece(&bytes, 1), t).unwrap();
+        let r = f.on_data(1, 0, size, piece(&bytes, 0), t).unwrap();
+        assert_eq!(r, Progress::Done(bytes));
+    }
+
+    #[test]
+    fn in_single_source_mode_a_silent_owner_yields_after_a_stall() {
+        let (bytes, hash) = info(PIECE + 100);
+        let size = bytes.len() as u64;
+        let t = Instant::now();
+        let mut f = Fetch::new(hash);
+        f.add_peer(1, size).unwrap();
+        f.add_peer(2, size).unwrap();
+        f.next_request(1, t);
+        f.next_request(2, t);
+        f.on_data(1, 0, size, &vec![1; PIECE], t).unwrap();
+        let _ = f.on_data(2, 1, size, piece(&bytes, 1), t);
+        assert_eq!(f.next_request(1, t), Some(0));
+        assert_eq!(f.next_request(2, t), None);
+        let later = t + STALL_TIMEOUT + secs(1);
+        assert_eq!(f.next_request(2, later), Some(0));
     }
 
     #[test]

@@ -363,10 +363,15 @@ fn on_metadata(sh: &Shared, key: Key, payload: &Bytes) -> Result<(), End> {
             }
             Err(MetadataError::HashMismatch { peers }) => {
                 drop(f);
-                tracing::warn!(
-                    liars = peers.len(),
-                    "metadata from peers does not match the info-hash; asking others"
-                );
+                if peers.is_empty() {
+                    tracing::warn!(
+                        "metadata from several peers failed the hash check; fetching from one peer at a time"
+                    );
+                } else {
+                    tracing::warn!(
+                        "metadata from a peer failed the hash check; dropping it, asking others"
+                    );
+                }
                 let conns = lock(&sh.conns);
                 let mut liars = lock(&sh.liars);
                 for p in &peers {
