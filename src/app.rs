@@ -512,6 +512,8 @@ struct Session {
     /// Addresses known before the swarm starts (a magnet's metadata phase).
     initial: Vec<SocketAddr>,
     dht: Option<Dht>,
+    /// Stops the DHT node alone: a magnet turns out to be private.
+    dht_stop: CancellationToken,
     /// Set once the engine exists; the announcer reads its totals.
     engine: Arc<OnceLock<Arc<Engine>>>,
     complete_tx: watch::Sender<bool>,
@@ -545,8 +547,11 @@ impl Session {
         let listener = bind_listener(net.bind, net.port).await?;
         let listen_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let (peers_tx, peers_rx) = mpsc::channel(64);
+        let dht_stop = run.child_token();
         let dht = match &net.dht {
-            Some(d) if !private => start_dht(d, net.bind, listen_port, nodes, run.clone()).await,
+            Some(d) if !private => {
+                start_dht(d, net.bind, listen_port, nodes, dht_stop.clone()).await
+            }
             _ => None,
         };
         if let Some(dht) = &dht {
@@ -556,7 +561,7 @@ impl Session {
                 info_hash,
                 listen_port,
                 peers_tx.clone(),
-                run.clone(),
+                dht_stop.clone(),
             ));
         }
         Ok(Session {
@@ -567,6 +572,7 @@ impl Session {
             peers_rx,
             initial: net.peers.clone(),
             dht,
+            dht_stop,
             engine: Arc::new(OnceLock::new()),
             complete_tx: watch::channel(false).0,
             announcer: None,
@@ -669,6 +675,12 @@ async fn run_torrent(
     });
 
     // Before any peer connects, so handshakes carry the DHT bit.
+    if torrent.private && session.dht.is_some() {
+        // Known only now for a magnet: BEP-27 keeps private torrents off
+        // the DHT.
+        session.dht_stop.cancel();
+        session.dht = None;
+    }
     if let Some(dht) = &session.dht {
         let (tx, mut rx) = mpsc::channel::<SocketAddr>(64);
         let _ = engine.dht.set((dht.local_addr().port(), tx));
