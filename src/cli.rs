@@ -442,6 +442,11 @@ fn seed_limits(l: &SeedLimitArgs) -> SeedLimits {
 async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
     let source = if magnet::is_magnet(&a.torrent) {
         let m = Magnet::parse(&a.torrent).context("not a usable magnet link")?;
+        if m.select_only.is_some() && !a.view.quiet {
+            eprintln!(
+                "xorrent: the link selects files (so=), which is not supported yet: every file is downloaded"
+            );
+        }
         Source::Magnet(Box::new(m))
     } else {
         Source::File(PathBuf::from(&a.torrent))
