@@ -34,6 +34,16 @@ const MAX_ATTEMPTS: u32 = 3;
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Addresses remembered at most.
 const MAX_KNOWN: usize = 5_000;
+/// The piece count is unknown here: allow the bitfield of the largest
+/// torrent whose info dictionary we accept (20 bytes of hash a piece).
+const MAX_FRAME_HERE: usize = {
+    let bitfield = (metadata::MAX_SIZE / 20 / 8) as usize + 1;
+    if bitfield > MAX_FRAME {
+        bitfield
+    } else {
+        MAX_FRAME
+    }
+};
 
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -295,7 +305,7 @@ async fn connection(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        while let Some(msg) = wire::decode_message(&mut buf, MAX_FRAME)
+        while let Some(msg) = wire::decode_message(&mut buf, MAX_FRAME_HERE)
             .map_err(|_| End::Refused("malformed message"))?
         {
             let Message::Extended { id, payload } = msg else {
