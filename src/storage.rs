@@ -1,6 +1,7 @@
 //! Torrent byte-stream IO mapped onto files: positional `read_at`/`write_at`
 //! on torrent offsets, spanning file boundaries. Pad files are never
-//! written and read back as zeros. Calls block: run them off the reactor.
+//! written and read back as zeros; files outside a selection are never
+//! created. Calls block: run them off the reactor.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -88,6 +89,8 @@ struct Slot {
     direct: OnceLock<Option<File>>,
     /// Length of the file before we touched it (0 if absent).
     initial_len: u64,
+    /// Outside the selection: never created, only read if it was there.
+    keep_out: bool,
 }
 
 /// Files under one output directory.
@@ -105,8 +108,22 @@ impl FileStorage {
     /// Lays out `torrent` under `root`. With `writable`, missing files are
     /// created (empty ones too); otherwise files are opened read-only.
     pub fn new(root: &Path, torrent: &Torrent, writable: bool) -> io::Result<FileStorage> {
+        FileStorage::with_files(root, torrent, writable, None)
+    }
+
+    /// Like [`FileStorage::new`], creating only the files flagged in
+    /// `create` (one flag per torrent file). The others are left alone:
+    /// read if they already exist (a resume check, seeding what we have),
+    /// never created, written or resized; callers write only pieces that
+    /// lie in created files.
+    pub fn with_files(
+        root: &Path,
+        torrent: &Torrent,
+        writable: bool,
+        create: Option<&[bool]>,
+    ) -> io::Result<FileStorage> {
         let mut slots = Vec::with_capacity(torrent.files.len());
-        for f in &torrent.files {
+        for (i, f) in torrent.files.iter().enumerate() {
             check_relative(&f.path)?;
             slots.push(Slot {
                 info: f.clone(),
@@ -114,6 +131,7 @@ impl FileStorage {
                 file: OnceLock::new(),
                 direct: OnceLock::new(),
                 initial_len: std::fs::metadata(root.join(&f.path)).map_or(0, |m| m.len()),
+                keep_out: create.is_some_and(|c| !c.get(i).copied().unwrap_or(false)),
             });
         }
         let mut s = FileStorage {
@@ -130,7 +148,7 @@ impl FileStorage {
         if writable {
             std::fs::create_dir_all(root)?;
             for (i, slot) in s.slots.iter().enumerate() {
-                if slot.info.kind == FileKind::Regular {
+                if slot.info.kind == FileKind::Regular && !slot.keep_out {
                     s.file(i)?;
                 }
             }
@@ -199,7 +217,7 @@ impl FileStorage {
         if let Some(f) = slot.file.get() {
             return Ok(f);
         }
-        let f = if self.writable {
+        let f = if self.writable && !slot.keep_out {
             if let Some(parent) = slot.abs.parent() {
                 create_dirs_inside(&self.root, parent)?;
             }
@@ -290,13 +308,16 @@ impl Storage for FileStorage {
                     if let Some(Some(d)) = slot.direct.get() {
                         d.sync_data()?;
                     }
+                    if slot.keep_out {
+                        continue;
+                    }
                     if let Some(f) = slot.file.get() {
                         f.sync_data()?;
                     } else if self.writable {
                         self.file(i)?;
                     }
                 }
-                FileKind::Symlink { target } if self.writable => {
+                FileKind::Symlink { target } if self.writable && !slot.keep_out => {
                     make_symlink(&self.root, &slot.info.path, target)?;
                 }
                 _ => {}
@@ -482,6 +503,46 @@ mod tests {
             std::fs::metadata(dir.path().join("t/b")).unwrap().len(),
             40_000
         );
+    }
+
+    #[test]
+    fn files_outside_the_selection_are_neither_created_nor_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = torrent(&[
+            ("t/a", 6, FileKind::Regular),
+            ("t/b", 2, FileKind::Regular),
+            ("t/c", 4, FileKind::Regular),
+            ("t/e", 0, FileKind::Regular),
+        ]);
+        // Piece 1 (bytes 4..8) is wanted: it spans a and b; c and e are out.
+        let create = [true, true, false, false];
+        let s = FileStorage::with_files(dir.path(), &t, true, Some(&create)).unwrap();
+        assert!(!s.has_existing_data());
+        s.write_at(4, b"efgh").unwrap();
+        s.finish().unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("t/a")).unwrap(),
+            b"\0\0\0\0ef"
+        );
+        assert_eq!(std::fs::read(dir.path().join("t/b")).unwrap(), b"gh");
+        assert!(!dir.path().join("t/c").exists());
+        assert!(!dir.path().join("t/e").exists());
+        // A resume check skips what is absent instead of creating it.
+        assert!(s.known_missing(8, 4));
+        let mut buf = [0u8; 4];
+        assert!(s.read_at(8, &mut buf).is_err());
+        assert!(!dir.path().join("t/c").exists());
+
+        // An unselected file that is there is read, never resized.
+        std::fs::write(dir.path().join("t/c"), b"ijk").unwrap();
+        let s = FileStorage::with_files(dir.path(), &t, true, Some(&create)).unwrap();
+        assert!(s.has_existing_data());
+        let mut buf = [0u8; 3];
+        s.read_at(8, &mut buf).unwrap();
+        assert_eq!(&buf, b"ijk");
+        assert!(s.known_missing(8, 4), "its fourth byte was never there");
+        s.finish().unwrap();
+        assert_eq!(std::fs::read(dir.path().join("t/c")).unwrap(), b"ijk");
     }
 
     #[test]

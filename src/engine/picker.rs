@@ -5,6 +5,11 @@
 //! rarest among the peer's pieces with a random tie-break; once every
 //! missing block is requested, end-game: a block may be requested from a
 //! second peer and the losers are cancelled when it arrives.
+//!
+//! Only wanted pieces (those of the selected files; all by default) are
+//! ever started, and completion means every wanted piece is had. Pieces
+//! outside the selection may still be had (resume, shared with a wanted
+//! file on disk) and are served, never fetched.
 
 use std::collections::HashMap;
 
@@ -58,12 +63,16 @@ pub enum BlockOutcome {
 pub struct Picker {
     geo: Geometry,
     have: Bitfield,
+    /// Pieces to fetch; the rest are never picked.
+    wanted: Bitfield,
+    /// Wanted pieces not had yet: completion is this reaching zero.
+    wanted_missing: u32,
     /// How many connected peers have each piece.
     availability: Vec<u16>,
     partial: HashMap<PieceIndex, Partial>,
     /// Complete and being hashed/written; not pickable.
     verifying: Bitfield,
-    /// Pieces neither had, in progress, nor verifying.
+    /// Wanted pieces neither had, in progress, nor verifying.
     unstarted: u32,
     rng: StdRng,
     /// Buffers of finished pieces, reused to keep memory flat.
@@ -72,13 +81,26 @@ pub struct Picker {
 
 impl Picker {
     pub fn new(geo: Geometry, seed: u64) -> Picker {
+        Picker::with_wanted(geo, Bitfield::full(geo.num_pieces), seed)
+    }
+
+    /// A picker that fetches only the pieces set in `wanted`.
+    pub fn with_wanted(geo: Geometry, wanted: Bitfield, seed: u64) -> Picker {
+        assert_eq!(
+            wanted.len(),
+            geo.num_pieces,
+            "wanted mask of the wrong size"
+        );
+        let n = wanted.count();
         Picker {
             geo,
             have: Bitfield::new(geo.num_pieces),
+            wanted,
+            wanted_missing: n,
             availability: vec![0; geo.num_pieces as usize],
             partial: HashMap::new(),
             verifying: Bitfield::new(geo.num_pieces),
-            unstarted: geo.num_pieces,
+            unstarted: n,
             rng: StdRng::seed_from_u64(seed),
             spare: Vec::new(),
         }
@@ -92,8 +114,13 @@ impl Picker {
         &self.have
     }
 
+    pub fn wanted(&self) -> &Bitfield {
+        &self.wanted
+    }
+
+    /// Every wanted piece is verified (the unwanted ones may be missing).
     pub fn is_complete(&self) -> bool {
-        self.have.is_full()
+        self.wanted_missing == 0
     }
 
     pub fn in_progress(&self) -> usize {
@@ -102,7 +129,8 @@ impl Picker {
 
     /// Marks a piece we already hold (resume check).
     pub fn mark_have(&mut self, piece: PieceIndex) {
-        if self.have.set(piece) {
+        if self.have.set(piece) && self.wanted.get(piece) {
+            self.wanted_missing -= 1;
             if self.partial.remove(&piece).is_none() && !self.verifying.get(piece) {
                 self.unstarted -= 1;
             }
@@ -128,9 +156,14 @@ impl Picker {
         }
     }
 
-    /// Whether `peer_has` holds any piece we still need.
+    /// Whether `peer_has` holds any wanted piece we lack.
     pub fn is_interesting(&self, peer_has: &Bitfield) -> bool {
-        peer_has.iter_ones().any(|i| !self.have.get(i))
+        peer_has.iter_ones().any(|i| self.needs(i))
+    }
+
+    /// Whether `piece` is wanted and not had yet.
+    pub fn needs(&self, piece: PieceIndex) -> bool {
+        self.wanted.get(piece) && !self.have.get(piece)
     }
 
     /// Appends up to `max` block requests for `peer` to `out`.
@@ -191,7 +224,11 @@ impl Picker {
         let mut best_avail = u16::MAX;
         let mut ties = 0u32;
         for p in peer_has.iter_ones() {
-            if self.have.get(p) || self.verifying.get(p) || self.partial.contains_key(&p) {
+            if !self.wanted.get(p)
+                || self.have.get(p)
+                || self.verifying.get(p)
+                || self.partial.contains_key(&p)
+            {
                 continue;
             }
             let a = self.availability[p as usize];
@@ -319,7 +356,9 @@ impl Picker {
     /// The hash matched and the data is on disk.
     pub fn piece_verified(&mut self, piece: PieceIndex, buf: AlignedBuf) {
         self.verifying.clear(piece);
-        self.have.set(piece);
+        if self.have.set(piece) && self.wanted.get(piece) {
+            self.wanted_missing -= 1;
+        }
         self.recycle(buf);
     }
 
@@ -336,14 +375,26 @@ impl Picker {
         }
     }
 
-    /// Bytes of verified pieces.
+    /// Bytes of verified wanted pieces.
     pub fn verified_bytes(&self) -> u64 {
-        let mut n = u64::from(self.have.count()) * u64::from(self.geo.piece_len);
         let last = self.geo.num_pieces - 1;
-        if self.have.get(last) {
-            n -= u64::from(self.geo.piece_len - self.geo.piece_size(last));
+        let n = self.wanted.count() - self.wanted_missing;
+        self.bytes_of(n, self.wanted.get(last) && self.have.get(last))
+    }
+
+    /// Bytes of the wanted pieces: what "done" means for progress and `left`.
+    pub fn wanted_bytes(&self) -> u64 {
+        let last = self.geo.num_pieces - 1;
+        self.bytes_of(self.wanted.count(), self.wanted.get(last))
+    }
+
+    /// Bytes of `n` pieces, one of them the short last piece if `with_last`.
+    fn bytes_of(&self, n: u32, with_last: bool) -> u64 {
+        let mut bytes = u64::from(n) * u64::from(self.geo.piece_len);
+        if with_last {
+            bytes -= u64::from(self.geo.piece_len - self.geo.piece_size(self.geo.num_pieces - 1));
         }
-        n
+        bytes
     }
 }
 
@@ -470,6 +521,78 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// Pieces 1 and 3 of `geo()` wanted.
+    fn odd_pieces() -> Bitfield {
+        let mut w = Bitfield::new(4);
+        w.set(1);
+        w.set(3);
+        w
+    }
+
+    #[test]
+    fn pick_never_returns_a_block_of_an_unwanted_piece() {
+        let g = geo();
+        let mut p = Picker::with_wanted(g, odd_pieces(), 3);
+        let all = Bitfield::full(g.num_pieces);
+        p.add_availability(&all);
+        let mut out = Vec::new();
+        p.pick(1, &all, 100, &mut out);
+        let pieces: Vec<u32> = out.iter().map(|b| b.piece).collect();
+        assert_eq!(pieces, vec![1, 1, 3], "{out:?}");
+        // End-game doubles up on wanted blocks only.
+        let mut again = Vec::new();
+        p.pick(2, &all, 100, &mut again);
+        assert_eq!(again, out);
+        // A peer with only unwanted pieces gets nothing.
+        let mut evens = Bitfield::new(4);
+        evens.set(0);
+        evens.set(2);
+        let mut none = Vec::new();
+        p.pick(3, &evens, 100, &mut none);
+        assert!(none.is_empty(), "{none:?}");
+    }
+
+    #[test]
+    fn completes_when_every_wanted_piece_is_verified_with_others_missing() {
+        let g = geo();
+        let mut p = Picker::with_wanted(g, odd_pieces(), 1);
+        assert!(!p.is_complete());
+        assert_eq!(p.wanted_bytes(), 32_768 + 100);
+        p.mark_have(0);
+        assert_eq!(p.verified_bytes(), 0, "unwanted pieces count for nothing");
+        p.mark_have(1);
+        assert!(!p.is_complete());
+        let all = Bitfield::full(g.num_pieces);
+        let mut out = Vec::new();
+        p.pick(1, &all, 100, &mut out);
+        assert_eq!(out.len(), 1);
+        let c = match p.on_block(1, 3, 0, &[7u8; 100]) {
+            BlockOutcome::Stored {
+                complete: Some(c), ..
+            } => c,
+            other => panic!("{other:?}"),
+        };
+        p.piece_verified(c.piece, c.data);
+        assert!(p.is_complete());
+        assert!(!p.have().get(2));
+        assert_eq!(p.verified_bytes(), p.wanted_bytes());
+    }
+
+    #[test]
+    fn a_peer_is_interesting_only_for_a_wanted_piece_we_lack() {
+        let g = geo();
+        let mut p = Picker::with_wanted(g, odd_pieces(), 1);
+        let mut theirs = Bitfield::new(4);
+        theirs.set(0);
+        theirs.set(2);
+        assert!(!p.is_interesting(&theirs), "only unwanted pieces");
+        theirs.set(1);
+        assert!(p.is_interesting(&theirs));
+        p.mark_have(1);
+        assert!(!p.is_interesting(&theirs), "the wanted one is had");
+        assert!(!p.needs(2) && p.needs(3));
+    }
+
     #[test]
     fn a_failed_piece_is_picked_again() {
         let g = Geometry::new(16_384, 16_384);
@@ -501,20 +624,32 @@ mod model {
         fn counted_unstarted(&self) -> u32 {
             (0..self.geo.num_pieces)
                 .filter(|&p| {
-                    !self.have.get(p) && !self.verifying.get(p) && !self.partial.contains_key(&p)
+                    self.wanted.get(p)
+                        && !self.have.get(p)
+                        && !self.verifying.get(p)
+                        && !self.partial.contains_key(&p)
                 })
                 .count() as u32
         }
     }
 
     /// Random peers request, deliver, fail and leave; the bookkeeping stays
-    /// consistent and the torrent always completes once peers behave.
+    /// consistent, only wanted blocks are requested, and the wanted pieces
+    /// always complete once peers behave. Odd seeds want a random subset.
     #[test]
     fn random_operations_keep_the_counts_consistent_and_never_stall() {
         for seed in 0..200u64 {
             let g = Geometry::new(9 * 32_768 + 5_000, 32_768);
-            let mut p = Picker::new(g, seed);
             let mut rng = StdRng::seed_from_u64(seed);
+            let mut wanted = Bitfield::full(g.num_pieces);
+            if seed % 2 == 1 {
+                for i in 0..g.num_pieces {
+                    if rng.gen_bool(0.5) {
+                        wanted.clear(i);
+                    }
+                }
+            }
+            let mut p = Picker::with_wanted(g, wanted.clone(), seed);
             let all = Bitfield::full(g.num_pieces);
             let mut held: Vec<(PeerKey, BlockRef)> = Vec::new();
             let mut verifying: Vec<Complete> = Vec::new();
@@ -527,6 +662,7 @@ mod model {
                     0..=3 => {
                         let mut out = Vec::new();
                         p.pick(peer, &all, rng.gen_range(1..6), &mut out);
+                        assert!(out.iter().all(|b| wanted.get(b.piece)), "seed {seed}");
                         held.extend(out.into_iter().map(|b| (peer, b)));
                     }
                     4..=6 if !held.is_empty() => {
@@ -567,6 +703,9 @@ mod model {
                     );
                     p.release_all(9);
                 }
+            }
+            for i in 0..g.num_pieces {
+                assert_eq!(p.have().get(i), wanted.get(i), "seed {seed} piece {i}");
             }
         }
     }

@@ -11,6 +11,7 @@
 //! `.torrent` (the `xorrent create` command).
 
 pub mod create;
+pub mod select;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
