@@ -12,6 +12,7 @@
 //! `stopped`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -29,6 +30,7 @@ use crate::engine::{checker, swarm, Engine, EngineConfig, Phase};
 use crate::listener::{self, Registry};
 use crate::magnet::Magnet;
 use crate::metafetch::{self, FetchConfig, FetchStatus};
+use crate::metainfo::select::{self, SelectError};
 use crate::metainfo::{self, FileKind, Torrent};
 use crate::storage::{FileStorage, Storage};
 use crate::tracker::{self, AnnounceConfig, Tiers, Totals};
@@ -38,6 +40,8 @@ use crate::types::{Bitfield, InfoHash};
 pub enum AppError {
     #[error(transparent)]
     Metainfo(#[from] metainfo::Error),
+    #[error(transparent)]
+    Select(#[from] SelectError),
     #[error("cannot prepare {path}: {source}")]
     Storage {
         path: PathBuf,
@@ -120,6 +124,9 @@ pub struct DownloadOptions {
     pub seed: Option<SeedLimits>,
     /// Also write the torrent here (for a magnet: the fetched metadata).
     pub save_torrent: Option<PathBuf>,
+    /// Indexes of the files to download (`--select`, else a magnet's
+    /// `so=`); `None` downloads every file.
+    pub select: Option<Vec<RangeInclusive<u32>>>,
 }
 
 /// `left` announced for a magnet before its size is known: a leecher.
@@ -255,7 +262,10 @@ impl Status {
 pub struct Report {
     pub name: String,
     pub info_hash: String,
+    /// Bytes of the wanted pieces: the torrent's size without a selection.
     pub total_bytes: u64,
+    /// The whole torrent's byte stream.
+    pub torrent_bytes: u64,
     pub downloaded: u64,
     pub resumed: u64,
     pub received: u64,
@@ -283,13 +293,35 @@ pub async fn download(
             (Arc::new(t), Some(s))
         }
     };
+    // Checked before anything is written: a bad index is the user's slip.
+    let selected = match &opts.select {
+        Some(ranges) => Some(select::select_files(&torrent, ranges)?),
+        None => None,
+    };
     if let Some(path) = &opts.save_torrent {
         save_torrent(&torrent, path)?;
     }
-    let storage = open_storage(&torrent, &opts.output, true).await?;
+    let (wanted, create) = match &selected {
+        Some(sel) => {
+            let wanted = select::wanted_pieces(&torrent, sel);
+            let create = select::files_to_create(&torrent, sel, &wanted);
+            (wanted, Some(create))
+        }
+        None => (Bitfield::full(torrent.num_pieces()), None),
+    };
+    let shown_total = select::piece_bytes(&torrent, &wanted);
+    let storage = open_storage(&torrent, &opts.output, true, create).await?;
     // Resume: whatever is already there is verified, never trusted.
     let have = if storage.has_existing_data() {
-        check(&torrent, &storage, &status, &opts.net.engine, &cancel).await?
+        check(
+            &torrent,
+            shown_total,
+            &storage,
+            &status,
+            &opts.net.engine,
+            &cancel,
+        )
+        .await?
     } else {
         Bitfield::new(torrent.num_pieces())
     };
@@ -301,6 +333,7 @@ pub async fn download(
         torrent,
         storage,
         have,
+        wanted,
         &opts.output,
         opts.net,
         opts.seed,
@@ -380,8 +413,16 @@ pub async fn seed(
     let loaded = Torrent::from_file(&opts.torrent)?;
     let (root, torrent) = locate_content(loaded, &opts.path)?;
     let torrent = Arc::new(torrent);
-    let storage = open_storage(&torrent, &root, false).await?;
-    let have = check(&torrent, &storage, &status, &opts.net.engine, &cancel).await?;
+    let storage = open_storage(&torrent, &root, false, None).await?;
+    let have = check(
+        &torrent,
+        torrent.total_length,
+        &storage,
+        &status,
+        &opts.net.engine,
+        &cancel,
+    )
+    .await?;
     let bad = torrent.num_pieces() - have.count();
     if bad > 0 {
         return Err(AppError::BadData {
@@ -399,10 +440,12 @@ pub async fn seed(
     let mut net = opts.net;
     net.engine.connect_when_complete = true;
     let session = Session::start(&torrent, &net, &cancel).await?;
+    let all = Bitfield::full(torrent.num_pieces());
     run_torrent(
         torrent,
         storage,
         have,
+        all,
         &root,
         net,
         Some(opts.limits),
@@ -456,32 +499,35 @@ async fn open_storage(
     torrent: &Arc<Torrent>,
     root: &Path,
     writable: bool,
+    create: Option<Vec<bool>>,
 ) -> Result<Arc<FileStorage>, AppError> {
     let (t, out) = (torrent.clone(), root.to_path_buf());
-    let s = tokio::task::spawn_blocking(move || FileStorage::new(&out, &t, writable))
-        .await
-        .map_err(|e| AppError::Failed(e.to_string()))?
-        .map_err(|source| AppError::Storage {
-            path: root.to_path_buf(),
-            source,
-        })?;
+    let s = tokio::task::spawn_blocking(move || {
+        FileStorage::with_files(&out, &t, writable, create.as_deref())
+    })
+    .await
+    .map_err(|e| AppError::Failed(e.to_string()))?
+    .map_err(|source| AppError::Storage {
+        path: root.to_path_buf(),
+        source,
+    })?;
     Ok(Arc::new(s))
 }
 
-/// Hashes the data on disk with a progress counter in `status`.
+/// Hashes the data on disk with a progress counter in `status`, which
+/// shows `total_bytes` as the size to download.
 async fn check(
     torrent: &Arc<Torrent>,
+    total_bytes: u64,
     storage: &Arc<FileStorage>,
     status: &Arc<Status>,
     econf: &EngineConfig,
     cancel: &CancellationToken,
 ) -> Result<Bitfield, AppError> {
     let geo = torrent.geometry();
-    let _ = status.torrent.set((
-        torrent.name.clone(),
-        torrent.total_length,
-        torrent.num_pieces(),
-    ));
+    let _ = status
+        .torrent
+        .set((torrent.name.clone(), total_bytes, torrent.num_pieces()));
     status.set_stage(Stage::Checking);
     status.check_total.store(geo.total_len, Ordering::Relaxed);
     let (st, t, s) = (status.clone(), torrent.clone(), storage.clone());
@@ -637,6 +683,7 @@ async fn run_torrent(
     torrent: Arc<Torrent>,
     storage: Arc<FileStorage>,
     have: Bitfield,
+    wanted: Bitfield,
     root: &Path,
     net: NetOptions,
     seed: Option<SeedLimits>,
@@ -646,11 +693,6 @@ async fn run_torrent(
 ) -> Result<Report, AppError> {
     let geo = torrent.geometry();
     let started = tokio::time::Instant::now();
-    let _ = status.torrent.set((
-        torrent.name.clone(),
-        torrent.total_length,
-        torrent.num_pieces(),
-    ));
     let run = session.run.clone();
     let mut econf = net.engine.clone();
     econf.bind_ip = net.bind;
@@ -663,9 +705,16 @@ async fn run_torrent(
         torrent.private,
         storage.clone() as Arc<dyn Storage>,
         &have,
+        wanted,
         econf,
         run.clone(),
     );
+    // Progress and summary count the wanted bytes (a selection's pieces).
+    let wanted_bytes = engine.wanted_bytes();
+    let _ = status
+        .torrent
+        .set((torrent.name.clone(), wanted_bytes, torrent.num_pieces()));
+    let was_complete = engine.is_complete();
     let _ = session.engine.set(engine.clone());
     let _ = status.engine.set(engine.clone());
     status.set_stage(if engine.is_complete() {
@@ -734,7 +783,6 @@ async fn run_torrent(
             r = phase.changed() => if r.is_err() { break Err(AppError::Failed("engine stopped".into())) },
         }
     };
-    let was_complete = have.is_full();
     let completed_after =
         (outcome.is_ok() && !was_complete).then(|| started.elapsed().as_secs_f64());
     if outcome.is_ok() && !was_complete {
@@ -757,7 +805,7 @@ async fn run_torrent(
     }
     if let (Ok(()), Some(limits)) = (&outcome, seed) {
         status.set_stage(Stage::Seeding);
-        seed_until(&engine, torrent.total_length, limits, &cancel).await;
+        seed_until(&engine, wanted_bytes, limits, &cancel).await;
     }
 
     // Peers first, then the announcer's `completed`/`stopped`.
@@ -775,7 +823,8 @@ async fn run_torrent(
     Ok(Report {
         name: torrent.name.clone(),
         info_hash: torrent.info_hash.to_hex(),
-        total_bytes: torrent.total_length,
+        total_bytes: wanted_bytes,
+        torrent_bytes: torrent.total_length,
         downloaded: st.downloaded.load(Ordering::Relaxed),
         resumed: st.resumed.load(Ordering::Relaxed),
         received: st.received.load(Ordering::Relaxed),

@@ -197,6 +197,12 @@ pub struct DownloadArgs {
     /// Directory to save into (the torrent's files go below it).
     #[arg(short, long, default_value = ".")]
     pub output: PathBuf,
+    /// Download only these files: 0-based indexes as `xorrent info` lists
+    /// them, with ranges (`0,2,4-6`). Pad files count in the numbering
+    /// (BEP-53, like a magnet's `so=`, which this overrides). Files that
+    /// no wanted piece touches are not created.
+    #[arg(long, value_name = "INDEXES", value_parser = parse_select)]
+    pub select: Option<FileSelect>,
     /// Keep seeding after the download completes (until Ctrl-C or a limit).
     #[arg(long)]
     pub seed: bool,
@@ -221,6 +227,18 @@ pub struct SeedArgs {
     pub net: NetArgs,
     #[command(flatten)]
     pub view: ViewArgs,
+}
+
+/// `--select`'s file indexes (a newtype, so clap takes one value).
+#[derive(Debug, Clone)]
+pub struct FileSelect(Vec<std::ops::RangeInclusive<u32>>);
+
+fn parse_select(s: &str) -> Result<FileSelect, String> {
+    let ranges = magnet::parse_file_indexes(s)?;
+    if ranges.is_empty() {
+        return Err("no file index given (try 0,2,4-6)".into());
+    }
+    Ok(FileSelect(ranges))
 }
 
 /// Bytes/s with an optional K/M/G suffix (binary units, `/s` optional).
@@ -442,14 +460,14 @@ fn seed_limits(l: &SeedLimitArgs) -> SeedLimits {
 async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
     let source = if magnet::is_magnet(&a.torrent) {
         let m = Magnet::parse(&a.torrent).context("not a usable magnet link")?;
-        if m.select_only.is_some() && !a.view.quiet {
-            eprintln!(
-                "xorrent: the link selects files (so=), which is not supported yet: every file is downloaded"
-            );
-        }
         Source::Magnet(Box::new(m))
     } else {
         Source::File(PathBuf::from(&a.torrent))
+    };
+    let select = match (&a.select, &source) {
+        (Some(FileSelect(r)), _) => Some(r.clone()),
+        (None, Source::Magnet(m)) => m.select_only.clone(),
+        (None, Source::File(_)) => None,
     };
     let opts = DownloadOptions {
         source,
@@ -457,6 +475,7 @@ async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
         net: net_options(&a.net),
         seed: a.seed.then(|| seed_limits(&a.limits)),
         save_torrent: a.save_torrent.clone(),
+        select,
     };
     let status = Status::new();
     let view = View::start(
@@ -499,6 +518,7 @@ fn finish_report(report: &Report, v: &ViewArgs, view: &View, what: &str) -> Resu
             "name": report.name,
             "info_hash": report.info_hash,
             "total_bytes": report.total_bytes,
+            "torrent_bytes": report.torrent_bytes,
             "downloaded": report.downloaded,
             "resumed": report.resumed,
             "received": report.received,
@@ -747,8 +767,10 @@ fn info(a: InfoArgs) -> Result<()> {
         let files: Vec<serde_json::Value> = t
             .files
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(i, f)| {
                 let mut v = serde_json::json!({
+                    "index": i,
                     "path": f.path.to_string_lossy(),
                     "length": f.length,
                     "offset": f.offset,
@@ -821,14 +843,21 @@ fn info(a: InfoArgs) -> Result<()> {
     for (h, p) in &t.nodes {
         println!("dht node:    {h}:{p}");
     }
-    let shown: Vec<_> = t.files.iter().filter(|f| !f.is_pad()).collect();
+    // Pad files are hidden but keep their index, so the numbers shown are
+    // the ones --select and a magnet's so= use.
+    let shown: Vec<_> = t
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.is_pad())
+        .collect();
     println!("files:       {}", shown.len());
-    for f in shown {
+    for (i, f) in shown {
         let extra = match &f.kind {
             FileKind::Symlink { target } => format!(" -> {}", target.display()),
             _ => String::new(),
         };
-        println!("  {:>12}  {}{}", f.length, f.path.display(), extra);
+        println!("  {i:>5}  {:>12}  {}{}", f.length, f.path.display(), extra);
     }
     Ok(())
 }

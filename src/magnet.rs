@@ -413,6 +413,17 @@ fn parse_peer(v: &str) -> Result<String, MagnetError> {
     })
 }
 
+/// File indexes in `so` syntax (`0,2,4-6`), for `download --select`; the
+/// error is the reason alone.
+pub fn parse_file_indexes(v: &str) -> Result<Vec<RangeInclusive<u32>>, String> {
+    let mut out = Vec::new();
+    match parse_select(v, &mut out) {
+        Ok(()) => Ok(out),
+        Err(MagnetError::BadSelectOnly { reason, .. }) => Err(reason),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Adds the ranges of one `so` value (`0,2,4-6`) to `out`.
 fn parse_select(v: &str, out: &mut Vec<RangeInclusive<u32>>) -> Result<(), MagnetError> {
     let bad = |reason: String| MagnetError::BadSelectOnly {

@@ -189,10 +189,11 @@ impl Engine {
         private: bool,
         storage: Arc<dyn Storage>,
         have: &Bitfield,
+        wanted: Bitfield,
         config: EngineConfig,
         cancel: CancellationToken,
     ) -> Arc<Engine> {
-        let mut picker = Picker::new(geometry, rand::random());
+        let mut picker = Picker::with_wanted(geometry, wanted, rand::random());
         let mut log = Vec::new();
         for p in have.iter_ones() {
             picker.mark_have(p);
@@ -339,7 +340,7 @@ impl Engine {
         self.state().picker.is_complete()
     }
 
-    /// Pieces verified so far.
+    /// Pieces verified so far (unwanted ones found on disk included).
     pub fn have_count(&self) -> u32 {
         self.state().picker.have().count()
     }
@@ -354,9 +355,15 @@ impl Engine {
         st.verified_log.get(from..).unwrap_or_default().to_vec()
     }
 
-    /// Bytes still missing (for the tracker's `left`).
+    /// Wanted bytes still missing (for the tracker's `left`).
     pub fn left(&self) -> u64 {
-        self.geometry.total_len - self.state().picker.verified_bytes()
+        let st = self.state();
+        st.picker.wanted_bytes() - st.picker.verified_bytes()
+    }
+
+    /// Bytes of the wanted pieces (the whole torrent without a selection).
+    pub fn wanted_bytes(&self) -> u64 {
+        self.state().picker.wanted_bytes()
     }
 
     /// Accepted block bytes per peer address, largest first.
@@ -481,7 +488,7 @@ impl Engine {
         st.picker.is_interesting(&entry.has)
     }
 
-    /// Records a `have`; returns whether that piece is one we need.
+    /// Records a `have`; returns whether that piece is one we want and lack.
     pub fn on_have(&self, key: PeerKey, piece: PieceIndex) -> bool {
         let mut st = self.state();
         let st = &mut *st;
@@ -491,7 +498,7 @@ impl Engine {
         if entry.has.set(piece) {
             st.picker.add_have(piece);
         }
-        !st.picker.have().get(piece)
+        st.picker.needs(piece)
     }
 
     /// Whether the peer still has anything we need.
