@@ -27,6 +27,27 @@ else ../shared/netns-run, else `unshare --net`) unless /proc/net/dev already
 lists only `lo`. It therefore needs root: `sudo scripts/bench.py`.
 DHT, LSD, UPnP, NAT-PMP and PEX are off in every client.
 
+With --magnet every client starts from the same magnet link instead of the
+.torrent (same payload and seeder; libtorrent serves the info dictionary
+with ut_metadata, on by default):
+  magnet:?xt=urn:btih:<info-hash>&x.pe=127.0.0.2:6881&tr=<tracker, escaped>
+      xorrent     `xorrent download MAGNET` (x.pe= and tr=; no --peer)
+      libtorrent  tests/interop/lt_magnet.py --magnet MAGNET (x.pe= and tr=)
+      aria2       the magnet through the tracker (it ignores x.pe=),
+                  --bt-metadata-only=false --bt-save-metadata=false
+      rqbit       the magnet with --initial-peers (untested)
+Wall time still runs from spawn to exit, so it includes the metadata fetch.
+Time to metadata (column "->meta"): for libtorrent, when lt_magnet.py's
+`METADATA` line shows up on its stdout; for the others, when the output
+file first exists (xorrent creates it right after the metadata arrives;
+aria2 only when it starts the follow-up download, about one 1 s tick after
+its ut_metadata exchange). Both are sampled every 20 ms from spawn. aria2
+logs "Checksum error detected" for that new, empty file
+(--check-integrity): harmless. lt_magnet.py differs
+from lt_peer.py's leech mode in two ways that cost libtorrent time: it asks
+for a block_finished alert per 16 KiB block (to count bytes per peer) and,
+once finished, drains alerts for 0.2-1 s before it closes the session.
+
 Caveats: the page cache is not dropped (the seeder's data stays cached, the
 clients' writes go through the page cache except where a client uses
 O_DIRECT); before each run the script calls sync() and waits until the
@@ -62,6 +83,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 SCRIPT = os.path.realpath(__file__)
 REPO = os.path.dirname(os.path.dirname(SCRIPT))
@@ -219,10 +241,14 @@ class Sampler(threading.Thread):
     allocated bytes every `period` s; kills the process group when the
     deadline passes."""
 
-    def __init__(self, pid, t0, deadline, payload, out_file, period=0.02):
+    def __init__(self, pid, t0, deadline, payload, out_file, period=0.02, watch=None):
         super().__init__(daemon=True)
         self.pid, self.t0, self.deadline = pid, t0, deadline
         self.payload, self.out_file, self.period = payload, out_file, period
+        # (path, word): note when `word` first appears in the file at `path`
+        self.watch = watch
+        self.t_file = None
+        self.t_word = None
         self.stop = threading.Event()
         self.peak_anon_kib = 0
         self.samples = 0
@@ -243,14 +269,25 @@ class Sampler(threading.Thread):
                 a = read_proc_field(p, "status", "RssAnon:")
                 if a is not None:
                     anon += a
+            exists = True
             try:
                 alloc = os.stat(self.out_file).st_blocks * 512
             except OSError:
                 alloc = 0
+                exists = False
             self.samples += 1
             if anon > self.peak_anon_kib:
                 self.peak_anon_kib = anon
             t = time.monotonic() - self.t0
+            if self.t_file is None and exists:
+                self.t_file = t
+            if self.watch is not None and self.t_word is None:
+                try:
+                    with open(self.watch[0], "rb") as f:
+                        if self.watch[1] in f.read().split():
+                            self.t_word = t
+                except OSError:
+                    pass
             if self.t_5pct is None and alloc >= 0.05 * self.payload:
                 self.t_5pct = t
             if self.t_100pct is None and alloc >= self.payload:
@@ -272,11 +309,14 @@ class Sampler(threading.Thread):
 
 
 def measure(procs, argv, log_path, env, payload, out_file, timeout, cwd=None,
-            stdout_path=None):
-    """Runs argv to its exit; returns the measurements (dict)."""
+            stdout_path=None, watch=None):
+    """Runs argv to its exit; returns the measurements (dict). With `watch`
+    (path, word) it also notes when the output file first exists and when
+    `word` first appears in `path` ("t_file_s", "t_word_s")."""
     t0 = time.monotonic()
     p = procs.spawn(argv, log_path, env, cwd=cwd, stdout_path=stdout_path)
-    sampler = Sampler(p.pid, t0, t0 + timeout, payload, out_file)
+    sampler = Sampler(p.pid, t0, t0 + timeout, payload, out_file,
+                      watch=(watch if watch and watch[0] else None))
     sampler.start()
     try:
         while True:
@@ -292,7 +332,7 @@ def measure(procs, argv, log_path, env, payload, out_file, timeout, cwd=None,
         sampler.join()
         # Anything the client left behind in its process group goes too.
         procs.kill(p, grace=0)
-    return {
+    m = {
         "exit": p.returncode,
         "timed_out": sampler.timed_out,
         "wall_s": t1 - t0,
@@ -305,6 +345,10 @@ def measure(procs, argv, log_path, env, payload, out_file, timeout, cwd=None,
         "t_5pct_s": sampler.t_5pct,
         "t_100pct_s": sampler.t_100pct,
     }
+    if watch is not None:
+        m["t_file_s"] = sampler.t_file
+        m["t_word_s"] = sampler.t_word
+    return m
 
 
 # --------------------------------------------------------------- helpers --
@@ -510,6 +554,10 @@ class Bench:
         shutil.copy2(a.xorrent, self.xorrent)
         self.lt_peer = os.path.join(self.tmp, "lt_peer.py")
         shutil.copy2(a.lt_peer, self.lt_peer)
+        if a.magnet:
+            # beside lt_peer.py, which it imports
+            self.lt_magnet = os.path.join(self.tmp, "lt_magnet.py")
+            shutil.copy2(a.lt_magnet, self.lt_magnet)
 
         name = "xorrent-bench-%dM.bin" % (a.size // MiB)
         self.seed_dir = os.path.join(self.tmp, "seed")
@@ -532,6 +580,12 @@ class Bench:
         self.info_hash = hashlib.sha1(data[s:e]).hexdigest()
         self.name = name
         log("torrent %s, info-hash %s" % (self.torrent, self.info_hash))
+        if a.magnet:
+            self.magnet = "magnet:?xt=urn:btih:%s&x.pe=%s:%d&tr=%s" % (
+                self.info_hash, SEED_IP, PEER_PORT,
+                urllib.parse.quote("http://%s:%d/announce" % (TRACKER_IP, TRACKER_PORT),
+                                   safe=""))
+            log("magnet %s" % self.magnet)
 
     def start_swarm(self):
         ot = os.path.join(self.tmp, "ot")
@@ -560,6 +614,8 @@ class Bench:
 
     # -- clients
     def client_argv(self, client, out, home):
+        if self.a.magnet:
+            return self.magnet_argv(client, out)
         ip = CLIENT_IPS[client]
         seed = "%s:%d" % (SEED_IP, PEER_PORT)
         if client == "xorrent":
@@ -585,6 +641,35 @@ class Bench:
                     "--http-api-listen-addr", "%s:3030" % ip,
                     "download", "-o", out, "--exit-on-finish",
                     "--initial-peers", seed, self.torrent]
+        raise AssertionError(client)
+
+    def magnet_argv(self, client, out):
+        ip = CLIENT_IPS[client]
+        seed = "%s:%d" % (SEED_IP, PEER_PORT)
+        if client == "xorrent":
+            return [self.xorrent, "download", self.magnet, "-o", out, "--bind", ip,
+                    "--port", str(PEER_PORT), "-q", "--no-dht"]
+        if client == "libtorrent":
+            return [self.a.lt_python, self.lt_magnet, "--listen", "%s:%d" % (ip, PEER_PORT),
+                    "--magnet", self.magnet, "--save", out,
+                    "--timeout", str(self.a.timeout)]
+        if client == "aria2":
+            return ["aria2c", "--no-conf", "--dir=" + out, "--interface=" + ip,
+                    "--listen-port=%d" % PEER_PORT,
+                    "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
+                    "--enable-peer-exchange=false", "--disable-ipv6=true", "--seed-time=0",
+                    "--bt-metadata-only=false", "--bt-save-metadata=false",
+                    "--check-integrity=true", "--file-allocation=none",
+                    "--summary-interval=0", "--console-log-level=warn", "--enable-color=false",
+                    self.magnet]
+        if client == "rqbit":
+            # Untested here (rqbit was not installed when this was written).
+            return [self.rqbit, "--disable-dht", "--disable-dht-persistence",
+                    "--disable-upnp-port-forward", "--listen-ip", ip,
+                    "--listen-port", str(PEER_PORT),
+                    "--http-api-listen-addr", "%s:3030" % ip,
+                    "download", "-o", out, "--exit-on-finish",
+                    "--initial-peers", seed, self.magnet]
         raise AssertionError(client)
 
     def wait_idle(self):
@@ -638,9 +723,12 @@ class Bench:
         idle_before = self.wait_idle()
         other0 = other_procs_cpu_s()
         busy0, seed0, self0 = machine_busy_s(), proc_cpu_s(self.seeder.pid), self_cpu_s()
+        watch = None
+        if self.a.magnet:
+            watch = (stdout_path, b"METADATA")
         m = measure(self.procs, argv, log_path, clean_env(home), self.a.size,
                     os.path.join(out, self.name), self.a.timeout, cwd=home,
-                    stdout_path=stdout_path)
+                    stdout_path=stdout_path, watch=watch)
         busy1, seed1, self1 = machine_busy_s(), proc_cpu_s(self.seeder.pid), self_cpu_s()
         other1 = other_procs_cpu_s()
         # Data the client left dirty in the page cache: time to write it out.
@@ -676,6 +764,8 @@ class Bench:
                 m["sha1_ok"] = h == self.sha1
                 if h != self.sha1:
                     problem = "SHA-1 MISMATCH: got %s, want %s" % (h, self.sha1)
+        if problem is None and self.a.magnet:
+            problem = self.magnet_times(client, m, log_path, stdout_path)
         if problem is not None:
             m["error"] = problem
             self.results.append(m)
@@ -691,12 +781,42 @@ class Bench:
         def f(x):
             return "-" if x is None else "%.2f" % x
         log("%-10s run %s: wall %6.2f s  cpu %5.2f s (user %.2f sys %.2f)  anon RSS %6.1f MiB  "
-            "5%%@%s 100%%@%s  seeder cpu %.2f  kernel %.2f  other procs %.2f  sync %.2f s  "
+            "%s5%%@%s 100%%@%s  seeder cpu %.2f  kernel %.2f  other procs %.2f  sync %.2f s  "
             "sha1 ok"
             % (client, run_no or "warm-up", m["wall_s"], m["cpu_s"], m["user_s"], m["sys_s"],
-               m["peak_rss_anon_mib"], f(m["t_5pct_s"]), f(m["t_100pct_s"]),
+               m["peak_rss_anon_mib"],
+               ("meta@%s " % f(m["t_meta_s"])) if self.a.magnet else "",
+               f(m["t_5pct_s"]), f(m["t_100pct_s"]),
                seeder_cpu, kernel, foreign, m["sync_after_s"]))
         return m
+
+    def magnet_times(self, client, m, log_path, stdout_path):
+        """Fills in the time to metadata (t_meta_s, from spawn) of a magnet
+        run, and for libtorrent the times lt_magnet.py reported itself
+        (from its own start, after the interpreter and session are up).
+        Returns a problem or None."""
+        m["t_meta_s"] = m.get("t_file_s")
+        if client != "libtorrent":
+            return None
+        m["t_meta_s"] = m.get("t_word_s")
+        with open(stdout_path, "rb") as f:
+            out = f.read().decode("utf-8", "replace").splitlines()
+        with open(log_path, "rb") as f:
+            err = f.read().decode("utf-8", "replace").splitlines()
+        for ln in out:
+            w = ln.split()
+            if w[:1] == ["METADATA"] and len(w) >= 3:
+                if w[1] != self.info_hash:
+                    return "METADATA for %s, expected %s" % (w[1], self.info_hash)
+                m["lt_metadata_self_s"] = float(w[2])
+            elif w[:1] == ["DONE"] and len(w) >= 2:
+                m["lt_done_self_s"] = float(w[1])
+        for ln in err:
+            if ln.startswith("lt_magnet: finished in "):
+                m["lt_finished_self_s"] = float(ln.split()[3].rstrip("s"))
+        if "lt_metadata_self_s" not in m:
+            return "exited 0 without printing METADATA"
+        return None
 
     # -- report
     def summarize(self, clients):
@@ -729,6 +849,16 @@ class Bench:
                 "sync_after_s": median([r["sync_after_s"] for r in rs]),
                 "disturbed_runs": sum(1 for r in rs if r["disturbed"]),
             }
+            if self.a.magnet:
+                summ[c].update({
+                    "t_meta_s": median([r.get("t_meta_s") for r in rs]),
+                    "phase_meta_to_5_s": median([r["t_5pct_s"] - r["t_meta_s"] for r in rs
+                                                 if r["t_5pct_s"] is not None
+                                                 and r.get("t_meta_s") is not None]),
+                    "lt_metadata_self_s": median([r.get("lt_metadata_self_s") for r in rs]),
+                    "lt_finished_self_s": median([r.get("lt_finished_self_s") for r in rs]),
+                    "lt_done_self_s": median([r.get("lt_done_self_s") for r in rs]),
+                })
         return summ
 
     def targets(self, summ):
@@ -759,6 +889,8 @@ class Bench:
         lines.append("%d MiB single file, 1 MiB pieces, one libtorrent seeder; median of %d run(s) "
                      "per client after %d warm-up download(s)"
                      % (self.a.size // MiB, self.a.runs, self.a.warmup))
+        if self.a.magnet:
+            lines.append("every client started from the magnet link %s" % self.magnet)
         hdr = ("%-11s %7s %15s %7s %9s %8s %7s %7s"
                % ("client", "wall s", "wall min-max", "CPU s", "anon MiB", "wall/x", "CPU/x", "RSS/x"))
         lines.append(hdr)
@@ -798,6 +930,8 @@ class Bench:
                             s["seeder_cpu_s"], s["kernel_cpu_s"], s["foreign_cpu_s"],
                             s["sync_after_s"], "%d/%d" % (s["disturbed_runs"], s["runs"])))
         lines.append("")
+        if self.a.magnet:
+            self.report_magnet(clients, summ, lines)
         checks = self.targets(summ)
         lines.append("targets:")
         for ch in checks:
@@ -812,6 +946,33 @@ class Bench:
         sys.stdout.flush()
         return summ, checks
 
+    def report_magnet(self, clients, summ, lines):
+        def f(x):
+            return "-" if x is None else "%.2f" % x
+        lines.append("magnet (median s from spawn): ->meta = metadata in (libtorrent: its "
+                     "METADATA line; others:")
+        lines.append("the output file exists), meta->5% = from then to 5% of the blocks "
+                     "allocated, after meta = wall - ->meta:")
+        lines.append("  %-11s %6s %9s %11s %8s" % ("client", "->meta", "meta->5%", "after meta",
+                                                   "meta/x"))
+        x = summ.get("xorrent")
+        for c in clients:
+            s = summ.get(c)
+            if s is None:
+                continue
+            after = None if s["t_meta_s"] is None else s["wall_s"] - s["t_meta_s"]
+            ratio = ("%.2f" % (s["t_meta_s"] / x["t_meta_s"])
+                     if x and x["t_meta_s"] and s["t_meta_s"] is not None else "-")
+            lines.append("  %-11s %6s %9s %11s %8s" % (c, f(s["t_meta_s"]),
+                                                       f(s["phase_meta_to_5_s"]), f(after), ratio))
+        lt = summ.get("libtorrent")
+        if lt and lt["lt_metadata_self_s"] is not None:
+            lines.append("lt_magnet.py's own clock (from after its session is up): METADATA %s, "
+                         "finished %s, DONE %s (DONE - finished = alert drain and session close)"
+                         % (f(lt["lt_metadata_self_s"]), f(lt["lt_finished_self_s"]),
+                            f(lt["lt_done_self_s"])))
+        lines.append("")
+
     def meta(self):
         def git(*args):
             try:
@@ -823,7 +984,7 @@ class Bench:
         h = hashlib.sha256()
         with open(self.xorrent, "rb") as f:
             h.update(f.read())
-        return {
+        m = {
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "kernel": platform.release(),
             "cpus": os.cpu_count(),
@@ -849,6 +1010,9 @@ class Bench:
             "page_cache_dropped": False,
             "notes": self.notes,
         }
+        if self.a.magnet:
+            m["magnet"] = self.magnet
+        return m
 
     def main(self):
         a = self.a
@@ -930,6 +1094,12 @@ def parse_args():
                    help="xorrent binary (default: target/release/xorrent; it is copied first)")
     p.add_argument("--lt-peer", default=os.path.join(REPO, "tests", "interop", "lt_peer.py"),
                    help="libtorrent helper (default: tests/interop/lt_peer.py)")
+    p.add_argument("--magnet", action="store_true",
+                   help="every client starts from a magnet link (x.pe= the seeder, tr= the "
+                        "tracker) instead of the .torrent")
+    p.add_argument("--lt-magnet", default=os.path.join(REPO, "tests", "interop", "lt_magnet.py"),
+                   help="libtorrent magnet helper for --magnet (default: "
+                        "tests/interop/lt_magnet.py)")
     p.add_argument("--lt-python", default="/usr/bin/python3",
                    help="python with the libtorrent module (default /usr/bin/python3)")
     p.add_argument("--rqbit", help="rqbit binary (default: rqbit on PATH, else skipped)")
