@@ -542,15 +542,21 @@ fn downloads_a_multi_file_torrent_by_magnet_through_a_udp_tracker() {
 }
 
 /// No `tr=`, no `x.pe=`: the seeder can only be found through the DHT.
-#[test]
-fn downloads_by_magnet_from_libtorrent_found_through_the_dht_alone() {
-    let test = "downloads_by_magnet_from_libtorrent_found_through_the_dht_alone";
+fn through_the_dht_alone(test: &str, multi: bool) {
     if !interop_ready(test, &[LT]) {
         return;
     }
     let w = world();
-    let name = "dht-only.bin";
-    let (t, data) = single(&w, name, 3 * 1024 * 1024 + 4321, 52, None);
+    let name = if multi {
+        "dht-only-tree"
+    } else {
+        "dht-only.bin"
+    };
+    let (t, data) = if multi {
+        tree(&w, name, None)
+    } else {
+        single(&w, name, 3 * 1024 * 1024 + 4321, 52, None)
+    };
     let ih = info_hash(&t);
     // 20 libtorrent sessions on hosts 10-29; session 0 seeds.
     let net = w.lt_dht(
@@ -590,14 +596,30 @@ fn downloads_by_magnet_from_libtorrent_found_through_the_dht_alone() {
         Duration::from_secs(90),
         &[&net],
     );
-    same_file(&data.join(name), &got.out.join(name));
-    assert_eq!(
-        got.bytes_from(seeder),
-        3 * 1024 * 1024 + 4321,
-        "{}",
-        got.summary
-    );
+    if multi {
+        assert_same_tree(&data.join(name), &got.out.join(name));
+    } else {
+        same_file(&data.join(name), &got.out.join(name));
+    }
+    let total = info_json(&t)["total_length"].as_u64().unwrap();
+    assert_eq!(got.bytes_from(seeder), total, "{}", got.summary);
     println!("{test}: {:.1} s", got.secs);
+}
+
+#[test]
+fn downloads_by_magnet_from_libtorrent_found_through_the_dht_alone() {
+    through_the_dht_alone(
+        "downloads_by_magnet_from_libtorrent_found_through_the_dht_alone",
+        false,
+    );
+}
+
+#[test]
+fn downloads_a_multi_file_torrent_by_magnet_through_the_dht_alone() {
+    through_the_dht_alone(
+        "downloads_a_multi_file_torrent_by_magnet_through_the_dht_alone",
+        true,
+    );
 }
 
 /// Only `x.pe=`, and no `dn=`: the name comes from the info dictionary.
