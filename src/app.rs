@@ -127,6 +127,9 @@ pub struct DownloadOptions {
     /// Indexes of the files to download (`--select`, else a magnet's
     /// `so=`); `None` downloads every file.
     pub select: Option<Vec<RangeInclusive<u32>>>,
+    /// Where fetched metadata is kept (`<info-hash>.torrent`), so running
+    /// a magnet again resumes without asking peers for it.
+    pub metadata_cache: Option<PathBuf>,
 }
 
 /// `left` announced for a magnet before its size is known: a leecher.
@@ -282,15 +285,39 @@ pub struct Report {
 /// verified and written (or, with `opts.seed`, when seeding ends), on a
 /// fatal error, or when `cancel` fires.
 pub async fn download(
-    opts: DownloadOptions,
+    mut opts: DownloadOptions,
     status: Arc<Status>,
     cancel: CancellationToken,
 ) -> Result<Report, AppError> {
     let (torrent, session) = match &opts.source {
         Source::File(path) => (Arc::new(Torrent::from_file(path)?), None),
         Source::Magnet(m) => {
-            let (t, s) = fetch_metadata(m, &opts.net, &status, &cancel).await?;
-            (Arc::new(t), Some(s))
+            let cached = opts
+                .metadata_cache
+                .as_ref()
+                .map(|d| d.join(format!("{}.torrent", m.info_hash.to_hex())));
+            match cached.as_deref().and_then(|p| cached_metadata(p, m)) {
+                Some(t) => {
+                    opts.net.peers.extend(m.resolve_peers().await);
+                    (Arc::new(t), None)
+                }
+                None => {
+                    let (t, s) = fetch_metadata(m, &opts.net, &status, &cancel).await?;
+                    if let Some(p) = &cached {
+                        // Only a convenience: a failure costs a re-fetch.
+                        let saved = std::fs::create_dir_all(p.parent().unwrap_or(p))
+                            .map_err(|source| AppError::SaveTorrent {
+                                path: p.clone(),
+                                source,
+                            })
+                            .and_then(|()| save_torrent(&t, p));
+                        if let Err(e) = saved {
+                            tracing::debug!("metadata not cached: {e}");
+                        }
+                    }
+                    (Arc::new(t), Some(s))
+                }
+            }
         }
     };
     // Checked before anything is written: a bad index is the user's slip.
@@ -390,6 +417,19 @@ async fn fetch_metadata(
     }
     session.initial = fetched.peers;
     Ok((t, session))
+}
+
+/// A magnet's metadata fetched by an earlier run, if it is still there and
+/// still hashes to the info-hash; the link's trackers and web seeds apply.
+fn cached_metadata(path: &Path, m: &Magnet) -> Option<Torrent> {
+    let mut t = Torrent::from_file(path).ok()?;
+    if t.info_hash != m.info_hash {
+        return None;
+    }
+    tracing::info!(path = %path.display(), "metadata from an earlier run");
+    t.trackers = m.trackers.iter().map(|u| vec![u.clone()]).collect();
+    t.web_seeds.clone_from(&m.web_seeds);
+    Some(t)
 }
 
 /// Writes `torrent` as a .torrent file (through a temporary file, so a
@@ -776,10 +816,10 @@ async fn run_torrent(
             Phase::Running => {}
         }
         tokio::select! {
-            _ = cancel.cancelled() => break Err(AppError::Interrupted {
-                have: engine.have_count(),
-                total: geo.num_pieces,
-            }),
+            _ = cancel.cancelled() => {
+                let (have, total) = engine.wanted_progress();
+                break Err(AppError::Interrupted { have, total });
+            }
             r = phase.changed() => if r.is_err() { break Err(AppError::Failed("engine stopped".into())) },
         }
     };

@@ -145,17 +145,21 @@ impl DhtArgs {
         } else {
             self.dht_bootstrap.clone()
         };
-        let dir = self.state_dir.clone().or_else(|| {
+        Some(app::DhtOptions {
+            port: self.dht_port,
+            bootstrap,
+            state_file: self.dir().map(|d| d.join("dht.json")),
+        })
+    }
+
+    /// `--state-dir`, else the XDG state directory.
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.state_dir.clone().or_else(|| {
             std::env::var_os("XDG_STATE_HOME")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
                 .map(|d| d.join("xorrent"))
-        });
-        Some(app::DhtOptions {
-            port: self.dht_port,
-            bootstrap,
-            state_file: dir.map(|d| d.join("dht.json")),
         })
     }
 }
@@ -476,6 +480,7 @@ async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
         seed: a.seed.then(|| seed_limits(&a.limits)),
         save_torrent: a.save_torrent.clone(),
         select,
+        metadata_cache: a.net.dht.dir().map(|d| d.join("metadata")),
     };
     let status = Status::new();
     let view = View::start(

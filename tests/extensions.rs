@@ -495,6 +495,54 @@ async fn an_honest_peer_that_shared_a_failed_attempt_with_a_liar_still_completes
     );
 }
 
+/// A second run of a magnet takes the metadata from the state directory:
+/// its only peer then is a plain BEP-3 seeder that could not serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnet_run_again_reuses_the_metadata_it_fetched() {
+    let c = Arc::new(content(4 * PIECE + 5, 91));
+    let size = c.info.len() as u64;
+    let state = c.dir.path().join("state");
+    let honest = FakePeer::start_script(
+        any_port(8, 2),
+        meta_seeder(&c, size, Some(c.info.clone()), Duration::ZERO),
+    )
+    .await;
+    let m = magnet(&c.ih, &[honest.addr]);
+    let (c2, m2, s2) = (c.clone(), m.clone(), state.clone());
+    let run = blocking(move || {
+        let s = s2.to_string_lossy().to_string();
+        xorrent_download(&c2, 8, &m2, &["--state-dir", &s], None)
+    })
+    .await
+    .unwrap();
+    assert_complete(&c, &run);
+    let cached = state
+        .join("metadata")
+        .join(format!("{}.torrent", hex::encode(c.ih)));
+    let t = xorrent::metainfo::Torrent::from_file(&cached).unwrap();
+    assert_eq!(t.info_hash.0, c.ih);
+
+    std::fs::remove_dir_all(&run.out).unwrap();
+    let plain = FakePeer::start(
+        any_port(8, 3),
+        c.ih,
+        c.data.clone(),
+        PIECE,
+        Behaviour::Honest,
+    )
+    .await;
+    let m = magnet(&c.ih, &[plain.addr]);
+    let c2 = c.clone();
+    let run = blocking(move || {
+        let s = state.to_string_lossy().to_string();
+        xorrent_download(&c2, 8, &m, &["--state-dir", &s], None)
+    })
+    .await
+    .unwrap();
+    let summary = assert_complete(&c, &run);
+    assert_eq!(bytes_from(&summary, plain.addr), c.data.len() as u64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_magnet_whose_only_peer_lies_writes_nothing_and_stops_cleanly() {
     let c = Arc::new(content(4 * PIECE, 89));

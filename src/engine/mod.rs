@@ -362,6 +362,14 @@ impl Engine {
     }
 
     /// Bytes of the wanted pieces (the whole torrent without a selection).
+    /// (verified, all) counts of the wanted pieces.
+    pub fn wanted_progress(&self) -> (u32, u32) {
+        let st = self.state();
+        let (wanted, have) = (st.picker.wanted(), st.picker.have());
+        let done = wanted.iter_ones().filter(|&p| have.get(p)).count() as u32;
+        (done, wanted.count())
+    }
+
     pub fn wanted_bytes(&self) -> u64 {
         self.state().picker.wanted_bytes()
     }

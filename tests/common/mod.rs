@@ -19,9 +19,17 @@ pub fn xorrent_bin() -> PathBuf {
 
 /// `xorrent` with its DHT off, so no test ever asks the public routers;
 /// a DHT test sets `XORRENT_NO_DHT=0` and gives loopback bootstrap nodes.
+/// Each command gets an empty state directory of its own (under the
+/// target dir), so no run reuses another's saved DHT table or cached
+/// magnet metadata; a test that wants that passes `--state-dir`.
 pub fn xorrent_cmd() -> Command {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("state-{}-{n}", std::process::id()));
     let mut c = Command::new(xorrent_bin());
     c.env("XORRENT_NO_DHT", "1");
+    c.env("XDG_STATE_HOME", state);
     c
 }
 
