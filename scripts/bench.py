@@ -614,25 +614,35 @@ class Bench:
 
     # -- clients
     def client_argv(self, client, out, home):
-        if self.a.magnet:
-            return self.magnet_argv(client, out)
+        """The client's command line, from the .torrent or (--magnet) from
+        the magnet link; xorrent and aria2 then find the seeder through the
+        link alone."""
         ip = CLIENT_IPS[client]
         seed = "%s:%d" % (SEED_IP, PEER_PORT)
+        magnet = self.a.magnet
+        source = self.magnet if magnet else self.torrent
         if client == "xorrent":
-            return [self.xorrent, "download", self.torrent, "-o", out, "--bind", ip,
-                    "--port", str(PEER_PORT), "-q", "--no-dht", "--peer", seed]
+            argv = [self.xorrent, "download", source, "-o", out, "--bind", ip,
+                    "--port", str(PEER_PORT), "-q", "--no-dht"]
+            return argv if magnet else argv + ["--peer", seed]
         if client == "libtorrent":
+            if magnet:
+                return [self.a.lt_python, self.lt_magnet, "--listen", "%s:%d" % (ip, PEER_PORT),
+                        "--magnet", self.magnet, "--save", out,
+                        "--timeout", str(self.a.timeout)]
             return [self.a.lt_python, self.lt_peer, "--listen", "%s:%d" % (ip, PEER_PORT),
                     "--torrent", self.torrent, "--save", out, "--mode", "leech",
                     "--timeout", str(self.a.timeout), "--peer", seed]
         if client == "aria2":
-            return ["aria2c", "--no-conf", "--dir=" + out, "--interface=" + ip,
-                    "--listen-port=%d" % PEER_PORT,
-                    "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
-                    "--enable-peer-exchange=false", "--disable-ipv6=true", "--seed-time=0",
-                    "--check-integrity=true", "--file-allocation=none",
-                    "--summary-interval=0", "--console-log-level=warn", "--enable-color=false",
-                    self.torrent]
+            metadata = ["--bt-metadata-only=false", "--bt-save-metadata=false"] if magnet else []
+            return (["aria2c", "--no-conf", "--dir=" + out, "--interface=" + ip,
+                     "--listen-port=%d" % PEER_PORT,
+                     "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
+                     "--enable-peer-exchange=false", "--disable-ipv6=true", "--seed-time=0"]
+                    + metadata
+                    + ["--check-integrity=true", "--file-allocation=none",
+                       "--summary-interval=0", "--console-log-level=warn", "--enable-color=false",
+                       source])
         if client == "rqbit":
             # Untested here (rqbit was not installed when this was written).
             return [self.rqbit, "--disable-dht", "--disable-dht-persistence",
@@ -640,36 +650,7 @@ class Bench:
                     "--listen-port", str(PEER_PORT),
                     "--http-api-listen-addr", "%s:3030" % ip,
                     "download", "-o", out, "--exit-on-finish",
-                    "--initial-peers", seed, self.torrent]
-        raise AssertionError(client)
-
-    def magnet_argv(self, client, out):
-        ip = CLIENT_IPS[client]
-        seed = "%s:%d" % (SEED_IP, PEER_PORT)
-        if client == "xorrent":
-            return [self.xorrent, "download", self.magnet, "-o", out, "--bind", ip,
-                    "--port", str(PEER_PORT), "-q", "--no-dht"]
-        if client == "libtorrent":
-            return [self.a.lt_python, self.lt_magnet, "--listen", "%s:%d" % (ip, PEER_PORT),
-                    "--magnet", self.magnet, "--save", out,
-                    "--timeout", str(self.a.timeout)]
-        if client == "aria2":
-            return ["aria2c", "--no-conf", "--dir=" + out, "--interface=" + ip,
-                    "--listen-port=%d" % PEER_PORT,
-                    "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
-                    "--enable-peer-exchange=false", "--disable-ipv6=true", "--seed-time=0",
-                    "--bt-metadata-only=false", "--bt-save-metadata=false",
-                    "--check-integrity=true", "--file-allocation=none",
-                    "--summary-interval=0", "--console-log-level=warn", "--enable-color=false",
-                    self.magnet]
-        if client == "rqbit":
-            # Untested here (rqbit was not installed when this was written).
-            return [self.rqbit, "--disable-dht", "--disable-dht-persistence",
-                    "--disable-upnp-port-forward", "--listen-ip", ip,
-                    "--listen-port", str(PEER_PORT),
-                    "--http-api-listen-addr", "%s:3030" % ip,
-                    "download", "-o", out, "--exit-on-finish",
-                    "--initial-peers", seed, self.magnet]
+                    "--initial-peers", seed, source]
         raise AssertionError(client)
 
     def wait_idle(self):
