@@ -101,6 +101,23 @@ pub struct ExtHandshake {
 }
 
 impl ExtHandshake {
+    /// What we send: `ut_metadata` (and `ut_pex` when `pex`), our client
+    /// name, our listen port (0: not listening) and the address we see
+    /// the peer at. Callers add `reqq` and `metadata_size` when they have them.
+    pub fn ours(pex: bool, listen_port: u16, peer_ip: IpAddr) -> ExtHandshake {
+        let mut m = vec![(UT_METADATA.to_string(), OUR_UT_METADATA)];
+        if pex {
+            m.push((UT_PEX.to_string(), OUR_UT_PEX));
+        }
+        ExtHandshake {
+            m,
+            client: Some(format!("xorrent {}", env!("CARGO_PKG_VERSION"))),
+            listen_port: (listen_port != 0).then_some(listen_port),
+            your_ip: Some(peer_ip),
+            ..ExtHandshake::default()
+        }
+    }
+
     /// Only a payload that is not a bencoded dictionary is an error; fields
     /// of the wrong type or out of range read as absent, since the handshake
     /// is advisory and a quirky client is still worth talking to.

@@ -16,14 +16,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::extension::{self, ExtHandshake, MetadataMsg};
 use crate::metadata::{self, MetadataError, Progress};
+use crate::peer::{self, PeerError};
 use crate::types::{InfoHash, PeerId};
 use crate::wire::{self, Handshake, Message, MAX_FRAME};
 
@@ -202,40 +203,20 @@ pub async fn fetch(
 /// Why a metadata connection ended (logged).
 #[derive(Debug, thiserror::Error)]
 enum End {
-    #[error("io: {0}")]
-    Io(std::io::Error),
-    #[error("timed out {0}")]
-    Timeout(&'static str),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
     #[error("{0}")]
     Refused(&'static str),
+    #[error("timed out: peer went silent")]
+    Silent,
     #[error("stopped")]
     Killed,
 }
 
 impl From<std::io::Error> for End {
     fn from(e: std::io::Error) -> End {
-        End::Io(e)
+        End::Peer(PeerError::Io(e))
     }
-}
-
-async fn dial(cfg: &FetchConfig, addr: SocketAddr) -> Result<TcpStream, End> {
-    let connect = async {
-        let sock = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(ip) = cfg.bind_ip {
-            if ip.is_ipv4() == addr.is_ipv4() {
-                sock.bind(SocketAddr::new(ip, 0))?;
-            }
-        }
-        sock.connect(addr).await
-    };
-    timeout(cfg.connect_timeout, connect)
-        .await
-        .map_err(|_| End::Timeout("connecting"))?
-        .map_err(End::Io)
 }
 
 /// One peer: handshakes, then asks it for pieces of the dictionary.
@@ -247,50 +228,19 @@ async fn connection(
 ) -> Result<(), End> {
     let cfg = &sh.cfg;
     let mut stream = tokio::select! {
-        s = dial(cfg, addr) => s?,
+        s = peer::dial(cfg.bind_ip, addr, cfg.connect_timeout) => s?,
         _ = kill.cancelled() => return Err(End::Killed),
     };
     let _ = stream.set_nodelay(true);
     let mut hs = Handshake::new(cfg.info_hash, cfg.peer_id);
     hs.set(wire::RESERVED_EXTENSION);
-    stream.write_all(&hs.encode()).await?;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let read_hs = async {
-        loop {
-            if let Some(h) =
-                Handshake::decode(&mut buf).map_err(|_| End::Refused("not BitTorrent"))?
-            {
-                return Ok::<_, End>(h);
-            }
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Err(End::Refused("closed during the handshake"));
-            }
-        }
-    };
-    let theirs = timeout(cfg.handshake_timeout, read_hs)
-        .await
-        .map_err(|_| End::Timeout("waiting for the handshake"))??;
-    if theirs.info_hash != cfg.info_hash {
-        return Err(End::Refused("another torrent"));
-    }
-    if theirs.peer_id == cfg.peer_id {
-        return Err(End::Refused("ourselves"));
-    }
+    let (theirs, mut buf) = peer::handshake_out(&mut stream, &hs, cfg.handshake_timeout).await?;
+    peer::check_handshake(&theirs, &cfg.info_hash, &cfg.peer_id)?;
     if !theirs.has(wire::RESERVED_EXTENSION) {
         return Err(End::Refused("no extension protocol"));
     }
-    let ours = ExtHandshake {
-        m: vec![(
-            extension::UT_METADATA.to_string(),
-            extension::OUR_UT_METADATA,
-        )],
-        client: Some(format!("xorrent {}", env!("CARGO_PKG_VERSION"))),
-        listen_port: (cfg.listen_port != 0).then_some(cfg.listen_port),
-        reqq: None,
-        your_ip: Some(addr.ip()),
-        metadata_size: None,
-        upload_only: false,
-    };
+    // No PEX before the metadata says whether the torrent is private.
+    let ours = ExtHandshake::ours(false, cfg.listen_port, addr.ip());
     send(
         &mut stream,
         Message::Extended {
@@ -339,7 +289,7 @@ async fn connection(
             }
             _ = tick.tick() => {
                 if last_recv.elapsed() > IDLE {
-                    return Err(End::Timeout("peer went silent"));
+                    return Err(End::Silent);
                 }
             }
         }

@@ -87,24 +87,74 @@ pub struct Outcome {
 
 /// Dials `addr` (from `--bind` when set), with the connect timeout.
 pub async fn connect(engine: &Engine, addr: SocketAddr) -> Result<TcpStream, PeerError> {
+    dial(engine.config.bind_ip, addr, engine.config.connect_timeout).await
+}
+
+/// Dials `addr` from `bind_ip` (when of the same family) within `limit`.
+pub async fn dial(
+    bind_ip: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<TcpStream, PeerError> {
     let connect = async {
         let sock = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
             TcpSocket::new_v6()?
         };
-        if let Some(ip) = engine.config.bind_ip {
+        if let Some(ip) = bind_ip {
             if ip.is_ipv4() == addr.is_ipv4() {
                 sock.bind(SocketAddr::new(ip, 0))?;
             }
         }
         sock.connect(addr).await
     };
-    match timeout(engine.config.connect_timeout, connect).await {
+    match timeout(limit, connect).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(PeerError::Io(e)),
         Err(_) => Err(PeerError::Timeout("connecting")),
     }
+}
+
+/// Our side of an outgoing connection's handshake: sends `ours`, reads
+/// theirs within `limit`. Returns it with any bytes that followed it.
+pub async fn handshake_out(
+    stream: &mut TcpStream,
+    ours: &Handshake,
+    limit: Duration,
+) -> Result<(Handshake, BytesMut), PeerError> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let exchange = async {
+        stream.write_all(&ours.encode()).await?;
+        loop {
+            if let Some(theirs) = Handshake::decode(&mut buf)? {
+                return Ok::<_, PeerError>(theirs);
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(PeerError::Closed);
+            }
+        }
+    };
+    match timeout(limit, exchange).await {
+        Ok(Ok(h)) => Ok((h, buf)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(PeerError::Timeout("waiting for the handshake")),
+    }
+}
+
+/// The remote handshake names our torrent and is not our own.
+pub fn check_handshake(
+    theirs: &Handshake,
+    info_hash: &crate::types::InfoHash,
+    peer_id: &crate::types::PeerId,
+) -> Result<(), PeerError> {
+    if theirs.info_hash != *info_hash {
+        return Err(PeerError::InfoHashMismatch);
+    }
+    if theirs.peer_id == *peer_id {
+        return Err(PeerError::SelfConnection);
+    }
+    Ok(())
 }
 
 pub fn failed(e: PeerError) -> Outcome {
@@ -141,31 +191,13 @@ pub async fn run(
             }
             (theirs, buf)
         }
-        None => {
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
-            let handshake = async {
-                stream.write_all(&hs.encode()).await?;
-                loop {
-                    if let Some(theirs) = Handshake::decode(&mut buf)? {
-                        return Ok::<_, PeerError>(theirs);
-                    }
-                    if stream.read_buf(&mut buf).await? == 0 {
-                        return Err(PeerError::Closed);
-                    }
-                }
-            };
-            match timeout(engine.config.handshake_timeout, handshake).await {
-                Ok(Ok(h)) => (h, buf),
-                Ok(Err(e)) => return failed(e),
-                Err(_) => return failed(PeerError::Timeout("waiting for the handshake")),
-            }
-        }
+        None => match handshake_out(&mut stream, &hs, engine.config.handshake_timeout).await {
+            Ok(x) => x,
+            Err(e) => return failed(e),
+        },
     };
-    if theirs.info_hash != engine.info_hash {
-        return failed(PeerError::InfoHashMismatch);
-    }
-    if theirs.peer_id == engine.config.peer_id {
-        return failed(PeerError::SelfConnection);
+    if let Err(e) = check_handshake(&theirs, &engine.info_hash, &engine.config.peer_id) {
+        return failed(e);
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let kill = CancellationToken::new();
@@ -622,21 +654,10 @@ impl Conn {
 
     async fn send_ext_handshake(&mut self) -> Result<(), PeerError> {
         let e = &self.engine;
-        let mut m = vec![(
-            extension::UT_METADATA.to_string(),
-            extension::OUR_UT_METADATA,
-        )];
-        if !e.private {
-            m.push((extension::UT_PEX.to_string(), extension::OUR_UT_PEX));
-        }
         let hs = ExtHandshake {
-            m,
-            client: Some(format!("xorrent {}", env!("CARGO_PKG_VERSION"))),
-            listen_port: (e.config.listen_port != 0).then_some(e.config.listen_port),
             reqq: Some(OUR_REQQ),
-            your_ip: Some(self.addr.ip()),
             metadata_size: Some(e.info_bytes.len() as u64),
-            upload_only: false,
+            ..ExtHandshake::ours(!e.private, e.config.listen_port, self.addr.ip())
         };
         let payload = Bytes::from(hs.encode());
         self.send(&[Message::Extended {

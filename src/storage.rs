@@ -423,43 +423,9 @@ impl Storage for MemStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::InfoHash;
 
     fn torrent(files: &[(&str, u64, FileKind)]) -> Torrent {
-        let mut offset = 0;
-        let files: Vec<FileInfo> = files
-            .iter()
-            .map(|(p, l, k)| {
-                let f = FileInfo {
-                    path: PathBuf::from(p),
-                    length: *l,
-                    offset,
-                    kind: k.clone(),
-                };
-                offset += l;
-                f
-            })
-            .collect();
-        Torrent {
-            info_hash: InfoHash([0; 20]),
-            name: "t".into(),
-            piece_length: 4,
-            piece_hashes: vec![[0; 20]; offset.div_ceil(4) as usize],
-            files,
-            total_length: offset,
-            payload_length: offset,
-            multi_file: true,
-            private: false,
-            hybrid: false,
-            trackers: vec![],
-            web_seeds: vec![],
-            http_seeds: vec![],
-            nodes: vec![],
-            comment: None,
-            created_by: None,
-            creation_date: None,
-            info_bytes: vec![],
-        }
+        crate::metainfo::test_torrent(4, files)
     }
 
     #[test]

@@ -465,14 +465,6 @@ impl Engine {
         }
     }
 
-    /// Whether the peer has every piece (it sent a full bitfield or have all).
-    pub fn peer_is_seed(&self, key: PeerKey) -> bool {
-        self.state()
-            .peers
-            .get(&key)
-            .is_some_and(|e| e.has.is_full())
-    }
-
     pub fn unregister(&self, key: PeerKey) {
         let mut st = self.state();
         if let Some(entry) = st.peers.remove(&key) {

@@ -280,6 +280,46 @@ impl Torrent {
     }
 }
 
+/// A torrent over `files` (path, length, kind) laid end to end, for unit
+/// tests of code that only needs the layout.
+#[cfg(test)]
+pub(crate) fn test_torrent(piece_length: u32, files: &[(&str, u64, FileKind)]) -> Torrent {
+    let mut offset = 0;
+    let files: Vec<FileInfo> = files
+        .iter()
+        .map(|(p, l, k)| {
+            let f = FileInfo {
+                path: PathBuf::from(p),
+                length: *l,
+                offset,
+                kind: k.clone(),
+            };
+            offset += l;
+            f
+        })
+        .collect();
+    Torrent {
+        info_hash: InfoHash([0; 20]),
+        name: "t".into(),
+        piece_length,
+        piece_hashes: vec![[0; 20]; offset.div_ceil(u64::from(piece_length)) as usize],
+        files,
+        total_length: offset,
+        payload_length: offset,
+        multi_file: true,
+        private: false,
+        hybrid: false,
+        trackers: vec![],
+        web_seeds: vec![],
+        http_seeds: vec![],
+        nodes: vec![],
+        comment: None,
+        created_by: None,
+        creation_date: None,
+        info_bytes: vec![],
+    }
+}
+
 /// The top-level dictionary as found in the file.
 pub struct RawMeta<'a> {
     pub info: RawInfo<'a>,

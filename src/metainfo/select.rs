@@ -103,47 +103,16 @@ pub fn files_to_create(torrent: &Torrent, selected: &[bool], wanted: &Bitfield) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metainfo::FileInfo;
-    use crate::types::InfoHash;
-    use std::path::PathBuf;
 
-    /// Piece length 10.
+    /// Piece length 10; file `i` is `t/i`.
     fn torrent(files: &[(u64, FileKind)]) -> Torrent {
-        let mut offset = 0;
-        let files: Vec<FileInfo> = files
+        let names: Vec<String> = (0..files.len()).map(|i| format!("t/{i}")).collect();
+        let spec: Vec<(&str, u64, FileKind)> = names
             .iter()
-            .enumerate()
-            .map(|(i, (l, k))| {
-                let f = FileInfo {
-                    path: PathBuf::from(format!("t/{i}")),
-                    length: *l,
-                    offset,
-                    kind: k.clone(),
-                };
-                offset += l;
-                f
-            })
+            .zip(files)
+            .map(|(n, (l, k))| (n.as_str(), *l, k.clone()))
             .collect();
-        Torrent {
-            info_hash: InfoHash([0; 20]),
-            name: "t".into(),
-            piece_length: 10,
-            piece_hashes: vec![[0; 20]; offset.div_ceil(10) as usize],
-            files,
-            total_length: offset,
-            payload_length: offset,
-            multi_file: true,
-            private: false,
-            hybrid: false,
-            trackers: vec![],
-            web_seeds: vec![],
-            http_seeds: vec![],
-            nodes: vec![],
-            comment: None,
-            created_by: None,
-            creation_date: None,
-            info_bytes: vec![],
-        }
+        crate::metainfo::test_torrent(10, &spec)
     }
 
     #[test]
