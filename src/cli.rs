@@ -11,13 +11,13 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{BinaryBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{
-    self, AppError, DownloadOptions, NetOptions, Report, SeedLimits, SeedOptions, Snapshot, Source,
-    Stage, Status,
-};
 use crate::engine::EngineConfig;
 use crate::magnet::{self, Magnet};
 use crate::metainfo::{FileKind, Torrent};
+use crate::session::{DhtOptions, Session, SessionConfig};
+use crate::torrent::{
+    self, AddTorrent, Report, SeedLimits, Snapshot, Source, Stage, Status, TorrentError,
+};
 
 mod dht;
 mod trackers;
@@ -104,6 +104,10 @@ pub struct NetArgs {
     /// (1: give up after 15 + 30 s).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=8))]
     pub udp_retries: u32,
+    /// Longest time between two saves of a torrent's resume record
+    /// (verified pieces; kept under --state-dir).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub resume_every: u64,
     #[command(flatten)]
     pub dht: DhtArgs,
 }
@@ -136,7 +140,7 @@ pub const PUBLIC_ROUTERS: [&str; 4] = [
 ];
 
 impl DhtArgs {
-    pub fn options(&self) -> Option<app::DhtOptions> {
+    pub fn options(&self) -> Option<DhtOptions> {
         if self.no_dht {
             return None;
         }
@@ -145,7 +149,7 @@ impl DhtArgs {
         } else {
             self.dht_bootstrap.clone()
         };
-        Some(app::DhtOptions {
+        Some(DhtOptions {
             port: self.dht_port,
             bootstrap,
             state_file: self.dir().map(|d| d.join("dht.json")),
@@ -193,8 +197,12 @@ pub struct SeedLimitArgs {
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
     /// The .torrent file, or a magnet link ("magnet:?xt=urn:btih:...").
-    #[arg(value_name = "FILE.torrent|MAGNET")]
-    pub torrent: String,
+    /// Several run together in one session (one port, one DHT node).
+    #[arg(value_name = "FILE.torrent|MAGNET", required = true)]
+    pub torrents: Vec<String>,
+    /// Hash all data on disk, even where the resume record vouches for it.
+    #[arg(long)]
+    pub recheck: bool,
     /// Also write the torrent's metainfo here (for a magnet: once fetched).
     #[arg(long, value_name = "FILE")]
     pub save_torrent: Option<PathBuf>,
@@ -225,6 +233,9 @@ pub struct SeedArgs {
     /// Directory holding the content as `download -o PATH` writes it
     /// (PATH/<name>), or the content file or directory itself.
     pub path: PathBuf,
+    /// Hash all data, even where the resume record vouches for it.
+    #[arg(long)]
+    pub recheck: bool,
     #[command(flatten)]
     pub limits: SeedLimitArgs,
     #[command(flatten)]
@@ -426,31 +437,50 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<()> {
 
 /// Exit code for an error: 130 after Ctrl-C, 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    match err.downcast_ref::<AppError>() {
-        Some(AppError::Interrupted { .. }) => 130,
-        _ => 1,
+    let interrupted = err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<TorrentError>(),
+            Some(TorrentError::Interrupted { .. } | TorrentError::MetadataInterrupted)
+        ) || c.downcast_ref::<Interrupted>().is_some()
+    });
+    if interrupted {
+        130
+    } else {
+        1
     }
 }
 
-fn net_options(n: &NetArgs) -> NetOptions {
+/// Some torrents of a multi-torrent run were interrupted.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: {0} of the torrents did not finish; run the same command again to resume")]
+struct Interrupted(usize);
+
+/// Session-wide settings from the flags.
+fn session_config(n: &NetArgs, connect_when_complete: bool) -> SessionConfig {
     let engine = EngineConfig {
         max_peers: n.max_peers.into(),
         request_timeout: Duration::from_secs(n.request_timeout.max(1)),
         connect_timeout: Duration::from_secs(n.connect_timeout.max(1)),
         handshake_timeout: Duration::from_secs(n.connect_timeout.max(1)),
-        max_upload_rate: n.max_upload_rate,
-        max_download_rate: n.max_download_rate,
+        connect_when_complete,
         ..EngineConfig::default()
     };
-    NetOptions {
+    SessionConfig {
         port: n.port,
         bind: n.bind,
-        peers: n.peers.clone(),
+        dht: n.dht.options(),
+        // One torrent: its caps are the process's. Several: each cap
+        // holds for the whole session.
+        max_upload_rate: n.max_upload_rate,
+        max_download_rate: n.max_download_rate,
+        max_peers: (usize::from(n.max_peers) * 4).max(200),
         engine,
         numwant: n.numwant,
         tracker_timeout: Duration::from_secs(n.tracker_timeout.max(1)),
         udp_retries: n.udp_retries,
-        dht: n.dht.options(),
+        state_dir: n.dht.dir(),
+        resume_every: Duration::from_secs(n.resume_every.max(1)),
+        ..SessionConfig::default()
     }
 }
 
@@ -461,83 +491,238 @@ fn seed_limits(l: &SeedLimitArgs) -> SeedLimits {
     }
 }
 
-async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
-    let source = if magnet::is_magnet(&a.torrent) {
-        let m = Magnet::parse(&a.torrent).context("not a usable magnet link")?;
+fn source_of(arg: &str) -> Result<Source> {
+    Ok(if magnet::is_magnet(arg) {
+        let m = Magnet::parse(arg).context("not a usable magnet link")?;
         Source::Magnet(Box::new(m))
     } else {
-        Source::File(PathBuf::from(&a.torrent))
-    };
-    let select = match (&a.select, &source) {
-        (Some(FileSelect(r)), _) => Some(r.clone()),
-        (None, Source::Magnet(m)) => m.select_only.clone(),
-        (None, Source::File(_)) => None,
-    };
-    let opts = DownloadOptions {
-        source,
-        output: a.output.clone(),
-        net: net_options(&a.net),
-        seed: a.seed.then(|| seed_limits(&a.limits)),
-        save_torrent: a.save_torrent.clone(),
-        select,
-        metadata_cache: a.net.dht.dir().map(|d| d.join("metadata")),
-    };
-    let status = Status::new();
+        Source::File(PathBuf::from(arg))
+    })
+}
+
+async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
+    let mut adds = Vec::new();
+    for arg in &a.torrents {
+        let source = source_of(arg)?;
+        let select = match (&a.select, &source) {
+            (Some(FileSelect(r)), _) => Some(r.clone()),
+            (None, Source::Magnet(m)) => m.select_only.clone(),
+            _ => None,
+        };
+        let mut add = AddTorrent::new(source, a.output.clone());
+        add.select = select;
+        add.seed = a.seed.then(|| seed_limits(&a.limits));
+        add.save_torrent = a.save_torrent.clone().filter(|_| a.torrents.len() == 1);
+        add.peers = a.net.peers.clone();
+        add.recheck = a.recheck;
+        adds.push((arg.clone(), add));
+    }
+    if a.save_torrent.is_some() && a.torrents.len() > 1 {
+        anyhow::bail!("--save-torrent names one file: give it with a single torrent");
+    }
+    let session = Session::start(session_config(&a.net, a.seed), &cancel).await?;
+    let mut handles = Vec::new();
+    for (arg, add) in adds {
+        match session.add(add).await {
+            Ok(h) => handles.push((arg, h)),
+            Err(crate::session::AddError::Duplicate(_)) => {
+                eprintln!("note: {arg} is the same torrent as an earlier argument; added once");
+            }
+            Err(e) => {
+                session.shutdown().await;
+                return Err(e).with_context(|| format!("cannot add {arg}"));
+            }
+        }
+    }
     let view = View::start(
-        status.clone(),
+        handles.iter().map(|(_, h)| h.status()).collect(),
         a.view.quiet,
         Duration::from_secs(a.view.status_interval.max(1)),
+        session.clone(),
     );
-    let result = app::download(opts, status, cancel).await;
+    let mut results = Vec::new();
+    for (arg, h) in &handles {
+        results.push((arg.clone(), h.wait().await));
+    }
+    session.shutdown().await;
     view.finish().await;
-    let report = result.with_context(|| format!("download of {} failed", a.torrent))?;
-    finish_report(&report, &a.view, &view, "done")
+    finish_all(results, &a.view, &view, "done")
+}
+
+/// Reports every torrent's outcome; the error names those that failed.
+fn finish_all(
+    results: Vec<(String, Result<Report, Arc<TorrentError>>)>,
+    v: &ViewArgs,
+    view: &View,
+    what: &str,
+) -> Result<()> {
+    if results.len() == 1 {
+        let (arg, r) = results.into_iter().next().expect("one");
+        let report = r
+            .map_err(|e| anyhow::Error::new(ArcError(e)))
+            .with_context(|| {
+                format!(
+                    "{} of {arg} failed",
+                    if what == "done" {
+                        "download"
+                    } else {
+                        "seeding"
+                    }
+                )
+            })?;
+        write_summary(std::slice::from_ref(&report), v, view)?;
+        print_report(&report, v, view, what);
+        return Ok(());
+    }
+    let mut ok = Vec::new();
+    let (mut failed, mut interrupted) = (Vec::new(), 0);
+    for (arg, r) in results {
+        match r {
+            Ok(report) => {
+                print_report(&report, v, view, what);
+                ok.push(report);
+            }
+            Err(e) => {
+                if matches!(
+                    *e,
+                    TorrentError::Interrupted { .. } | TorrentError::MetadataInterrupted
+                ) {
+                    interrupted += 1;
+                }
+                eprintln!("error: {arg}: {}", chain(&*e));
+                failed.push(arg);
+            }
+        }
+    }
+    write_summary(&ok, v, view)?;
+    if failed.is_empty() {
+        return Ok(());
+    }
+    if interrupted == failed.len() {
+        return Err(Interrupted(interrupted).into());
+    }
+    anyhow::bail!(
+        "{} of {} torrents failed: {}",
+        failed.len(),
+        failed.len() + ok.len(),
+        failed.join(", ")
+    )
+}
+
+/// An error and its causes on one line, each once.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// An `Arc`ed torrent error as an `std::error::Error` with its causes.
+#[derive(Debug)]
+struct ArcError(Arc<TorrentError>);
+
+impl std::fmt::Display for ArcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ArcError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
 }
 
 async fn seed(a: SeedArgs, cancel: CancellationToken) -> Result<()> {
-    let opts = SeedOptions {
-        torrent: a.torrent.clone(),
-        path: a.path.clone(),
-        net: net_options(&a.net),
-        limits: seed_limits(&a.limits),
-    };
-    let status = Status::new();
+    let loaded = crate::metainfo::Torrent::from_file(&a.torrent)
+        .with_context(|| format!("seeding {} failed", a.torrent.display()))?;
+    let (root, t) = torrent::locate_content(loaded, &a.path)
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("seeding {} failed", a.torrent.display()))?;
+    let mut add = AddTorrent::new(Source::Parsed(Box::new(t)), root);
+    add.seed = Some(seed_limits(&a.limits));
+    add.seed_only = true;
+    add.peers = a.net.peers.clone();
+    add.recheck = a.recheck;
+    let session = Session::start(session_config(&a.net, true), &cancel).await?;
+    let h = session.add(add).await?;
     let view = View::start(
-        status.clone(),
+        vec![h.status()],
         a.view.quiet,
         Duration::from_secs(a.view.status_interval.max(1)),
+        session.clone(),
     );
-    let result = app::seed(opts, status, cancel).await;
+    let result = h.wait().await;
+    session.shutdown().await;
     view.finish().await;
     let report = match result {
-        // Ctrl-C is how seeding normally ends.
-        Err(AppError::Interrupted { .. }) => return Ok(()),
-        r => r.with_context(|| format!("seeding {} failed", a.torrent.display()))?,
+        // Ctrl-C during the check is how seeding normally ends.
+        Err(e) if matches!(*e, TorrentError::Interrupted { .. }) => return Ok(()),
+        r => r
+            .map_err(|e| anyhow::Error::new(ArcError(e)))
+            .with_context(|| format!("seeding {} failed", a.torrent.display()))?,
     };
-    finish_report(&report, &a.view, &view, "seeded")
+    write_summary(std::slice::from_ref(&report), &a.view, &view)?;
+    print_report(&report, &a.view, &view, "seeded");
+    Ok(())
 }
 
-fn finish_report(report: &Report, v: &ViewArgs, view: &View, what: &str) -> Result<()> {
-    if let Some(path) = &v.summary_json {
-        let j = serde_json::json!({
-            "name": report.name,
-            "info_hash": report.info_hash,
-            "total_bytes": report.total_bytes,
-            "torrent_bytes": report.torrent_bytes,
-            "downloaded": report.downloaded,
-            "resumed": report.resumed,
-            "received": report.received,
-            "wasted": report.wasted,
-            "uploaded": report.uploaded,
-            "completed_after_secs": report.completed_after,
-            "hash_failures": report.hash_failures,
+fn report_json(report: &Report, view: &View) -> serde_json::Value {
+    serde_json::json!({
+        "name": report.name,
+        "info_hash": report.info_hash,
+        "total_bytes": report.total_bytes,
+        "torrent_bytes": report.torrent_bytes,
+        "downloaded": report.downloaded,
+        "resumed": report.resumed,
+        "received": report.received,
+        "wasted": report.wasted,
+        "uploaded": report.uploaded,
+        "completed_after_secs": report.completed_after,
+        "hash_failures": report.hash_failures,
+        "elapsed_secs": view.elapsed().as_secs_f64(),
+        "read_bytes": read_bytes(),
+        "check": report.check.map(|c| serde_json::json!({
+            "fast_resume": c.fast, "pieces_hashed": c.hashed, "secs": c.secs,
+        })),
+        "peers": report.peers.iter().map(|(a, b)| serde_json::json!({"addr": a.to_string(), "bytes": b})).collect::<Vec<_>>(),
+        "banned": report.banned.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+/// One torrent: its summary object; several: `{"torrents": [...]}`.
+fn write_summary(reports: &[Report], v: &ViewArgs, view: &View) -> Result<()> {
+    let Some(path) = &v.summary_json else {
+        return Ok(());
+    };
+    let j = match reports {
+        [one] => report_json(one, view),
+        many => serde_json::json!({
+            "torrents": many.iter().map(|r| report_json(r, view)).collect::<Vec<_>>(),
             "elapsed_secs": view.elapsed().as_secs_f64(),
-            "peers": report.peers.iter().map(|(a, b)| serde_json::json!({"addr": a.to_string(), "bytes": b})).collect::<Vec<_>>(),
-            "banned": report.banned.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&j)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
+            "read_bytes": read_bytes(),
+        }),
+    };
+    std::fs::write(path, serde_json::to_string_pretty(&j)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Bytes this process read through read(2) and friends (`rchar`).
+fn read_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn print_report(report: &Report, v: &ViewArgs, view: &View, what: &str) {
     if !v.quiet {
         eprintln!(
             "{what}: {} ({}) in {}: {} fetched, {} already present, {} uploaded",
@@ -549,7 +734,6 @@ fn finish_report(report: &Report, v: &ViewArgs, view: &View, what: &str) -> Resu
             BinaryBytes(report.uploaded),
         );
     }
-    Ok(())
 }
 
 /// The progress display: indicatif bars on a terminal, plain status lines
@@ -561,15 +745,23 @@ struct View {
 }
 
 impl View {
-    fn start(status: Arc<Status>, quiet: bool, interval: Duration) -> View {
+    fn start(
+        statuses: Vec<Arc<Status>>,
+        quiet: bool,
+        interval: Duration,
+        session: Session,
+    ) -> View {
         let stop = CancellationToken::new();
+        let _ = session;
         let task = (!quiet).then(|| {
             let s = stop.clone();
-            if std::io::stderr().is_terminal() {
-                tokio::spawn(bars(status, s))
-            } else {
-                tokio::spawn(lines(status, s, interval))
-            }
+            tokio::spawn(async move {
+                if std::io::stderr().is_terminal() {
+                    bars(statuses, s).await
+                } else {
+                    lines(statuses, s, interval).await
+                }
+            })
         });
         View {
             task,
@@ -616,140 +808,246 @@ fn metadata_text(s: &Snapshot) -> String {
     )
 }
 
-async fn bars(status: Arc<Status>, stop: CancellationToken) {
-    let check_style = ProgressStyle::with_template(
-        "checking {bar:30.yellow/white} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
-    )
-    .expect("valid template")
-    .progress_chars("=> ");
-    let dl_style = ProgressStyle::with_template(
-        "{spinner:.green} {bar:30.cyan/blue} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-    )
-    .expect("valid template")
-    .progress_chars("=> ");
-    let meta_style =
-        ProgressStyle::with_template("{spinner:.green} {msg}").expect("valid template");
-    let mut meta: Option<ProgressBar> = None;
-    let mut check: Option<ProgressBar> = None;
-    let mut dl: Option<ProgressBar> = None;
+/// One torrent's bars: metadata, check, then transfer.
+#[derive(Default)]
+struct Bars {
+    meta: Option<ProgressBar>,
+    check: Option<ProgressBar>,
+    dl: Option<ProgressBar>,
+}
+
+struct Styles {
+    check: ProgressStyle,
+    dl: ProgressStyle,
+    meta: ProgressStyle,
+}
+
+impl Styles {
+    fn new(multi: bool) -> Styles {
+        let p = if multi { "{prefix:12!} " } else { "" };
+        Styles {
+            check: ProgressStyle::with_template(&format!(
+                "{p}checking {{bar:30.yellow/white}} {{percent:>3}}% {{binary_bytes}}/{{binary_total_bytes}} {{binary_bytes_per_sec}}"
+            ))
+            .expect("valid template")
+            .progress_chars("=> "),
+            dl: ProgressStyle::with_template(&format!(
+                "{p}{{spinner:.green}} {{bar:30.cyan/blue}} {{percent:>3}}% {{binary_bytes}}/{{binary_total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}} {{msg}}"
+            ))
+            .expect("valid template")
+            .progress_chars("=> "),
+            meta: ProgressStyle::with_template(&format!("{p}{{spinner:.green}} {{msg}}"))
+                .expect("valid template"),
+        }
+    }
+}
+
+impl Bars {
+    fn update(&mut self, s: &Snapshot, st: &Styles, multi: &indicatif::MultiProgress) {
+        let add = |len: Option<u64>, style: &ProgressStyle| {
+            let b = multi.add(ProgressBar::new(len.unwrap_or(0)));
+            if len.is_none() {
+                b.set_length(0);
+            }
+            b.set_style(style.clone());
+            b.set_prefix(s.name.clone());
+            b
+        };
+        match s.stage {
+            Stage::Loading => {}
+            Stage::Metadata => {
+                let b = self.meta.get_or_insert_with(|| {
+                    let b = add(None, &st.meta);
+                    b.enable_steady_tick(Duration::from_millis(120));
+                    b
+                });
+                b.set_message(metadata_text(s));
+            }
+            Stage::Checking => {
+                if let Some(m) = self.meta.take() {
+                    m.finish_and_clear();
+                }
+                let b = self
+                    .check
+                    .get_or_insert_with(|| add(Some(s.check_total), &st.check));
+                b.set_length(s.check_total);
+                b.set_position(s.check_done);
+            }
+            _ => {
+                if let Some(m) = self.meta.take() {
+                    m.finish_and_clear();
+                }
+                if let Some(c) = self.check.take() {
+                    c.set_position(s.check_total);
+                    c.finish();
+                }
+                let b = self.dl.get_or_insert_with(|| {
+                    let b = add(Some(s.total_bytes), &st.dl);
+                    b.set_position(s.have_bytes);
+                    b.reset_eta();
+                    b
+                });
+                b.set_prefix(s.name.clone());
+                b.set_length(s.total_bytes);
+                b.set_position(s.have_bytes);
+                match s.stage {
+                    Stage::Seeding => b.set_message(format!(
+                        "seeding, {} up, {}",
+                        BinaryBytes(s.uploaded),
+                        peers_text(s)
+                    )),
+                    Stage::Paused => b.set_message("paused"),
+                    Stage::Failed => b.set_message("failed"),
+                    Stage::Done => b.set_message("done"),
+                    _ => b.set_message(peers_text(s)),
+                }
+            }
+        }
+    }
+
+    fn abandon(&mut self) {
+        for b in [self.meta.take(), self.check.take(), self.dl.take()]
+            .into_iter()
+            .flatten()
+        {
+            b.abandon();
+        }
+    }
+}
+
+async fn bars(statuses: Vec<Arc<Status>>, stop: CancellationToken) {
+    let many = statuses.len() > 1;
+    let styles = Styles::new(many);
+    let multi = indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let mut bars: Vec<Bars> = statuses.iter().map(|_| Bars::default()).collect();
+    let total = many.then(|| {
+        let b = multi.add(ProgressBar::new(0));
+        b.set_style(ProgressStyle::with_template("{msg}").expect("valid template"));
+        b
+    });
+    // Log lines go above the bars rather than through them.
+    let anchor = multi.add(ProgressBar::hidden());
+    set_active_bar(Some(anchor.clone()));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         let stopping = tokio::select! {
             _ = stop.cancelled() => true,
             _ = tick.tick() => false,
         };
-        let s = status.snapshot();
-        match s.stage {
-            Stage::Loading => {}
-            Stage::Metadata => {
-                let b = meta.get_or_insert_with(|| {
-                    let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-                    b.set_style(meta_style.clone());
-                    b.enable_steady_tick(Duration::from_millis(120));
-                    b
-                });
-                b.set_message(metadata_text(&s));
-            }
-            Stage::Checking => {
-                if let Some(m) = meta.take() {
-                    m.finish_and_clear();
-                }
-                let b = check.get_or_insert_with(|| {
-                    let b = ProgressBar::with_draw_target(
-                        Some(s.check_total),
-                        ProgressDrawTarget::stderr(),
-                    );
-                    b.set_style(check_style.clone());
-                    b
-                });
-                b.set_position(s.check_done);
-            }
-            _ => {
-                if let Some(m) = meta.take() {
-                    m.finish_and_clear();
-                }
-                if let Some(c) = check.take() {
-                    c.set_position(s.check_total);
-                    c.finish();
-                }
-                let b = dl.get_or_insert_with(|| {
-                    let b = ProgressBar::with_draw_target(
-                        Some(s.total_bytes),
-                        ProgressDrawTarget::stderr(),
-                    );
-                    b.set_style(dl_style.clone());
-                    b.set_position(s.have_bytes);
-                    b.reset_eta();
-                    set_active_bar(Some(b.clone()));
-                    b
-                });
-                b.set_position(s.have_bytes);
-                if s.stage == Stage::Seeding {
-                    b.set_message(format!(
-                        "seeding, {} up, {}",
-                        BinaryBytes(s.uploaded),
-                        peers_text(&s)
-                    ));
-                } else {
-                    b.set_message(peers_text(&s));
-                }
-            }
+        let snaps: Vec<Snapshot> = statuses.iter().map(|s| s.snapshot()).collect();
+        for (b, s) in bars.iter_mut().zip(&snaps) {
+            b.update(s, &styles, &multi);
+        }
+        if let Some(t) = &total {
+            t.set_message(total_text(&snaps));
         }
         if stopping {
             set_active_bar(None);
-            if let Some(b) = meta.take() {
-                b.abandon();
-            }
-            if let Some(b) = check.take() {
-                b.abandon();
-            }
-            if let Some(b) = dl.take() {
-                b.abandon();
+            bars.iter_mut().for_each(Bars::abandon);
+            if let Some(t) = total {
+                t.abandon();
             }
             return;
         }
     }
 }
 
-async fn lines(status: Arc<Status>, stop: CancellationToken, interval: Duration) {
+/// The total line of a multi-torrent run.
+fn total_text(snaps: &[Snapshot]) -> String {
+    let count = |st: Stage| snaps.iter().filter(|s| s.stage == st).count();
+    let (have, total): (u64, u64) = snaps
+        .iter()
+        .fold((0, 0), |(h, t), s| (h + s.have_bytes, t + s.total_bytes));
+    let (down, up): (u64, u64) = snaps
+        .iter()
+        .fold((0, 0), |(d, u), s| (d + s.down_rate, u + s.up_rate));
+    let peers: usize = snaps.iter().map(|s| s.connected).sum();
+    format!(
+        "total: {} torrents ({} downloading, {} seeding, {} done, {} failed) {}/{} down {}/s up {}/s peers {peers}",
+        snaps.len(),
+        count(Stage::Downloading) + count(Stage::Metadata) + count(Stage::Checking),
+        count(Stage::Seeding),
+        count(Stage::Done),
+        count(Stage::Failed),
+        BinaryBytes(have),
+        BinaryBytes(total),
+        BinaryBytes(down),
+        BinaryBytes(up),
+    )
+}
+
+/// A status line; `named` puts the torrent's name in (several torrents).
+fn line_for(s: &Snapshot, named: bool) -> Option<String> {
+    let name = if named {
+        format!(" {}", s.name)
+    } else {
+        String::new()
+    };
+    Some(match s.stage {
+        Stage::Loading => return None,
+        Stage::Metadata => metadata_text(s),
+        Stage::Seeding => format!(
+            "seeding{name}: {} uploaded {}",
+            BinaryBytes(s.uploaded),
+            peers_text(s)
+        ),
+        Stage::Checking => format!(
+            "checking{name}: {:.1}% of {}",
+            pct(s.check_done, s.check_total),
+            BinaryBytes(s.check_total)
+        ),
+        Stage::Paused => format!("paused{name}"),
+        Stage::Failed | Stage::Done => return None,
+        Stage::Downloading | Stage::Finishing => format!(
+            "downloading{name}: {:.1}% {}/{} {}/s {}",
+            pct(s.have_bytes, s.total_bytes),
+            BinaryBytes(s.have_bytes),
+            BinaryBytes(s.total_bytes),
+            BinaryBytes(s.down_rate),
+            peers_text(s)
+        ),
+    })
+}
+
+async fn lines(statuses: Vec<Arc<Status>>, stop: CancellationToken, interval: Duration) {
+    let started = Instant::now();
+    let mut all_seeding_said = false;
     let mut tick = tokio::time::interval(interval);
+    let mut fast = tokio::time::interval(Duration::from_millis(100));
     tick.tick().await;
-    let mut last = (Instant::now(), 0u64);
     loop {
-        tokio::select! {
+        let due = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let s = status.snapshot();
-        let now = Instant::now();
-        let line = match s.stage {
-            Stage::Loading => continue,
-            Stage::Metadata => metadata_text(&s),
-            Stage::Seeding => format!(
-                "seeding: {} uploaded {}",
-                BinaryBytes(s.uploaded),
-                peers_text(&s)
-            ),
-            Stage::Checking => format!(
-                "checking: {:.1}% of {}",
-                pct(s.check_done, s.check_total),
-                BinaryBytes(s.check_total)
-            ),
-            _ => {
-                let rate = (s.have_bytes.saturating_sub(last.1)) as f64
-                    / (now - last.0).as_secs_f64().max(0.001);
-                last = (now, s.have_bytes);
-                format!(
-                    "downloading: {:.1}% {}/{} {}/s {}",
-                    pct(s.have_bytes, s.total_bytes),
-                    BinaryBytes(s.have_bytes),
-                    BinaryBytes(s.total_bytes),
-                    BinaryBytes(rate as u64),
-                    peers_text(&s)
-                )
-            }
+            _ = tick.tick() => true,
+            _ = fast.tick() => false,
         };
-        eprintln!("{line}");
+        let snaps: Vec<Snapshot> = statuses.iter().map(|s| s.snapshot()).collect();
+        // Said once, as soon as it holds: scripts wait for it.
+        if !all_seeding_said && snaps.len() > 1 && snaps.iter().all(|s| s.stage == Stage::Seeding) {
+            all_seeding_said = true;
+            eprintln!(
+                "seeding all {} torrents (ready after {:.2}s)",
+                snaps.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if !due {
+            continue;
+        }
+        if snaps.len() > 1 {
+            // A line each while they fit on a screen, then the total.
+            if snaps.len() <= 10 {
+                snaps
+                    .iter()
+                    .filter_map(|s| line_for(s, true))
+                    .for_each(|l| eprintln!("{l}"));
+            }
+            eprintln!("{}", total_text(&snaps));
+            continue;
+        }
+        if let Some(l) = snaps.first().and_then(|s| line_for(s, false)) {
+            eprintln!("{l}");
+        }
     }
 }
 

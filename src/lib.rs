@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! Dependencies point one way:
-//! `cli → app → {engine, peer, tracker} → {wire, metainfo, storage} → {bencode, types}`.
+//! `cli → session → torrent → {engine, swarm, peer, tracker, dht} → {wire, metainfo, storage} → {bencode, types}`.
 //!
 //! - [`types`]: info-hash, peer id, bitfield, piece/block geometry.
 //! - [`bencode`]: a bounded decoder that keeps each value's raw bytes.
@@ -16,19 +16,25 @@
 //! - [`magnet`]: magnet URIs (BEP-9, BEP-53).
 //! - [`metafetch`]: the connections that fetch a magnet's metadata.
 //! - [`storage`]: positional reads/writes of the torrent byte stream over files.
-//! - [`engine`]: the coordinator (picker, hashing, peer registry), the
-//!   resume checker and the connection manager.
+//! - [`engine`]: the coordinator (picker, hashing, peer registry, choker,
+//!   rate limits) and the resume checker.
+//! - [`swarm`]: one torrent's connection manager (dialling, backoff,
+//!   turnover of idle peers).
+//! - [`resume`]: the fast-resume record (verified pieces, file stamps).
 //! - [`peer`]: one task per connection with a rate-adaptive request pipeline
 //!   and the upload side (validated requests, batched positional reads).
-//! - [`listener`]: incoming connections routed to torrents by info-hash.
+//! - [`listener`]: incoming connections routed to torrents by info-hash,
+//!   with the caps that keep squatters out.
 //! - [`tracker`]: HTTP and UDP announce and scrape, the BEP-12 tier loop,
 //!   and the embedded tracker server.
-//! - [`app`]: one download wired together, with a progress [`app::Status`].
+//! - [`session`]: what the process shares (listener, DHT node, global
+//!   caps, task tracker); holds any number of torrents.
+//! - [`torrent`]: one torrent's actor and its handle (pause, resume,
+//!   remove, selection, rate caps, a [`torrent::Status`] snapshot).
 //! - [`cli`]: flags, subcommands and the progress view.
 //!
 //! Tasks, channels and invariants are described in `docs/DESIGN.md`.
 
-pub mod app;
 pub mod bencode;
 pub mod cli;
 pub mod dht;
@@ -40,7 +46,11 @@ pub mod metadata;
 pub mod metafetch;
 pub mod metainfo;
 pub mod peer;
+pub mod resume;
+pub mod session;
 pub mod storage;
+pub mod swarm;
+pub mod torrent;
 pub mod tracker;
 pub mod types;
 pub mod wire;

@@ -1,57 +1,108 @@
-//! The peer listener: accepts TCP connections, reads the handshake, and
-//! hands the connection to the torrent whose info-hash it names. Caps the
-//! connections being handshaken at once and each torrent's peer count.
+//! The session's peer listener: accepts TCP connections, reads the
+//! handshake, and hands the connection to the running torrent whose
+//! info-hash it names.
+//!
+//! Slots cannot be squatted: connections mid-handshake are capped, and
+//! when the cap is reached the oldest one is closed (an honest peer sends
+//! its handshake at once, a squatter never does); each has a deadline;
+//! a full torrent makes room by closing a peer that exchanged nothing
+//! lately, else refuses the newcomer; one IP gets a bounded share.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
+use crate::swarm::{Limits, PeerSlot};
 use crate::types::InfoHash;
 use crate::wire::Handshake;
 
 /// Connections allowed to be mid-handshake at once.
-pub const MAX_HALF_OPEN: usize = 32;
+pub const MAX_HALF_OPEN: usize = 64;
+/// Of which from one IP address.
+const MAX_HALF_OPEN_PER_IP: usize = 8;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Torrents = HashMap<InfoHash, (Arc<Engine>, CancellationToken)>;
+#[derive(Clone)]
+struct Entry {
+    engine: Arc<Engine>,
+    /// The torrent's current run: peers get child tokens of it.
+    run: CancellationToken,
+}
 
-/// Torrents reachable through the listener.
+/// Running torrents reachable through the listener.
 #[derive(Default, Clone)]
 pub struct Registry {
-    torrents: Arc<Mutex<Torrents>>,
+    torrents: Arc<Mutex<HashMap<InfoHash, Entry>>>,
 }
 
 impl Registry {
-    pub fn add(&self, engine: Arc<Engine>, cancel: CancellationToken) {
-        self.lock().insert(engine.info_hash, (engine, cancel));
+    pub fn add(&self, engine: Arc<Engine>, run: CancellationToken) {
+        self.lock().insert(engine.info_hash, Entry { engine, run });
     }
 
     pub fn remove(&self, ih: &InfoHash) {
         self.lock().remove(ih);
     }
 
-    fn get(&self, ih: &InfoHash) -> Option<(Arc<Engine>, CancellationToken)> {
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, ih: &InfoHash) -> Option<Entry> {
         self.lock().get(ih).cloned()
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<InfoHash, (Arc<Engine>, CancellationToken)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<InfoHash, Entry>> {
         self.torrents.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
+/// Connections being handshaken, oldest first.
+#[derive(Default)]
+struct HalfOpen {
+    next: u64,
+    conns: BTreeMap<u64, (IpAddr, CancellationToken)>,
+}
+
+impl HalfOpen {
+    /// Admits a connection, closing the oldest when full; `None` if its IP
+    /// already has its share.
+    fn admit(&mut self, ip: IpAddr) -> Option<(u64, CancellationToken)> {
+        if self.conns.values().filter(|(i, _)| *i == ip).count() >= MAX_HALF_OPEN_PER_IP {
+            return None;
+        }
+        if self.conns.len() >= MAX_HALF_OPEN {
+            if let Some((_, (_, oldest))) = self.conns.pop_first() {
+                oldest.cancel();
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        let token = CancellationToken::new();
+        self.conns.insert(id, (ip, token.clone()));
+        Some((id, token))
+    }
+}
+
 /// Accepts until `cancel` fires.
-pub async fn run(listener: TcpListener, registry: Registry, cancel: CancellationToken) {
-    let half_open = Arc::new(Semaphore::new(MAX_HALF_OPEN));
+pub async fn run(
+    listener: TcpListener,
+    registry: Registry,
+    limits: Limits,
+    cancel: CancellationToken,
+) {
+    let half_open = Arc::new(Mutex::new(HalfOpen::default()));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -59,12 +110,12 @@ pub async fn run(listener: TcpListener, registry: Registry, cancel: Cancellation
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             r = listener.accept() => {
                 let Ok((mut stream, addr)) = r else { continue };
-                // Over the cap: drop the connection rather than queue it.
-                let Ok(permit) = half_open.clone().try_acquire_owned() else { continue };
-                let registry = registry.clone();
-                let cancel = cancel.clone();
+                let admitted = half_open.lock().unwrap_or_else(|e| e.into_inner()).admit(addr.ip());
+                let Some((id, evicted)) = admitted else { continue };
+                let (registry, cancel, half_open, limits) =
+                    (registry.clone(), cancel.clone(), half_open.clone(), limits.clone());
                 tasks.spawn(async move {
-                    let mut buf = BytesMut::with_capacity(16 * 1024);
+                    let mut buf = BytesMut::with_capacity(512);
                     let read = async {
                         loop {
                             match Handshake::decode(&mut buf) {
@@ -78,22 +129,30 @@ pub async fn run(listener: TcpListener, registry: Registry, cancel: Cancellation
                             }
                         }
                     };
-                    let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, read).await.ok().flatten();
-                    drop(permit);
+                    let hs = tokio::select! {
+                        h = tokio::time::timeout(HANDSHAKE_TIMEOUT, read) => h.ok().flatten(),
+                        _ = evicted.cancelled() => None,
+                        _ = cancel.cancelled() => None,
+                    };
+                    half_open.lock().unwrap_or_else(|e| e.into_inner()).conns.remove(&id);
                     let Some(hs) = hs else { return };
-                    let Some((engine, torrent_cancel)) = registry.get(&hs.info_hash) else {
+                    let Some(entry) = registry.get(&hs.info_hash) else {
                         tracing::debug!(%addr, "incoming peer for an unknown torrent");
                         return;
                     };
-                    if engine.stats.connected.load(Ordering::Relaxed) >= engine.config.max_peers
-                        || engine.is_banned(addr.ip())
+                    let engine = entry.engine;
+                    if engine.is_banned(addr.ip())
+                        || engine.peers_from(addr.ip()) >= engine.config.max_per_ip
                     {
                         return;
                     }
-                    let token = tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        t = async { torrent_cancel.child_token() } => t,
-                    };
+                    let full = engine.peer_count() >= engine.config.max_peers || !limits.has_room();
+                    if full && engine.evict_idle(1) == 0 {
+                        tracing::debug!(%addr, "incoming peer refused: no free slot");
+                        return;
+                    }
+                    let _slot = PeerSlot::take(&limits);
+                    let token = entry.run.child_token();
                     let outcome = crate::peer::run(engine, stream, addr, token, Some((hs, buf))).await;
                     tracing::debug!(%addr, result = ?outcome.result, "incoming peer ended");
                 });

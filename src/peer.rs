@@ -65,6 +65,8 @@ pub enum PeerError {
     SelfConnection,
     #[error("peer is banned")]
     Banned,
+    #[error("closed to make room for another peer")]
+    Evicted,
     #[error("connection closed by peer")]
     Closed,
 }
@@ -204,6 +206,8 @@ pub async fn run(
     let Some(key) = engine.register(addr, outgoing, cmd_tx, kill.clone()) else {
         return failed(PeerError::Banned);
     };
+    // Unregisters even if the task is aborted mid-way.
+    let _registered = Registered(engine.clone(), key);
     let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::channel(64);
     let writer = tokio::spawn(write_loop(wr, out_rx));
@@ -239,7 +243,6 @@ pub async fn run(
         upload_job: None,
     };
     let result = conn.run(rd, buf, cmd_rx, &cancel, &kill).await;
-    engine.unregister(key);
     drop(conn.out);
     writer.abort();
     tracing::debug!(%addr, ?result, "peer disconnected");
@@ -247,6 +250,15 @@ pub async fn run(
         handshaked: true,
         useful_bytes: conn.useful_bytes,
         result,
+    }
+}
+
+/// A registration with the engine, undone on drop.
+struct Registered(Arc<Engine>, PeerKey);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.unregister(self.1);
     }
 }
 
@@ -383,10 +395,19 @@ impl Conn {
                 // Branches run to completion once chosen, so a piece being
                 // handed to the hasher is never dropped half-way.
                 _ = cancel.cancelled() => return Ok(()),
-                _ = kill.cancelled() => return Err(PeerError::Banned),
+                _ = kill.cancelled() => {
+                    return Err(if engine.is_banned(self.addr.ip()) { PeerError::Banned } else { PeerError::Evicted });
+                }
                 cmd = cmds.recv() => match cmd {
                     Some(PeerCommand::Cancel(b)) => {
                         if self.outstanding.remove(&(b.piece, b.offset)) {
+                            // The command names a block, not a request: if
+                            // its piece failed and we asked for the block
+                            // again since, this cancel is stale and the
+                            // picker still lists us for it. Give it back so
+                            // `outstanding` and the picker agree (a no-op
+                            // for a current cancel: the slot was drained).
+                            self.engine.release(self.key, b);
                             self.send(&[Message::Cancel { piece: b.piece, offset: b.offset, len: b.len }]).await?;
                         }
                     }
@@ -459,7 +480,7 @@ impl Conn {
         let engine = self.engine.clone();
         self.upload_job = Some(Box::pin(async move {
             let total: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
-            engine.upload_limiter().acquire(total).await;
+            engine.acquire_upload(total).await;
             let e = engine.clone();
             tokio::task::spawn_blocking(move || e.read_blocks(&blocks))
                 .await
@@ -583,7 +604,7 @@ impl Conn {
                         .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     return Ok(());
                 }
-                engine.download_limiter().acquire(data.len() as u64).await;
+                engine.acquire_download(data.len() as u64).await;
                 self.last_block = Instant::now();
                 self.window_bytes += data.len() as u64;
                 if engine.on_block(self.key, piece, offset, &data).await {
@@ -702,10 +723,7 @@ impl Conn {
                 let info = self.engine.info_bytes.clone();
                 let reply = match crate::metadata::piece_of(&info, piece) {
                     Some(data) => {
-                        self.engine
-                            .upload_limiter()
-                            .acquire(data.len() as u64)
-                            .await;
+                        self.engine.acquire_upload(data.len() as u64).await;
                         MetadataMsg::Data {
                             piece,
                             total_size: info.len() as u64,

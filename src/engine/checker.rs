@@ -9,9 +9,10 @@ use sha1::{Digest, Sha1};
 use crate::storage::Storage;
 use crate::types::{Bitfield, Geometry};
 
-/// Hashes every piece readable from `storage`; returns the ones that match.
-/// `progress` counts bytes examined; setting `stop` ends the check early
-/// (pieces not reached count as missing). Blocking: call off the reactor.
+/// Hashes every piece readable from `storage` (only those in `only`, when
+/// given); returns the ones that match. `progress` counts bytes examined;
+/// setting `stop` ends the check early (pieces not reached count as
+/// missing). Blocking: call off the reactor.
 pub fn check(
     storage: &dyn Storage,
     geo: Geometry,
@@ -19,6 +20,7 @@ pub fn check(
     threads: usize,
     progress: &AtomicU64,
     stop: &AtomicBool,
+    only: Option<&Bitfield>,
 ) -> Bitfield {
     let next = AtomicU32::new(0);
     let have = Mutex::new(Bitfield::new(geo.num_pieces));
@@ -33,6 +35,9 @@ pub fn check(
                     let p = next.fetch_add(1, Ordering::Relaxed);
                     if p >= geo.num_pieces {
                         return;
+                    }
+                    if only.is_some_and(|o| !o.get(p)) {
+                        continue;
                     }
                     let size = geo.piece_size(p) as usize;
                     let offset = geo.piece_offset(p);
@@ -71,7 +76,15 @@ mod tests {
         damaged[20_000] ^= 1;
         let s = MemStorage::from_vec(damaged);
         let progress = AtomicU64::new(0);
-        let have = check(&s, geo, &hashes, 2, &progress, &AtomicBool::new(false));
+        let have = check(
+            &s,
+            geo,
+            &hashes,
+            2,
+            &progress,
+            &AtomicBool::new(false),
+            None,
+        );
         assert!(have.get(0) && !have.get(1) && have.get(2));
         assert_eq!(progress.load(Ordering::Relaxed), 40_000);
     }

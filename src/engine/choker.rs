@@ -53,6 +53,9 @@ pub struct ChokerConfig {
     pub optimistic_interval: Duration,
     /// Silence after which a peer that unchoked us counts as snubbing us.
     pub snub_timeout: Duration,
+    /// While seeding, a peer unchoked this long without requesting a byte
+    /// loses its slot and queues behind the others.
+    pub seed_idle: Duration,
     /// Seeds the optimistic draw and tie-breaks; fixed in tests.
     pub seed: u64,
 }
@@ -64,6 +67,7 @@ impl Default for ChokerConfig {
             interval: Duration::from_secs(10),
             optimistic_interval: Duration::from_secs(30),
             snub_timeout: Duration::from_secs(60),
+            seed_idle: Duration::from_secs(5),
             seed: rand::random(),
         }
     }
@@ -136,6 +140,11 @@ struct Peer {
     regular_since: Option<Instant>,
     /// When the peer was last choked after being unchoked (round-robin).
     last_unchoked: Option<Instant>,
+    /// `uploaded` when the current regular tenure began.
+    tenure_mark: u64,
+    /// While seeding: it held a slot and asked for nothing; it waits
+    /// behind every other peer until it takes data.
+    idle: bool,
 }
 
 impl Peer {
@@ -203,6 +212,8 @@ impl Choker {
                 up_rate: 0,
                 regular_since: None,
                 last_unchoked: None,
+                tenure_mark: 0,
+                idle: false,
             },
         );
     }
@@ -248,6 +259,7 @@ impl Choker {
     pub fn record_upload(&mut self, key: PeerKey, bytes: u64) {
         if let Some(p) = self.peers.get_mut(&key) {
             p.uploaded = p.uploaded.saturating_add(bytes);
+            p.idle = false;
         }
     }
 
@@ -300,6 +312,7 @@ impl Choker {
             if winners.contains(key) {
                 if p.slot != Slot::Regular {
                     p.regular_since = Some(now);
+                    p.tenure_mark = p.uploaded;
                 }
                 p.slot = Slot::Regular;
             } else if p.slot == Slot::Regular {
@@ -313,8 +326,19 @@ impl Choker {
     /// free slots to the best choked peers, displacing nobody.
     fn refill(&mut self, now: Instant) {
         let mut held = 0;
+        let (seeding, grace) = (self.seeding, self.config.seed_idle);
         for p in self.peers.values_mut() {
-            if p.slot == Slot::Regular && !p.interested {
+            // A seed's slot held by a peer that requests nothing is wasted
+            // (a squatter, or a peer that is done): it goes to the next.
+            let idle = seeding
+                && p.slot == Slot::Regular
+                && p.uploaded == p.tenure_mark
+                && p.regular_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= grace);
+            if idle {
+                p.idle = true;
+            }
+            if p.slot == Slot::Regular && (!p.interested || idle) {
                 p.slot = Slot::Choked;
                 p.regular_since = None;
             }
@@ -329,6 +353,7 @@ impl Choker {
             let p = self.peers.get_mut(&key).expect("ranked peers exist");
             p.slot = Slot::Regular;
             p.regular_since = Some(now);
+            p.tenure_mark = p.uploaded;
         }
     }
 
@@ -349,7 +374,7 @@ impl Choker {
                 // Round-robin on ties: choked before unchoked, then the one
                 // unchoked longest ago (`None`, never, sorts first).
                 let waited = (p.slot != Slot::Choked, p.last_unchoked);
-                (key, (class, Reverse(rate), waited))
+                (key, (self.seeding && p.idle, class, Reverse(rate), waited))
             })
             .collect();
         // Shuffle, then a stable sort: remaining ties fall at random rather

@@ -11,28 +11,23 @@ pub mod checker;
 pub mod choker;
 pub mod picker;
 pub mod ratelimit;
-pub mod swarm;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::metainfo::Torrent;
 use crate::storage::Storage;
 use crate::types::{Bitfield, BlockRef, Geometry, InfoHash, PeerId, PieceIndex};
 use choker::{ChokeAction, Choker, ChokerConfig};
 use picker::{BlockOutcome, Complete, PeerKey, Picker};
-use ratelimit::RateLimiter;
-
-/// Token bucket burst: a quarter second of the rate, at least one block batch.
-fn burst(rate: u64) -> u64 {
-    (rate / 4).max(256 * 1024)
-}
+use ratelimit::RatePair;
 
 /// Failed pieces an address may take part in before it is banned.
 const BAN_STRIKES: u32 = 3;
@@ -59,11 +54,11 @@ pub struct EngineConfig {
     pub bind_ip: Option<IpAddr>,
     /// Largest block a peer may request (16 KiB; at most `wire::MAX_BLOCK`).
     pub max_request_len: u32,
-    /// Upload and download caps in bytes/s (0: none).
-    pub max_upload_rate: u64,
-    pub max_download_rate: u64,
     /// Keep dialling peers after completion (seeding).
     pub connect_when_complete: bool,
+    /// Connections to one IP address at most (several clients may share
+    /// an address behind a NAT).
+    pub max_per_ip: usize,
 }
 
 impl Default for EngineConfig {
@@ -83,19 +78,71 @@ impl Default for EngineConfig {
             listen_port: 0,
             bind_ip: None,
             max_request_len: crate::types::BLOCK_LEN,
-            max_upload_rate: 0,
-            max_download_rate: 0,
             connect_when_complete: false,
+            max_per_ip: 8,
         }
     }
 }
 
 /// Where the download stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Phase {
     Running,
     Complete,
-    Failed(String),
+    Failed(Arc<EngineError>),
+}
+
+/// Why a download cannot go on (a bad peer is never one of these).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("disk full while writing piece {piece}")]
+    DiskFull {
+        piece: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write piece {piece}")]
+    Write {
+        piece: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the session shares with every torrent's engine.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Process-wide rate caps, applied after the torrent's own.
+    pub rates: Arc<RatePair>,
+    /// Pieces hashed and written at once, in the whole process.
+    pub hash_permits: Arc<Semaphore>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            rates: Arc::new(RatePair::new(0, 0)),
+            hash_permits: Arc::new(Semaphore::new(EngineConfig::default().hash_workers)),
+        }
+    }
+}
+
+/// Everything an engine starts from.
+pub struct Setup {
+    pub torrent: Arc<Torrent>,
+    pub storage: Arc<dyn Storage>,
+    /// Pieces already verified.
+    pub have: Bitfield,
+    /// Pieces to download (`--select`); all without a selection.
+    pub wanted: Bitfield,
+    pub config: EngineConfig,
+    pub shared: Shared,
+    /// The torrent's own rate caps.
+    pub rates: Arc<RatePair>,
+    /// Counters that outlive one run of the torrent (pause/resume).
+    pub stats: Arc<Stats>,
+    /// Cancelled when the engine fails; the parent of every peer's token.
+    pub cancel: CancellationToken,
 }
 
 /// Counters the UI and trackers read.
@@ -133,9 +180,23 @@ struct PeerEntry {
     listen: Option<SocketAddr>,
     outgoing: bool,
     tx: mpsc::Sender<PeerCommand>,
-    /// Cancelled on a ban: unlike a command it cannot be lost to a full channel.
+    /// Cancelled on a ban or an eviction: unlike a command it cannot be
+    /// lost to a full channel.
     kill: CancellationToken,
+    connected_at: Instant,
+    /// Last payload exchanged either way (`connected_at` before any).
+    last_data: Instant,
+    exchanged: bool,
+    peer_interested: bool,
+    am_interested: bool,
 }
+
+/// A peer that has exchanged nothing for this long may be closed to make
+/// room for another.
+const IDLE_EVICT: Duration = Duration::from_secs(10);
+/// A peer that never exchanged a byte may be closed after this, but is
+/// safe from the very next newcomer.
+const FRESH_GRACE: Duration = Duration::from_secs(2);
 
 struct State {
     picker: Picker,
@@ -157,14 +218,15 @@ pub struct Engine {
     piece_hashes: Vec<[u8; 20]>,
     storage: Arc<dyn Storage>,
     state: Mutex<State>,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
     pub config: EngineConfig,
-    hash_permits: Arc<Semaphore>,
+    shared: Shared,
+    rates: Arc<RatePair>,
     phase: watch::Sender<Phase>,
     have_count: watch::Sender<usize>,
+    /// Wakes the choker when the first peer arrives.
+    peer_joined: tokio::sync::Notify,
     pub cancel: CancellationToken,
-    upload_limiter: RateLimiter,
-    download_limiter: RateLimiter,
     /// Set when a DHT node runs: its UDP port (sent in BEP-5 `port`
     /// messages) and where peers' DHT nodes go to be pinged.
     pub dht: OnceLock<(u16, mpsc::Sender<SocketAddr>)>,
@@ -180,29 +242,25 @@ pub struct Engine {
 pub const PEX_MAX: usize = 50;
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        info_hash: InfoHash,
-        geometry: Geometry,
-        piece_hashes: Vec<[u8; 20]>,
-        info_bytes: Arc<[u8]>,
-        private: bool,
-        storage: Arc<dyn Storage>,
-        have: &Bitfield,
-        wanted: Bitfield,
-        config: EngineConfig,
-        cancel: CancellationToken,
-    ) -> Arc<Engine> {
+    pub fn new(setup: Setup) -> Arc<Engine> {
+        let Setup {
+            torrent,
+            storage,
+            have,
+            wanted,
+            config,
+            shared,
+            rates,
+            stats,
+            cancel,
+        } = setup;
+        let geometry = torrent.geometry();
         let mut picker = Picker::with_wanted(geometry, wanted, rand::random());
         let mut log = Vec::new();
         for p in have.iter_ones() {
             picker.mark_have(p);
             log.push(p);
         }
-        let stats = Stats::default();
-        stats
-            .resumed
-            .store(picker.verified_bytes(), Ordering::Relaxed);
         let complete = picker.is_complete();
         let (phase, _) = watch::channel(if complete {
             Phase::Complete
@@ -211,9 +269,9 @@ impl Engine {
         });
         let (have_count, _) = watch::channel(log.len());
         Arc::new(Engine {
-            info_hash,
+            info_hash: torrent.info_hash,
             geometry,
-            piece_hashes,
+            piece_hashes: torrent.piece_hashes.clone(),
             storage,
             state: Mutex::new(State {
                 picker,
@@ -227,29 +285,31 @@ impl Engine {
                 choker: Choker::new(ChokerConfig::default()),
             }),
             stats,
-            hash_permits: Arc::new(Semaphore::new(config.hash_workers)),
-            upload_limiter: RateLimiter::new(config.max_upload_rate, burst(config.max_upload_rate)),
-            download_limiter: RateLimiter::new(
-                config.max_download_rate,
-                burst(config.max_download_rate),
-            ),
+            shared,
+            rates,
             config,
             phase,
             have_count,
+            peer_joined: tokio::sync::Notify::new(),
             dht: OnceLock::new(),
             pex: OnceLock::new(),
-            info_bytes,
-            private,
+            info_bytes: Arc::from(torrent.info_bytes.as_slice()),
+            private: torrent.private,
             cancel,
         })
     }
 
-    pub fn upload_limiter(&self) -> &RateLimiter {
-        &self.upload_limiter
+    /// Waits until `n` bytes may be sent: the torrent's cap, then the
+    /// session's.
+    pub async fn acquire_upload(&self, n: u64) {
+        self.rates.up.acquire(n).await;
+        self.shared.rates.up.acquire(n).await;
     }
 
-    pub fn download_limiter(&self) -> &RateLimiter {
-        &self.download_limiter
+    /// Waits until `n` received bytes may be taken in.
+    pub async fn acquire_download(&self, n: u64) {
+        self.rates.down.acquire(n).await;
+        self.shared.rates.down.acquire(n).await;
     }
 
     pub fn has_piece(&self, piece: PieceIndex) -> bool {
@@ -274,19 +334,69 @@ impl Engine {
 
     pub fn record_upload(&self, key: PeerKey, bytes: u64) {
         self.stats.uploaded.fetch_add(bytes, Ordering::Relaxed);
-        self.state().choker.record_upload(key, bytes);
+        let mut st = self.state();
+        st.choker.record_upload(key, bytes);
+        if let Some(e) = st.peers.get_mut(&key) {
+            e.last_data = Instant::now();
+            e.exchanged = true;
+        }
     }
 
     /// The peer told us whether it wants our pieces.
     pub fn peer_interest(&self, key: PeerKey, interested: bool) {
-        self.state().choker.set_interested(key, interested);
+        let mut st = self.state();
+        st.choker.set_interested(key, interested);
+        if let Some(e) = st.peers.get_mut(&key) {
+            e.peer_interested = interested;
+        }
     }
 
     /// Whether we want the peer's pieces (for snubbing).
     pub fn am_interested(&self, key: PeerKey, interested: bool) {
-        self.state()
-            .choker
+        let mut st = self.state();
+        st.choker
             .set_am_interested(key, interested, std::time::Instant::now());
+        if let Some(e) = st.peers.get_mut(&key) {
+            e.am_interested = interested;
+        }
+    }
+
+    /// Connected peers at `ip`.
+    pub fn peers_from(&self, ip: IpAddr) -> usize {
+        self.state().peers.values().filter(|e| e.ip == ip).count()
+    }
+
+    /// Connected peers.
+    pub fn peer_count(&self) -> usize {
+        self.state().peers.len()
+    }
+
+    /// Closes up to `n` peers that exchanged nothing lately, to make room:
+    /// those neither side wants first, then the longest idle. Returns how
+    /// many were closed.
+    pub fn evict_idle(&self, n: usize) -> usize {
+        let now = Instant::now();
+        let st = self.state();
+        let mut idle: Vec<(bool, Instant, &PeerEntry)> = st
+            .peers
+            .values()
+            .filter(|e| !e.kill.is_cancelled())
+            .filter(|e| {
+                let quiet = now.saturating_duration_since(e.last_data) >= IDLE_EVICT;
+                let never =
+                    !e.exchanged && now.saturating_duration_since(e.connected_at) >= FRESH_GRACE;
+                quiet || never
+            })
+            .map(|e| (e.am_interested || e.peer_interested, e.last_data, e))
+            .collect();
+        idle.sort_by_key(|&(wanted, last, _)| (wanted, last));
+        let mut closed = 0;
+        for (_, _, e) in idle.into_iter().take(n) {
+            tracing::debug!(addr = %e.addr, "closing an idle peer to make room");
+            e.kill.cancel();
+            closed += 1;
+        }
+        closed
     }
 
     /// Whether the peer chokes us (for snubbing).
@@ -302,6 +412,13 @@ impl Engine {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Idle torrents cost no wake-ups: sleep until a peer joins.
+            if self.peer_count() == 0 {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = self.peer_joined.notified() => {}
+                }
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
@@ -419,9 +536,15 @@ impl Engine {
                 outgoing,
                 tx,
                 kill,
+                connected_at: Instant::now(),
+                last_data: Instant::now(),
+                exchanged: false,
+                peer_interested: false,
+                am_interested: false,
             },
         );
         st.choker.add_peer(key, std::time::Instant::now());
+        self.peer_joined.notify_one();
         self.stats.connected.fetch_add(1, Ordering::Relaxed);
         Some(key)
     }
@@ -517,6 +640,10 @@ impl Engine {
         let Some(entry) = st.peers.get(&key) else {
             return;
         };
+        if st.banned.contains(&entry.ip) {
+            // Banned, its task not yet gone: no new requests.
+            return;
+        }
         match only {
             None => st.picker.pick(key, &entry.has, max, out),
             Some(pieces) => {
@@ -554,7 +681,16 @@ impl Engine {
         self.stats
             .received
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        let outcome = self.state().picker.on_block(key, piece, offset, data);
+        let outcome = {
+            let mut st = self.state();
+            let banned = st.ips.get(&key).is_some_and(|ip| st.banned.contains(ip));
+            if banned {
+                // Still arriving from a banned peer: never mixed into a piece.
+                BlockOutcome::Unrequested
+            } else {
+                st.picker.on_block(key, piece, offset, data)
+            }
+        };
         match outcome {
             BlockOutcome::Unrequested => {
                 self.stats
@@ -565,6 +701,10 @@ impl Engine {
             BlockOutcome::Stored { cancel, complete } => {
                 {
                     let mut st = self.state();
+                    if let Some(e) = st.peers.get_mut(&key) {
+                        e.last_data = Instant::now();
+                        e.exchanged = true;
+                    }
                     if let Some(addr) = st.peers.get(&key).map(|e| e.addr) {
                         *st.contributed.entry(addr).or_default() += data.len() as u64;
                     }
@@ -594,7 +734,7 @@ impl Engine {
     }
 
     async fn verify(self: &Arc<Engine>, c: Complete) {
-        let Ok(permit) = self.hash_permits.clone().acquire_owned().await else {
+        let Ok(permit) = self.shared.hash_permits.clone().acquire_owned().await else {
             return;
         };
         let engine = self.clone();
@@ -615,14 +755,15 @@ impl Engine {
 
     fn finish_piece(&self, c: Complete, ok: bool, written: std::io::Result<()>) {
         let len = c.data.len() as u64;
-        if let Err(e) = written {
-            let msg = if e.raw_os_error() == Some(libc::ENOSPC) {
-                format!("disk full while writing piece {}: {e}", c.piece)
+        if let Err(source) = written {
+            let piece = c.piece;
+            let err = if source.raw_os_error() == Some(libc::ENOSPC) {
+                EngineError::DiskFull { piece, source }
             } else {
-                format!("cannot write piece {}: {e}", c.piece)
+                EngineError::Write { piece, source }
             };
             self.state().picker.piece_failed(c.piece, c.data);
-            self.fail(msg);
+            self.fail(err);
             return;
         }
         if ok {
@@ -636,7 +777,7 @@ impl Engine {
             self.have_count.send_replace(n);
             if complete {
                 self.phase.send_if_modified(|p| {
-                    if *p == Phase::Running {
+                    if matches!(p, Phase::Running) {
                         *p = Phase::Complete;
                         true
                     } else {
@@ -648,16 +789,30 @@ impl Engine {
             self.stats.hash_failures.fetch_add(1, Ordering::Relaxed);
             self.stats.wasted.fetch_add(len, Ordering::Relaxed);
             let mut st = self.state();
+            let st = &mut *st;
             st.picker.piece_failed(c.piece, c.data);
             let sole = c.contributors.len() == 1;
-            for k in &c.contributors {
-                let Some(&ip) = st.ips.get(k) else { continue };
+            // A piece an already banned address took part in is explained
+            // by it: the others who shared it get no strike (otherwise an
+            // honest peer sharing the liar's in-flight pieces is banned too).
+            let ips: Vec<IpAddr> = c
+                .contributors
+                .iter()
+                .filter_map(|k| st.ips.get(k).copied())
+                .collect();
+            let liar_known = ips.iter().any(|ip| st.banned.contains(ip));
+            for ip in ips {
+                if liar_known {
+                    continue;
+                }
                 let strikes = st.strikes.entry(ip).or_insert(0);
                 *strikes += if sole { 2 } else { 1 };
                 if *strikes >= BAN_STRIKES && st.banned.insert(ip) {
                     tracing::warn!(%ip, "banning peer: it sent data that failed the hash check");
-                    for e in st.peers.values().filter(|e| e.ip == ip) {
+                    for (k, e) in st.peers.iter().filter(|(_, e)| e.ip == ip) {
                         e.kill.cancel();
+                        // Its requests go to others now, not when its task ends.
+                        st.picker.release_all(*k);
                     }
                 }
             }
@@ -666,11 +821,12 @@ impl Engine {
     }
 
     /// Stops the download with an error.
-    pub fn fail(&self, msg: String) {
-        tracing::error!("{msg}");
+    pub fn fail(&self, err: EngineError) {
+        tracing::debug!(error = %err, "engine failed");
+        let err = Arc::new(err);
         self.phase.send_if_modified(|p| {
-            if *p == Phase::Running {
-                *p = Phase::Failed(msg);
+            if matches!(p, Phase::Running) {
+                *p = Phase::Failed(err);
                 true
             } else {
                 false

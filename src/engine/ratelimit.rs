@@ -11,6 +11,7 @@
 //! fitting, and callers are served in arrival order. A cancelled wait keeps
 //! its reservation: the limiter errs on the slow side.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -68,40 +69,81 @@ impl Bucket {
 }
 
 /// A shareable limiter; `Arc` it across the peer tasks of one direction.
+/// The rate can change while it is in use (a user setting a new cap).
 #[derive(Debug)]
 pub struct RateLimiter {
-    /// `None` when unlimited: no lock taken at all.
-    bucket: Option<Mutex<Bucket>>,
+    /// Bytes/s; 0 is unlimited and takes no lock at all.
+    rate: AtomicU64,
+    bucket: Mutex<Bucket>,
+}
+
+/// Burst for a rate: a quarter second of it, at least one block batch.
+pub fn default_burst(rate: u64) -> u64 {
+    (rate / 4).max(256 * 1024)
 }
 
 impl RateLimiter {
     /// `bytes_per_sec` 0 means unlimited.
     pub fn new(bytes_per_sec: u64, burst: u64) -> RateLimiter {
-        let bucket =
-            (bytes_per_sec > 0).then(|| Mutex::new(Bucket::new(bytes_per_sec, burst, now())));
-        RateLimiter { bucket }
+        RateLimiter {
+            rate: AtomicU64::new(bytes_per_sec),
+            bucket: Mutex::new(Bucket::new(bytes_per_sec, burst, now())),
+        }
+    }
+
+    /// A limiter with the default burst for its rate.
+    pub fn with_rate(bytes_per_sec: u64) -> RateLimiter {
+        RateLimiter::new(bytes_per_sec, default_burst(bytes_per_sec))
     }
 
     pub fn unlimited() -> RateLimiter {
-        RateLimiter { bucket: None }
+        RateLimiter::new(0, 0)
     }
 
     pub fn is_unlimited(&self) -> bool {
-        self.bucket.is_none()
+        self.rate() == 0
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// Changes the rate (0: unlimited); the bucket starts full again.
+    pub fn set_rate(&self, bytes_per_sec: u64) {
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        *b = Bucket::new(bytes_per_sec, default_burst(bytes_per_sec), now());
+        self.rate.store(bytes_per_sec, Ordering::Relaxed);
     }
 
     /// Waits until `n` bytes may pass.
     pub async fn acquire(&self, n: u64) {
-        let Some(bucket) = &self.bucket else {
+        if self.is_unlimited() {
             return;
-        };
+        }
         // The guard is dropped at the end of this statement, before the sleep.
-        let wait = bucket
+        let wait = self
+            .bucket
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take(n, now());
         if let Some(wait) = wait {
             tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// One limiter per direction.
+#[derive(Debug)]
+pub struct RatePair {
+    pub up: RateLimiter,
+    pub down: RateLimiter,
+}
+
+impl RatePair {
+    pub fn new(up: u64, down: u64) -> RatePair {
+        RatePair {
+            up: RateLimiter::with_rate(up),
+            down: RateLimiter::with_rate(down),
         }
     }
 }
