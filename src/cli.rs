@@ -438,8 +438,11 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<()> {
 /// Exit code for an error: 130 after Ctrl-C, 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     let interrupted = err.chain().any(|c| {
+        let torrent = c
+            .downcast_ref::<TorrentError>()
+            .or_else(|| c.downcast_ref::<ArcError>().map(|a| &*a.0));
         matches!(
-            c.downcast_ref::<TorrentError>(),
+            torrent,
             Some(TorrentError::Interrupted { .. } | TorrentError::MetadataInterrupted)
         ) || c.downcast_ref::<Interrupted>().is_some()
     });

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
@@ -36,37 +37,67 @@ struct Entry {
     run: CancellationToken,
 }
 
-/// Running torrents reachable through the listener.
+/// The session's torrents as the listener sees them: each slot holds the
+/// current run, or `None` while the torrent is checking or paused (a peer
+/// arriving then waits a little for the run to start).
 #[derive(Default, Clone)]
 pub struct Registry {
-    torrents: Arc<Mutex<HashMap<InfoHash, Entry>>>,
+    torrents: Arc<Mutex<HashMap<InfoHash, watch::Sender<Option<Entry>>>>>,
 }
 
 impl Registry {
-    pub fn add(&self, engine: Arc<Engine>, run: CancellationToken) {
-        self.lock().insert(engine.info_hash, Entry { engine, run });
+    /// Makes a torrent known before it runs.
+    pub fn reserve(&self, ih: InfoHash) {
+        self.lock()
+            .entry(ih)
+            .or_insert_with(|| watch::channel(None).0);
     }
 
+    /// The torrent's run is up: its peers are accepted.
+    pub fn add(&self, engine: Arc<Engine>, run: CancellationToken) {
+        let ih = engine.info_hash;
+        let mut map = self.lock();
+        let slot = map.entry(ih).or_insert_with(|| watch::channel(None).0);
+        slot.send_replace(Some(Entry { engine, run }));
+    }
+
+    /// The run ended (paused, checking again, finished).
     pub fn remove(&self, ih: &InfoHash) {
+        if let Some(slot) = self.lock().get(ih) {
+            slot.send_replace(None);
+        }
+    }
+
+    /// The torrent is gone from the session.
+    pub fn forget(&self, ih: &InfoHash) {
         self.lock().remove(ih);
     }
 
+    /// Torrents whose run is up.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock()
+            .values()
+            .filter(|s| s.borrow().is_some())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn get(&self, ih: &InfoHash) -> Option<Entry> {
-        self.lock().get(ih).cloned()
+    fn get(&self, ih: &InfoHash) -> Option<watch::Receiver<Option<Entry>>> {
+        self.lock().get(ih).map(|s| s.subscribe())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<InfoHash, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<InfoHash, watch::Sender<Option<Entry>>>> {
         self.torrents.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Peers waiting for their torrent's run to start, at most.
+const MAX_WAITING: usize = 64;
+/// How long such a peer may wait.
+const WAIT_FOR_RUN: Duration = Duration::from_secs(10);
 
 /// Connections being handshaken, oldest first.
 #[derive(Default)]
@@ -103,6 +134,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let half_open = Arc::new(Mutex::new(HalfOpen::default()));
+    let waiting = Arc::new(Semaphore::new(MAX_WAITING));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -112,8 +144,13 @@ pub async fn run(
                 let Ok((mut stream, addr)) = r else { continue };
                 let admitted = half_open.lock().unwrap_or_else(|e| e.into_inner()).admit(addr.ip());
                 let Some((id, evicted)) = admitted else { continue };
-                let (registry, cancel, half_open, limits) =
-                    (registry.clone(), cancel.clone(), half_open.clone(), limits.clone());
+                let (registry, cancel, half_open, limits, waiting) = (
+                    registry.clone(),
+                    cancel.clone(),
+                    half_open.clone(),
+                    limits.clone(),
+                    waiting.clone(),
+                );
                 tasks.spawn(async move {
                     let mut buf = BytesMut::with_capacity(512);
                     let read = async {
@@ -136,14 +173,45 @@ pub async fn run(
                     };
                     half_open.lock().unwrap_or_else(|e| e.into_inner()).conns.remove(&id);
                     let Some(hs) = hs else { return };
-                    let Some(entry) = registry.get(&hs.info_hash) else {
+                    let Some(mut slot) = registry.get(&hs.info_hash) else {
                         tracing::debug!(%addr, "incoming peer for an unknown torrent");
                         return;
+                    };
+                    let current = slot.borrow_and_update().clone();
+                    let entry = match current {
+                        Some(e) => e,
+                        None => {
+                            // Checking or paused: wait a little, bounded.
+                            let Ok(_permit) = waiting.try_acquire() else {
+                                tracing::debug!(%addr, "incoming peer refused: too many waiting");
+                                return;
+                            };
+                            let up = async {
+                                loop {
+                                    if slot.changed().await.is_err() {
+                                        return None;
+                                    }
+                                    if let Some(e) = slot.borrow_and_update().clone() {
+                                        return Some(e);
+                                    }
+                                }
+                            };
+                            let got = tokio::select! {
+                                e = tokio::time::timeout(WAIT_FOR_RUN, up) => e.ok().flatten(),
+                                _ = cancel.cancelled() => None,
+                            };
+                            let Some(e) = got else {
+                                tracing::debug!(%addr, "incoming peer refused: its torrent is not running");
+                                return;
+                            };
+                            e
+                        }
                     };
                     let engine = entry.engine;
                     if engine.is_banned(addr.ip())
                         || engine.peers_from(addr.ip()) >= engine.config.max_per_ip
                     {
+                        tracing::debug!(%addr, "incoming peer refused: banned or too many from its IP");
                         return;
                     }
                     let full = engine.peer_count() >= engine.config.max_peers || !limits.has_room();

@@ -29,11 +29,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let c = cancel.clone();
         tokio::spawn(async move {
-            // First Ctrl-C: stop cleanly. Second: leave at once.
-            if tokio::signal::ctrl_c().await.is_ok() {
+            // First Ctrl-C or SIGTERM: stop cleanly. Second: leave at once.
+            if stop_signal().await {
                 eprintln!("\nstopping (Ctrl-C again to quit at once)...");
                 c.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if stop_signal().await {
                     std::process::exit(130);
                 }
             }
@@ -48,5 +48,17 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(cli::exit_code(&e))
         }
+    }
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM; false if neither can be watched.
+async fn stop_signal() -> bool {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return tokio::signal::ctrl_c().await.is_ok();
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.is_ok(),
+        r = term.recv() => r.is_some(),
     }
 }

@@ -555,8 +555,15 @@ pub(crate) fn spawn(
         completed_after: None,
     };
     let name = format!("torrent {id}");
+    let (registry, ih) = (session.registry.clone(), actor.info_hash.clone());
+    if let Some(h) = ih.get() {
+        registry.reserve(*h);
+    }
     session.tasks.spawn(async move {
         let result = actor.run().await.map_err(Arc::new);
+        if let Some(h) = ih.get() {
+            registry.forget(h);
+        }
         if let Err(e) = &result {
             tracing::debug!(torrent = %name, error = %e, "torrent ended");
         }
@@ -767,6 +774,7 @@ impl Actor {
     /// before anything is written) and saves `--save-torrent`.
     fn set_torrent(&mut self, t: Torrent) -> Result<(), TorrentError> {
         let _ = self.info_hash.set(t.info_hash);
+        self.session.registry.reserve(t.info_hash);
         if let Some(path) = &self.add.save_torrent {
             save_torrent(&t, path)?;
         }
@@ -856,12 +864,12 @@ impl Actor {
                 run.token.clone(),
             )));
         }
-        let trackers = match (&self.torrent, &self.add.source) {
-            (Some(t), _) => t.trackers.clone(),
-            (None, Source::Magnet(m)) => m.trackers.iter().map(|t| vec![t.clone()]).collect(),
-            _ => Vec::new(),
-        };
-        self.announce(&mut run, ih, trackers);
+        // A magnet announces while it fetches the metadata (`left` a
+        // placeholder); a torrent whose size is known waits for its engine.
+        if let (None, Source::Magnet(m)) = (&self.torrent, &self.add.source) {
+            let trackers = m.trackers.iter().map(|t| vec![t.clone()]).collect();
+            self.announce(&mut run, ih, trackers);
+        }
         let mut direct = self.add.peers.clone();
         if let Source::Magnet(m) = &self.add.source {
             direct.extend(m.peer_addrs());
@@ -1231,6 +1239,9 @@ impl Actor {
             .push(tokio::spawn(engine.clone().run_choker(run.token.clone())));
         self.session.registry.add(engine.clone(), run.token.clone());
         run.complete_tx.send_replace(was_complete);
+        if run.announcer.is_none() {
+            self.announce(run, t.info_hash, t.trackers.clone());
+        }
 
         let mut phase = engine.phase();
         let mut flush = tokio::time::interval(self.session.config.resume_every);
@@ -1287,7 +1298,8 @@ impl Actor {
                     Some(Cmd::Resume) => {}
                     None => return RunEnd::Cancelled,
                 },
-                _ = flush.tick() => {
+                // Only while pieces arrive: an idle seed costs no wake-ups.
+                _ = flush.tick(), if seed_since.is_none() => {
                     let n = engine.have_count();
                     if n != flushed_at {
                         flushed_at = n;
@@ -1295,13 +1307,19 @@ impl Actor {
                         self.flush_resume().await;
                     }
                 }
-                _ = seed_tick.tick(), if seed_since.is_some() => {
+                _ = seed_tick.tick(), if seed_since.is_some() && self.has_seed_limits() => {
                     if self.seed_limits_reached(&engine, seed_since) {
                         return RunEnd::Finished;
                     }
                 }
             }
         }
+    }
+
+    fn has_seed_limits(&self) -> bool {
+        self.add
+            .seed
+            .is_some_and(|l| l.ratio.is_some() || l.time.is_some())
     }
 
     fn seed_limits_reached(&self, engine: &Engine, since: Option<tokio::time::Instant>) -> bool {

@@ -702,7 +702,9 @@ fn libtorrent_fetches_metadata_and_data_from_xorrent_seed_by_magnet() {
         3,
         &link,
         &out,
-        &["--save-torrent", saved.to_str().unwrap()],
+        // Every alert goes to the log: if the connection to the seed is
+        // ever lost again, the failure shows who closed it and why.
+        &["--save-torrent", saved.to_str().unwrap(), "--verbose"],
     );
     let meta = lt.wait_for(Duration::from_secs(30), "METADATA", &[&seed], |l| {
         l.starts_with("METADATA ")
