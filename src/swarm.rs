@@ -107,18 +107,34 @@ pub async fn run(
                 let waiting = known.values().filter(|k| k.fresh && !k.busy).count();
                 engine.evict_idle(waiting);
             }
-            for (addr, k) in known.iter_mut() {
+            // Never-dialled addresses first, then those that failed least:
+            // room made by turnover must not go back to the peers just
+            // closed.
+            let mut order: Vec<(bool, u32, SocketAddr)> = Vec::new();
+            if tasks.len() < engine.config.max_peers && limits.has_room() {
+                for (addr, k) in &known {
+                    if k.busy || k.dead {
+                        continue;
+                    }
+                    if k.retry_at > now {
+                        wake = Some(wake.map_or(k.retry_at, |w| w.min(k.retry_at)));
+                        continue;
+                    }
+                    order.push((!k.fresh, k.fails, *addr));
+                }
+                order.sort_unstable_by_key(|&(stale, fails, _)| (stale, fails));
+            }
+            for (_, _, addr) in order {
                 if tasks.len() >= engine.config.max_peers
                     || !limits.has_room()
                     || half_open.load(Ordering::Relaxed) >= engine.config.max_half_open
                 {
                     break;
                 }
-                if k.busy || k.dead || engine.is_banned(addr.ip()) {
+                let Some(k) = known.get_mut(&addr) else {
                     continue;
-                }
-                if k.retry_at > now {
-                    wake = Some(wake.map_or(k.retry_at, |w| w.min(k.retry_at)));
+                };
+                if engine.is_banned(addr.ip()) {
                     continue;
                 }
                 if engine.peers_from(addr.ip()) >= engine.config.max_per_ip {
@@ -128,7 +144,7 @@ pub async fn run(
                 k.fresh = false;
                 let (engine, addr, cancel, half_open, limits) = (
                     engine.clone(),
-                    *addr,
+                    addr,
                     cancel.child_token(),
                     half_open.clone(),
                     limits.clone(),
@@ -155,6 +171,8 @@ pub async fn run(
                     (addr, outcome)
                 });
             }
+            // Full now (perhaps filled just above): come back for turnover.
+            let full = tasks.len() >= engine.config.max_peers || !limits.has_room();
             if full && known.values().any(|k| k.fresh && !k.busy) {
                 wake = Some(wake.map_or(next_turnover, |w| w.min(next_turnover)));
             }

@@ -54,7 +54,8 @@ pub struct ChokerConfig {
     /// Silence after which a peer that unchoked us counts as snubbing us.
     pub snub_timeout: Duration,
     /// While seeding, a peer unchoked this long without requesting a byte
-    /// loses its slot and queues behind the others.
+    /// loses its slot (regular or optimistic) and queues behind the
+    /// others. An honest peer requests within a round trip of the unchoke.
     pub seed_idle: Duration,
     /// Seeds the optimistic draw and tie-breaks; fixed in tests.
     pub seed: u64,
@@ -67,7 +68,7 @@ impl Default for ChokerConfig {
             interval: Duration::from_secs(10),
             optimistic_interval: Duration::from_secs(30),
             snub_timeout: Duration::from_secs(60),
-            seed_idle: Duration::from_secs(5),
+            seed_idle: Duration::from_secs(2),
             seed: rand::random(),
         }
     }
@@ -175,6 +176,8 @@ pub struct Choker {
     next_round: Option<Instant>,
     optimistic: Option<PeerKey>,
     next_optimistic: Option<Instant>,
+    /// When the optimistic holder got its slot.
+    optimistic_since: Option<Instant>,
     rng: StdRng,
 }
 
@@ -188,6 +191,7 @@ impl Choker {
             next_round: None,
             optimistic: None,
             next_optimistic: None,
+            optimistic_since: None,
         }
     }
 
@@ -387,8 +391,21 @@ impl Choker {
     /// Vacates the optimistic slot if its holder left, lost interest or was
     /// promoted, and draws a new holder when vacant or due.
     fn rotate_optimistic(&mut self, now: Instant) {
+        let (seeding, grace, since) = (self.seeding, self.config.seed_idle, self.optimistic_since);
         if let Some(key) = self.optimistic {
+            // While seeding, a holder that asks for nothing gives way early.
+            let idle = |p: &Peer| {
+                seeding
+                    && p.uploaded == p.tenure_mark
+                    && since.is_some_and(|t| now.saturating_duration_since(t) >= grace)
+            };
             match self.peers.get_mut(&key) {
+                Some(p) if p.slot == Slot::Optimistic && idle(p) => {
+                    p.idle = true;
+                    p.slot = Slot::Choked;
+                    self.optimistic = None;
+                    self.next_optimistic = None;
+                }
                 Some(p) if p.slot == Slot::Optimistic && p.interested => {}
                 Some(p) => {
                     if p.slot == Slot::Optimistic {
@@ -440,8 +457,10 @@ impl Choker {
         }
         if let Some(p) = self.peers.get_mut(&chosen) {
             p.slot = Slot::Optimistic;
+            p.tenure_mark = p.uploaded;
         }
         self.optimistic = Some(chosen);
+        self.optimistic_since = Some(now);
         self.next_optimistic = Some(now + self.config.optimistic_interval);
     }
 
