@@ -1019,10 +1019,13 @@ async fn lines(statuses: Vec<Arc<Status>>, stop: CancellationToken, interval: Du
     let mut fast = tokio::time::interval(Duration::from_millis(100));
     tick.tick().await;
     loop {
+        // The quick look only until "seeding all" is said: an idle
+        // process with many torrents wakes once per interval.
+        let watching = !all_seeding_said && statuses.len() > 1;
         let due = tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => true,
-            _ = fast.tick() => false,
+            _ = fast.tick(), if watching => false,
         };
         let snaps: Vec<Snapshot> = statuses.iter().map(|s| s.snapshot()).collect();
         // Said once, as soon as it holds: scripts wait for it.

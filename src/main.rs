@@ -8,6 +8,7 @@ use xorrent::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
+    raise_fd_limit();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -60,5 +61,21 @@ async fn stop_signal() -> bool {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.is_ok(),
         r = term.recv() => r.is_some(),
+    }
+}
+
+/// Many torrents mean many open files: take the hard limit on file
+/// descriptors, as servers do (the soft default, 1024, is not enough).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
