@@ -959,7 +959,10 @@ impl Actor {
         if let Some(a) = run.announcer {
             let _ = tokio::time::timeout(STOP_ANNOUNCE, a).await;
         }
-        if let Some(e) = lock(&run.engine).take() {
+        let engine = lock(&run.engine).take();
+        if let Some(e) = engine {
+            // Pieces still being written become part of what is kept.
+            let _ = tokio::time::timeout(Duration::from_secs(30), e.settle()).await;
             if let Some(h) = &mut self.have {
                 *h = e.have_bitfield();
             }

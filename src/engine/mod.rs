@@ -226,6 +226,9 @@ pub struct Engine {
     have_count: watch::Sender<usize>,
     /// Wakes the choker when the first peer arrives.
     peer_joined: tokio::sync::Notify,
+    /// Pieces being hashed and written, and a wake-up when none are.
+    verifying: AtomicUsize,
+    verified_all: tokio::sync::Notify,
     pub cancel: CancellationToken,
     /// Set when a DHT node runs: its UDP port (sent in BEP-5 `port`
     /// messages) and where peers' DHT nodes go to be pinged.
@@ -291,6 +294,8 @@ impl Engine {
             phase,
             have_count,
             peer_joined: tokio::sync::Notify::new(),
+            verifying: AtomicUsize::new(0),
+            verified_all: tokio::sync::Notify::new(),
             dht: OnceLock::new(),
             pex: OnceLock::new(),
             info_bytes: Arc::from(torrent.info_bytes.as_slice()),
@@ -738,6 +743,7 @@ impl Engine {
             return;
         };
         let engine = self.clone();
+        self.verifying.fetch_add(1, Ordering::SeqCst);
         // Not awaited: the peer goes on reading while the piece is hashed.
         tokio::task::spawn_blocking(move || {
             let expected = engine.piece_hashes[c.piece as usize];
@@ -750,7 +756,25 @@ impl Engine {
             };
             drop(permit);
             engine.finish_piece(c, ok, written);
+            if engine.verifying.fetch_sub(1, Ordering::SeqCst) == 1 {
+                engine.verified_all.notify_waiters();
+            }
         });
+    }
+
+    /// Waits until no piece is being hashed or written, so the verified
+    /// set read next is final (a run ending must not lose a piece whose
+    /// write is still under way).
+    pub async fn settle(&self) {
+        loop {
+            let woken = self.verified_all.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.verifying.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            woken.await;
+        }
     }
 
     fn finish_piece(&self, c: Complete, ok: bool, written: std::io::Result<()>) {
