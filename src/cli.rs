@@ -19,6 +19,7 @@ use crate::torrent::{
     self, AddTorrent, Report, SeedLimits, Snapshot, Source, Stage, Status, TorrentError,
 };
 
+mod daemon;
 mod dht;
 mod trackers;
 
@@ -63,6 +64,11 @@ pub enum Command {
     /// The mainline DHT on its own: look an info-hash up, or run a node.
     #[command(subcommand)]
     Dht(dht::DhtCommand),
+    /// Run the torrent manager: any number of torrents, kept across
+    /// restarts, driven from a web page or any Transmission remote.
+    Daemon(daemon::DaemonArgs),
+    /// Drive a running daemon (add, list, start, stop, remove, info).
+    Remote(daemon::RemoteArgs),
 }
 
 /// Network flags shared by `download` and `seed`.
@@ -432,7 +438,14 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<()> {
         Command::Tracker(a) => trackers::tracker(a, cancel).await,
         Command::Scrape(a) => trackers::scrape(a).await,
         Command::Dht(c) => dht::run(c, cancel).await,
+        Command::Daemon(a) => daemon::daemon(a, cancel).await,
+        Command::Remote(a) => daemon::remote(a).await,
     }
+}
+
+/// Bytes as people read them (KiB, MiB, ...).
+fn human_bytes(b: u64) -> String {
+    BinaryBytes(b).to_string()
 }
 
 /// Exit code for an error: 130 after Ctrl-C, 1 otherwise.

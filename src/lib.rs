@@ -1,8 +1,9 @@
+#![recursion_limit = "256"]
 //! xorrent: a BitTorrent client.
 //!
 //! # Layout
 //! Dependencies point one way:
-//! `cli → session → torrent → {engine, swarm, peer, tracker, dht} → {wire, metainfo, storage} → {bencode, types}`.
+//! `cli → rpc → daemon → session → torrent → {engine, swarm, peer, tracker, dht} → {wire, metainfo, storage} → {bencode, types}`.
 //!
 //! - [`types`]: info-hash, peer id, bitfield, piece/block geometry.
 //! - [`bencode`]: a bounded decoder that keeps each value's raw bytes.
@@ -31,12 +32,16 @@
 //!   caps, task tracker); holds any number of torrents.
 //! - [`torrent`]: one torrent's actor and its handle (pause, resume,
 //!   remove, selection, rate caps, a [`torrent::Status`] snapshot).
+//! - [`daemon`]: the torrent manager: a session whose torrents, settings
+//!   and progress survive restarts (redb), with watch and share folders.
+//! - [`rpc`]: the daemon's HTTP side: the Transmission RPC and the web page.
 //! - [`cli`]: flags, subcommands and the progress view.
 //!
 //! Tasks, channels and invariants are described in `docs/DESIGN.md`.
 
 pub mod bencode;
 pub mod cli;
+pub mod daemon;
 pub mod dht;
 pub mod engine;
 pub mod extension;
@@ -47,6 +52,7 @@ pub mod metafetch;
 pub mod metainfo;
 pub mod peer;
 pub mod resume;
+pub mod rpc;
 pub mod session;
 pub mod storage;
 pub mod swarm;

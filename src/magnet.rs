@@ -201,7 +201,7 @@ impl Magnet {
     pub fn selects(&self, file_index: u32) -> bool {
         self.select_only
             .as_ref()
-            .map_or(true, |s| s.iter().any(|r| r.contains(&file_index)))
+            .is_none_or(|s| s.iter().any(|r| r.contains(&file_index)))
     }
 
     /// The `x.pe` peers given as IP literals.

@@ -709,6 +709,9 @@ impl Conn {
                 if let Some(p) = hs.listen_port {
                     self.engine.set_listen_port(self.key, p);
                 }
+                if let Some(v) = &hs.client {
+                    self.engine.set_client(self.key, v);
+                }
                 if self.their_pex.is_some() && self.next_pex.is_none() {
                     self.next_pex = Some(Instant::now() + PEX_FIRST);
                 }

@@ -297,6 +297,28 @@ impl Session {
         r
     }
 
+    /// Stops a torrent and drops it from the session, keeping its files
+    /// and resume record (to add it again, e.g. to restart it).
+    pub async fn forget(&self, ih: &InfoHash) {
+        let Some(h) = self.get(ih) else {
+            return;
+        };
+        h.cancel();
+        let _ = h.wait().await;
+        self.inner.torrents().retain(|t| t.info_hash() != *ih);
+    }
+
+    /// The global caps in bytes/s (0: none), effective at once.
+    pub fn set_rate_limits(&self, up: u64, down: u64) {
+        self.inner.shared.rates.up.set_rate(up);
+        self.inner.shared.rates.down.set_rate(down);
+    }
+
+    pub fn rate_limits(&self) -> (u64, u64) {
+        let r = &self.inner.shared.rates;
+        (r.up.rate(), r.down.rate())
+    }
+
     /// Cancels everything and waits for the tasks to end (trackers told
     /// `stopped`, resume records flushed, DHT table saved).
     pub async fn shutdown(&self) {

@@ -37,7 +37,7 @@ use crate::resume;
 use crate::session::Inner;
 use crate::storage::{FileStorage, Storage};
 use crate::swarm;
-use crate::tracker::{self, AnnounceConfig, Tiers, Totals};
+use crate::tracker::{self, AnnounceConfig, AnnounceReport, Tiers, Totals};
 use crate::types::{Bitfield, InfoHash};
 
 /// First DHT re-lookup after this, then every `DHT_EVERY`.
@@ -161,7 +161,7 @@ impl AddTorrent {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
     Loading,
     /// A magnet's info dictionary is being fetched from peers.
@@ -176,6 +176,16 @@ pub enum Stage {
     Failed,
 }
 
+impl Stage {
+    /// A run is under way: peers may be connected.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            Stage::Metadata | Stage::Downloading | Stage::Finishing | Stage::Seeding
+        )
+    }
+}
+
 /// Progress shared with the UI; everything is read through [`Status::snapshot`].
 #[derive(Default)]
 pub struct Status {
@@ -185,8 +195,11 @@ pub struct Status {
     /// Name, wanted bytes, pieces.
     torrent: Mutex<Option<(String, u64, u32)>>,
     engine: Mutex<Option<Arc<Engine>>>,
-    /// (seeders, leechers) as a tracker last reported them.
-    swarm: Mutex<Option<(u32, u32)>>,
+    /// How the last announce round went.
+    announce: Mutex<Option<AnnounceReport>>,
+    /// Verified pieces as last known (a run's end, a paused torrent's
+    /// resume record); a running engine's own bitfield is newer.
+    have_view: Mutex<Option<Bitfield>>,
     /// A magnet's name (or info-hash) and its metadata fetch.
     metadata: OnceLock<(String, Arc<FetchStatus>)>,
     stats: Arc<Stats>,
@@ -278,8 +291,23 @@ impl Status {
         Arc::new(Status::default())
     }
 
-    fn set_swarm(&self, seeders: u32, leechers: u32) {
-        *lock(&self.swarm) = Some((seeders, leechers));
+    fn set_announce(&self, r: AnnounceReport) {
+        let mut a = lock(&self.announce);
+        // A failed round keeps the counts the last answer gave.
+        if let (None, Some(old)) = (&r.url, a.as_ref()) {
+            let (seeders, leechers) = (old.seeders, old.leechers);
+            *a = Some(AnnounceReport {
+                seeders,
+                leechers,
+                ..r
+            });
+        } else {
+            *a = Some(r);
+        }
+    }
+
+    fn set_have_view(&self, have: &Bitfield) {
+        *lock(&self.have_view) = Some(have.clone());
     }
 
     fn set_stage(&self, s: Stage) {
@@ -306,6 +334,9 @@ impl Status {
                 r.down += a * ((down.saturating_sub(d0)) as f64 / dt - r.down);
                 r.up += a * ((up.saturating_sub(u0)) as f64 / dt - r.up);
                 r.last = Some((now, down, up));
+                if let Some(e) = lock(&self.engine).as_ref() {
+                    e.sample_peers(dt);
+                }
             }
         } else {
             r.last = Some((now, down, up));
@@ -350,7 +381,9 @@ impl Status {
             uploaded: st.uploaded.load(Ordering::Relaxed),
             connected,
             known,
-            swarm: *lock(&self.swarm),
+            swarm: lock(&self.announce)
+                .as_ref()
+                .and_then(|a| a.seeders.zip(a.leechers)),
             metadata,
             down_rate: rates.down.max(0.0) as u64,
             up_rate: rates.up.max(0.0) as u64,
@@ -393,6 +426,8 @@ enum Cmd {
         oneshot::Sender<Result<(), TorrentError>>,
     ),
     Remove(bool, oneshot::Sender<Result<(), TorrentError>>),
+    /// Hash everything again (now if running, else at the next start).
+    Verify,
 }
 
 type Outcome = Option<Result<Report, Arc<TorrentError>>>;
@@ -440,6 +475,42 @@ impl TorrentHandle {
 
     pub fn added_at(&self) -> SystemTime {
         self.added_at
+    }
+
+    /// The metainfo and the directory its files go below, once known.
+    pub fn meta(&self) -> Option<(Arc<Torrent>, PathBuf)> {
+        lock(&self.status.meta)
+            .as_ref()
+            .map(|(t, root, _)| (t.clone(), root.clone()))
+    }
+
+    /// Verified pieces as far as known (`None` before the first check).
+    pub fn pieces(&self) -> Option<Bitfield> {
+        let running = lock(&self.status.engine)
+            .clone()
+            .filter(|_| self.status.stage().is_active());
+        match running {
+            Some(e) => Some(e.have_bitfield()),
+            None => lock(&self.status.have_view).clone(),
+        }
+    }
+
+    /// The connected peers (none unless running).
+    pub fn peers(&self) -> Vec<crate::engine::PeerInfo> {
+        match lock(&self.status.engine).clone() {
+            Some(e) if self.status.stage().is_active() => e.peer_infos(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// How the last announce round went.
+    pub fn last_announce(&self) -> Option<AnnounceReport> {
+        lock(&self.status.announce).clone()
+    }
+
+    /// Hashes all the data again: at once if running, else when resumed.
+    pub async fn verify(&self) {
+        let _ = self.cmds.send(Cmd::Verify).await;
     }
 
     /// Closes the peers, tells the trackers `stopped`, flushes the resume
@@ -553,6 +624,7 @@ pub(crate) fn spawn(
         root: PathBuf::new(),
         started: tokio::time::Instant::now(),
         completed_after: None,
+        recheck_next: false,
     };
     let name = format!("torrent {id}");
     let (registry, ih) = (session.registry.clone(), actor.info_hash.clone());
@@ -591,6 +663,8 @@ struct Actor {
     root: PathBuf,
     started: tokio::time::Instant,
     completed_after: Option<f64>,
+    /// A verify was asked for while running.
+    recheck_next: bool,
 }
 
 /// Why a run ended.
@@ -624,6 +698,9 @@ impl Actor {
         self.status.set_stage(Stage::Loading);
         // Fail fast on a bad .torrent, before anything touches the disk.
         self.load_torrent().await?;
+        if self.paused {
+            self.preview_resume().await;
+        }
         loop {
             if self.paused {
                 self.status.set_stage(Stage::Paused);
@@ -638,7 +715,11 @@ impl Actor {
                     self.status.set_stage(Stage::Paused);
                     let _ = reply.send(());
                 }
-                RunEnd::Reselect => {}
+                RunEnd::Reselect => {
+                    if std::mem::take(&mut self.recheck_next) {
+                        self.forget_verified();
+                    }
+                }
                 other => return self.finish_end(other).await,
             }
         }
@@ -654,10 +735,17 @@ impl Actor {
                     Some(Cmd::Pause(r)) => { let _ = r.send(()); }
                     Some(Cmd::Select(s, r)) => { let _ = r.send(self.apply_selection(s)); }
                     Some(Cmd::Remove(d, r)) => return Some(RunEnd::Removed(d, r)),
+                    Some(Cmd::Verify) => self.forget_verified(),
                     None => return Some(RunEnd::Cancelled),
                 },
             }
         }
+    }
+
+    /// The next start hashes everything (`torrent-verify`).
+    fn forget_verified(&mut self) {
+        self.have = None;
+        self.add.recheck = true;
     }
 
     async fn finish_end(self, end: RunEnd) -> Result<Report, TorrentError> {
@@ -753,6 +841,33 @@ impl Actor {
             self.set_torrent(t)?;
         }
         Ok(())
+    }
+
+    /// A torrent that starts paused shows the progress its resume record
+    /// vouches for, without hashing anything (the check runs on resume).
+    async fn preview_resume(&self) {
+        let (Some(t), Some(path)) = (self.torrent.clone(), self.resume_path()) else {
+            return;
+        };
+        let root = self.root.clone();
+        let judged = tokio::task::spawn_blocking(move || {
+            let rec = resume::load(&path).ok().flatten()?;
+            let stamps = resume::stamp_files(&root, &t);
+            let mut trust = resume::trusted(&rec, &t, &root, &stamps).ok()?;
+            resume::drop_holes(&root, &t, &mut trust.have, &mut trust.recheck);
+            let geo = t.geometry();
+            let bytes: u64 = trust
+                .have
+                .iter_ones()
+                .map(|p| u64::from(geo.piece_size(p)))
+                .sum();
+            Some((trust.have, bytes))
+        })
+        .await;
+        if let Ok(Some((have, bytes))) = judged {
+            self.status.stats.resumed.store(bytes, Ordering::Relaxed);
+            self.status.set_have_view(&have);
+        }
     }
 
     fn metadata_cache(&self) -> Option<PathBuf> {
@@ -934,9 +1049,9 @@ impl Actor {
             peers: run.peers_tx.clone(),
             totals,
             complete: run.complete_tx.subscribe(),
-            on_swarm: {
+            on_announce: {
                 let status = self.status.clone();
-                Arc::new(move |s, l| status.set_swarm(s, l))
+                Arc::new(move |r| status.set_announce(r))
             },
         };
         run.announcer = Some(tokio::spawn(tracker::run_announcer(
@@ -966,6 +1081,9 @@ impl Actor {
             if let Some(h) = &mut self.have {
                 *h = e.have_bitfield();
             }
+        }
+        if let Some(h) = &self.have {
+            self.status.set_have_view(h);
         }
         self.flush_resume().await;
     }
@@ -1005,7 +1123,7 @@ impl Actor {
                         Some(Cmd::Pause(r)) => { fetch_cancel.cancel(); return Some(RunEnd::Paused(r)); }
                         Some(Cmd::Remove(d, r)) => { fetch_cancel.cancel(); return Some(RunEnd::Removed(d, r)); }
                         Some(Cmd::Select(s, r)) => { let _ = r.send(self.apply_selection(s)); }
-                        Some(Cmd::Resume) => {}
+                        Some(Cmd::Resume | Cmd::Verify) => {}
                         None => { fetch_cancel.cancel(); return Some(RunEnd::Cancelled); }
                     },
                 }
@@ -1079,6 +1197,7 @@ impl Actor {
             let geo = t.geometry();
             let resumed: u64 = have.iter_ones().map(|p| u64::from(geo.piece_size(p))).sum();
             self.status.stats.resumed.store(resumed, Ordering::Relaxed);
+            self.status.set_have_view(&have);
             self.have = Some(have);
         }
         Ok(storage)
@@ -1299,6 +1418,11 @@ impl Actor {
                         if ok { return RunEnd::Reselect; }
                     }
                     Some(Cmd::Resume) => {}
+                    Some(Cmd::Verify) => {
+                        // Pieces in flight settle first, then all is hashed.
+                        self.recheck_next = true;
+                        return RunEnd::Reselect;
+                    }
                     None => return RunEnd::Cancelled,
                 },
                 // Only while pieces arrive: an idle seed costs no wake-ups.

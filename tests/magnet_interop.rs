@@ -218,8 +218,9 @@ impl Helper {
 
     fn text(&self) -> String {
         format!(
-            "--- {} stdout:\n{}\n--- {} stderr:\n{}\n",
+            "--- {} ({}) stdout:\n{}\n--- {} stderr:\n{}\n",
             self.name,
+            self.proc.exit_note().unwrap_or_else(|| "running".into()),
             self.out.text(),
             self.name,
             self.err.text()

@@ -31,7 +31,7 @@ fn sockets_on(table: &str, ip: Ipv4Addr, state: Option<&str>) -> Vec<String> {
         .skip(1)
         .filter(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1].starts_with(&hex) && state.map_or(true, |s| f[3] == s)
+            f.len() > 3 && f[1].starts_with(&hex) && state.is_none_or(|s| f[3] == s)
         })
         .map(str::to_string)
         .collect()

@@ -96,7 +96,7 @@ fn seed_class(p: &Peer, now: Instant, turn: Duration) -> SeedClass {
     match p.slot {
         Slot::Regular if p.regular_since.is_some_and(waited) => SeedClass::TurnOver,
         Slot::Regular => SeedClass::InTurn,
-        Slot::Choked if p.last_unchoked.map_or(true, waited) => SeedClass::Due,
+        Slot::Choked if p.last_unchoked.is_none_or(waited) => SeedClass::Due,
         Slot::Choked | Slot::Optimistic => SeedClass::Other,
     }
 }
@@ -281,7 +281,7 @@ impl Choker {
     /// Whether we choke the peer, as last reported by [`Choker::tick`];
     /// unknown peers are choked.
     pub fn is_choking(&self, key: PeerKey) -> bool {
-        self.peers.get(&key).map_or(true, |p| p.am_choking)
+        self.peers.get(&key).is_none_or(|p| p.am_choking)
     }
 
     /// The holder of the optimistic slot.
@@ -292,7 +292,7 @@ impl Choker {
     /// Runs a round if one is due, otherwise only frees and refills slots;
     /// rotates the optimistic slot when due. Returns the changes.
     pub fn tick(&mut self, now: Instant) -> Vec<ChokeAction> {
-        if self.next_round.map_or(true, |t| now >= t) {
+        if self.next_round.is_none_or(|t| now >= t) {
             self.round(now);
             self.next_round = Some(now + self.config.interval);
         } else {
@@ -416,7 +416,7 @@ impl Choker {
                 None => self.optimistic = None,
             }
         }
-        let due = self.next_optimistic.map_or(true, |t| now >= t);
+        let due = self.next_optimistic.is_none_or(|t| now >= t);
         if self.optimistic.is_some() && !due {
             return;
         }

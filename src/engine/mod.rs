@@ -189,6 +189,31 @@ struct PeerEntry {
     exchanged: bool,
     peer_interested: bool,
     am_interested: bool,
+    peer_choking: bool,
+    /// `v` from its extended handshake.
+    client: Option<String>,
+    /// Block bytes accepted from it and sent to it, and bytes/s over the
+    /// last sample (see [`Engine::sample_peers`]).
+    down: u64,
+    up: u64,
+    sampled: (u64, u64),
+    rates: (u64, u64),
+}
+
+/// One connected peer as a user sees it.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    pub client: Option<String>,
+    pub incoming: bool,
+    /// Share of the torrent's pieces it has (0..=1).
+    pub progress: f64,
+    pub am_choking: bool,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    pub down_rate: u64,
+    pub up_rate: u64,
 }
 
 /// A peer that has exchanged nothing for this long may be closed to make
@@ -344,6 +369,7 @@ impl Engine {
         if let Some(e) = st.peers.get_mut(&key) {
             e.last_data = Instant::now();
             e.exchanged = true;
+            e.up += bytes;
         }
     }
 
@@ -406,9 +432,54 @@ impl Engine {
 
     /// Whether the peer chokes us (for snubbing).
     pub fn peer_choking(&self, key: PeerKey, choking: bool) {
-        self.state()
-            .choker
+        let mut st = self.state();
+        st.choker
             .set_peer_choking(key, choking, std::time::Instant::now());
+        if let Some(e) = st.peers.get_mut(&key) {
+            e.peer_choking = choking;
+        }
+    }
+
+    /// The peer named its client in its extended handshake.
+    pub fn set_client(&self, key: PeerKey, client: &str) {
+        if let Some(e) = self.state().peers.get_mut(&key) {
+            // Bounded: the name comes from the network.
+            e.client = Some(client.chars().take(64).collect());
+        }
+    }
+
+    /// Per-peer rates from the bytes moved since the last call, `secs`
+    /// ago (the session samples once a second).
+    pub fn sample_peers(&self, secs: f64) {
+        if secs <= 0.0 {
+            return;
+        }
+        for e in self.state().peers.values_mut() {
+            let (d, u) = (e.down - e.sampled.0, e.up - e.sampled.1);
+            e.rates = ((d as f64 / secs) as u64, (u as f64 / secs) as u64);
+            e.sampled = (e.down, e.up);
+        }
+    }
+
+    /// The connected peers, for a user's view.
+    pub fn peer_infos(&self) -> Vec<PeerInfo> {
+        let st = self.state();
+        let n = f64::from(self.geometry.num_pieces.max(1));
+        st.peers
+            .iter()
+            .map(|(k, e)| PeerInfo {
+                addr: e.addr,
+                client: e.client.clone(),
+                incoming: !e.outgoing,
+                progress: f64::from(e.has.count()) / n,
+                am_choking: st.choker.is_choking(*k),
+                am_interested: e.am_interested,
+                peer_choking: e.peer_choking,
+                peer_interested: e.peer_interested,
+                down_rate: e.rates.0,
+                up_rate: e.rates.1,
+            })
+            .collect()
     }
 
     /// Runs the choker until `cancel` fires: each second it applies what
@@ -546,6 +617,12 @@ impl Engine {
                 exchanged: false,
                 peer_interested: false,
                 am_interested: false,
+                peer_choking: true,
+                client: None,
+                down: 0,
+                up: 0,
+                sampled: (0, 0),
+                rates: (0, 0),
             },
         );
         st.choker.add_peer(key, std::time::Instant::now());
@@ -709,6 +786,7 @@ impl Engine {
                     if let Some(e) = st.peers.get_mut(&key) {
                         e.last_data = Instant::now();
                         e.exchanged = true;
+                        e.down += data.len() as u64;
                     }
                     if let Some(addr) = st.peers.get(&key).map(|e| e.addr) {
                         *st.contributed.entry(addr).or_default() += data.len() as u64;

@@ -113,8 +113,21 @@ pub struct AnnounceConfig {
     pub totals: Arc<dyn Fn() -> Totals + Send + Sync>,
     /// Becomes true once the download completes (sends `completed`).
     pub complete: watch::Receiver<bool>,
-    /// Told the swarm's (seeders, leechers) when a tracker reports them.
-    pub on_swarm: Arc<dyn Fn(u32, u32) + Send + Sync>,
+    /// Told how each announce round went.
+    pub on_announce: Arc<dyn Fn(AnnounceReport) + Send + Sync>,
+}
+
+/// How one announce round went, for a user's view.
+#[derive(Debug, Clone)]
+pub struct AnnounceReport {
+    /// The tracker that answered; `None`: none did.
+    pub url: Option<String>,
+    pub peers: usize,
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
+    pub at: std::time::SystemTime,
+    /// When the next announce is due.
+    pub next: std::time::SystemTime,
 }
 
 impl AnnounceConfig {
@@ -297,18 +310,35 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
             r = announce_tiers(&mut clients, &mut tiers, &req) => match r {
                 Some((url, resp)) => {
                     failures = 0;
-                    if let (Some(s), Some(l)) = (resp.seeders, resp.leechers) {
-                        (cfg.on_swarm)(s, l);
-                    }
+                    let wait = resp.interval.max(resp.min_interval.unwrap_or_default()).max(INTERVAL_FLOOR);
+                    let now = std::time::SystemTime::now();
+                    (cfg.on_announce)(AnnounceReport {
+                        url: Some(url.clone()),
+                        peers: resp.peers.len(),
+                        seeders: resp.seeders,
+                        leechers: resp.leechers,
+                        at: now,
+                        next: now + wait,
+                    });
                     working = Some(url);
                     if event == Some(Event::Completed) { completed_sent = true; }
                     event = None;
                     let _ = cfg.peers.send(resp.peers).await;
-                    resp.interval.max(resp.min_interval.unwrap_or_default()).max(INTERVAL_FLOOR)
+                    wait
                 }
                 None => {
                     failures += 1;
-                    backoff(failures)
+                    let wait = backoff(failures);
+                    let now = std::time::SystemTime::now();
+                    (cfg.on_announce)(AnnounceReport {
+                        url: None,
+                        peers: 0,
+                        seeders: None,
+                        leechers: None,
+                        at: now,
+                        next: now + wait,
+                    });
+                    wait
                 }
             },
         };

@@ -146,7 +146,7 @@ impl UdpClient {
                 .collect();
             let target = addrs
                 .into_iter()
-                .find(|a| self.bind.map_or(true, |b| b.is_ipv4() == a.is_ipv4()))
+                .find(|a| self.bind.is_none_or(|b| b.is_ipv4() == a.is_ipv4()))
                 .ok_or_else(|| TrackerError::Net(format!("{host} has no usable address")))?;
             let local = match (self.bind, target) {
                 (Some(ip), _) => SocketAddr::new(ip, 0),

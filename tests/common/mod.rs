@@ -2,6 +2,7 @@
 //! processes that die with the test, and the interop gate.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod fake_peer;
 pub mod world;
 
@@ -134,6 +135,30 @@ impl Proc {
             child,
             name: name.to_string(),
         }
+    }
+
+    /// How the process ended, if it has, without reaping it: for failure
+    /// messages (a helper that died explains a silent peer).
+    pub fn exit_note(&self) -> Option<String> {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // WNOWAIT leaves the child waitable for wait_timeout and Drop.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        let pid = unsafe { info.si_pid() };
+        if r != 0 || pid == 0 {
+            return None;
+        }
+        let status = unsafe { info.si_status() };
+        Some(match info.si_code {
+            libc::CLD_EXITED => format!("exited with code {status}"),
+            _ => format!("killed by signal {status}"),
+        })
     }
 
     /// Waits for exit with a deadline; kills and panics on timeout.

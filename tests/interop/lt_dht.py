@@ -50,6 +50,7 @@ not DONE, else 0). Exit 2 if a session cannot listen, 4 on a torrent or
 file error. Routing table sizes go to stderr every few seconds.
 """
 
+import faulthandler
 import argparse
 import ipaddress
 import os
@@ -63,6 +64,9 @@ import libtorrent as lt
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lt_peer import ip_port, parse_setting  # noqa: E402
 
+
+# A crash inside libtorrent prints the Python stack on stderr.
+faulthandler.enable()
 
 def log(msg):
     sys.stderr.write("lt_dht: %s\n" % msg)

@@ -36,6 +36,7 @@ DONE), 1 on --timeout or a signal before DONE, 2 if it cannot listen,
 4 on a torrent or file error, 5 on a bad magnet link.
 """
 
+import faulthandler
 import argparse
 import os
 import signal
@@ -48,6 +49,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lt_peer import (endpoint, ip_port, make_session,  # noqa: E402
                      report_new_peers)
 
+
+# A crash inside libtorrent prints the Python stack on stderr.
+faulthandler.enable()
 
 def log(msg):
     sys.stderr.write("lt_magnet: %s\n" % msg)

@@ -29,6 +29,7 @@ a connection to an address finishes its handshake (sources as in
 lt_magnet.py: tracker, pex, resume, incoming, or "direct" for --peer).
 """
 
+import faulthandler
 import argparse
 import os
 import signal
@@ -37,6 +38,9 @@ import time
 
 import libtorrent as lt
 
+
+# A crash inside libtorrent prints the Python stack on stderr.
+faulthandler.enable()
 
 def log(msg):
     sys.stderr.write("lt_peer: %s\n" % msg)

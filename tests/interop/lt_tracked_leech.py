@@ -30,6 +30,7 @@ cannot listen, 4 on a torrent or file error, 5 if no `stopped` announce
 went out within 5 s of the signal.
 """
 
+import faulthandler
 import argparse
 import os
 import signal
@@ -43,6 +44,9 @@ from lt_peer import ip_port, log, make_session  # noqa: E402
 
 EVENTS = ("completed", "started", "stopped", "paused")
 
+
+# A crash inside libtorrent prints the Python stack on stderr.
+faulthandler.enable()
 
 def out(line):
     sys.stdout.write(line + "\n")

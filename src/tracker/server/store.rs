@@ -231,7 +231,7 @@ impl Store {
 
     /// Whether scrapes of `ih` are answered at all.
     pub fn allowed(&self, ih: &InfoHash) -> bool {
-        self.cfg.allow.as_ref().map_or(true, |a| a.contains(ih))
+        self.cfg.allow.as_ref().is_none_or(|a| a.contains(ih))
     }
 
     /// Drops peers past their time, and swarms empty for a whole TTL.
