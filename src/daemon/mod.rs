@@ -104,6 +104,21 @@ impl Entry {
         InfoHash::from_hex(&self.record.info_hash).unwrap_or(InfoHash([0; 20]))
     }
 
+    /// The torrent's name; before its metainfo is read, the magnet's
+    /// `dn` or the info-hash.
+    pub fn name(&self) -> String {
+        let n = self.handle.stats().name;
+        if !n.is_empty() {
+            return n;
+        }
+        self.record
+            .magnet
+            .as_deref()
+            .and_then(|m| Magnet::parse(m).ok())
+            .and_then(|m| m.name)
+            .unwrap_or_else(|| self.record.info_hash.clone())
+    }
+
     /// Bytes uploaded over every run.
     pub fn uploaded_ever(&self) -> u64 {
         self.record.uploaded_before + self.handle.stats().uploaded
@@ -326,11 +341,16 @@ impl Daemon {
             .map(|t| t.info_hash)
             .or(magnet.as_ref().map(|m| m.info_hash))
             .expect("one of them");
+        let name = torrent
+            .as_ref()
+            .map(|t| t.name.clone())
+            .or(magnet.as_ref().and_then(|m| m.name.clone()))
+            .unwrap_or_else(|| ih.to_hex());
         let _adding = self.inner.adding.lock().await;
         if let Some(e) = self.entries().into_iter().find(|e| e.info_hash() == ih) {
             return Ok(Added {
                 id: e.id,
-                name: e.handle.stats().name,
+                name: e.name(),
                 info_hash: ih,
                 duplicate: true,
             });
@@ -403,7 +423,7 @@ impl Daemon {
         let entry = self.launch(record, source, None).await?;
         Ok(Added {
             id: entry.id,
-            name: entry.handle.stats().name,
+            name,
             info_hash: ih,
             duplicate: false,
         })

@@ -182,7 +182,11 @@ impl<'a> Torrent<'a> {
         let num_files = self.meta.as_ref().map_or(0, |t| t.files.len());
         Some(match name {
             "id" => json!(e.id),
-            "name" => json!(s.name),
+            "name" => json!(if s.name.is_empty() {
+                e.name()
+            } else {
+                s.name.clone()
+            }),
             "hashString" => json!(e.record.info_hash),
             "status" => json!(status_code(s.stage)),
             "error" => json!(self.error().0),
