@@ -1199,6 +1199,11 @@ impl Actor {
             self.status.stats.resumed.store(resumed, Ordering::Relaxed);
             self.status.set_have_view(&have);
             self.have = Some(have);
+            if self.status.check_report().is_some_and(|c| c.hashed > 0) {
+                // What was just hashed is kept at once: a crash before the
+                // next flush must not cost the same hashing again.
+                self.flush_resume().await;
+            }
         }
         Ok(storage)
     }
@@ -1257,11 +1262,19 @@ impl Actor {
                 have.set(p);
             }
         }
-        *lock(&self.status.check) = Some(CheckReport {
+        let report = CheckReport {
             fast: have.count() > 0 && hashed < n,
             hashed,
             secs: started.elapsed().as_secs_f64(),
-        });
+        };
+        tracing::debug!(
+            torrent = %t.name,
+            hashed,
+            verified = have.count(),
+            secs = report.secs,
+            "start-up check"
+        );
+        *lock(&self.status.check) = Some(report);
         Ok(have)
     }
 

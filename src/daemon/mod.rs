@@ -390,6 +390,9 @@ impl Daemon {
                 .unwrap_or_else(|| self.download_dir()),
             paused,
             added: unix_now(),
+            order: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
             done: 0,
             unwanted,
             up_limit: None,

@@ -61,6 +61,9 @@ pub struct Record {
     pub paused: bool,
     /// Unix seconds.
     pub added: u64,
+    /// Add order (unix nanoseconds), so a restart lists torrents as added.
+    #[serde(default)]
+    pub order: u128,
     /// Unix seconds it completed (0: not yet).
     #[serde(default)]
     pub done: u64,
@@ -147,7 +150,7 @@ impl Store {
                 Err(e) => tracing::warn!(torrent = k.value(), "state record skipped: {e}"),
             }
         }
-        out.sort_by_key(|r| r.added);
+        out.sort_by_key(|r| (r.added, r.order));
         Ok(out)
     }
 
@@ -215,6 +218,7 @@ mod tests {
             download_dir: "/tmp/x".into(),
             paused: false,
             added,
+            order: 0,
             done: 0,
             unwanted: vec![2],
             up_limit: None,
