@@ -644,12 +644,11 @@ class Bench:
                        "--summary-interval=0", "--console-log-level=warn", "--enable-color=false",
                        source])
         if client == "rqbit":
-            # Untested here (rqbit was not installed when this was written).
+            # LSD and UPnP off, like every client in a test.
             return [self.rqbit, "--disable-dht", "--disable-dht-persistence",
-                    "--disable-upnp-port-forward", "--listen-ip", ip,
-                    "--listen-port", str(PEER_PORT),
-                    "--http-api-listen-addr", "%s:3030" % ip,
-                    "download", "-o", out, "--exit-on-finish",
+                    "--disable-upnp-port-forward", "--disable-lsd",
+                    "--listen-ip", ip, "--listen-port", str(PEER_PORT),
+                    "download", "--disable-http-api", "-o", out, "--exit-on-finish",
                     "--initial-peers", seed, source]
         raise AssertionError(client)
 

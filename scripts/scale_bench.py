@@ -60,27 +60,28 @@ recorded ("foreign cores") but runs are not repeated.
 """
 
 import argparse
-import hashlib
-import http.client
 import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+from benchlib import (KiB, MiB, TR_RPC_PORT, BenchError, Procs, Sampler,  # noqa: E402
+                      exit_on_signals, fd_count, foreign_cpu_s, git_commit, log, make_corpus,
+                      median, proc_cpu_s, require_loopback, set_log_prefix, status_field,
+                      tr_settings, version)
+from benchlib import Rpc as TrRpc  # noqa: E402  (one connection per call)
+
+set_log_prefix("scale")
 
 SCRIPT = os.path.realpath(__file__)
 REPO = os.path.dirname(os.path.dirname(SCRIPT))
 
-TR_RPC_PORT = 9091
-TR_PEER_PORT = 51413
 CLIENTS = ["xorrent", "transmission"]
 ALIASES = {"x": "xorrent", "tr": "transmission", "transmission-daemon": "transmission"}
 
@@ -88,278 +89,14 @@ TARGET_RSS_MIB = 64.0
 TARGET_IDLE_PCT = 1.0
 TARGET_RESTART_S = 5.0
 
-KiB = 1024
-MiB = 1024 * 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def log(msg):
-    sys.stderr.write("scale: %s\n" % msg)
-    sys.stderr.flush()
-
-
-class BenchError(Exception):
-    pass
-
-
-def only_loopback():
-    """True when /proc/net/dev lists no interface but `lo`."""
-    with open("/proc/net/dev") as f:
-        names = [ln.split(":", 1)[0].strip() for ln in f.readlines()[2:] if ":" in ln]
-    return names == ["lo"]
-
-
-# --------------------------------------------------------------- torrents --
-
-def bencode(v):
-    if isinstance(v, int):
-        return b"i%de" % v
-    if isinstance(v, str):
-        v = v.encode()
-    if isinstance(v, bytes):
-        return b"%d:%s" % (len(v), v)
-    if isinstance(v, list):
-        return b"l" + b"".join(bencode(x) for x in v) + b"e"
-    if isinstance(v, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, x) for k, x in v.items())
-        return b"d" + b"".join(bencode(k) + bencode(x) for k, x in items) + b"e"
-    raise TypeError(type(v))
-
-
-def make_corpus(data_dir, tor_dir, n, size, piece, announce):
-    """n random files and their single-file torrents; returns the info-hashes."""
-    os.makedirs(data_dir)
-    os.makedirs(tor_dir)
-    hashes = []
-    for i in range(n):
-        name = "f%04d.bin" % i
-        body = os.urandom(size)
-        with open(os.path.join(data_dir, name), "wb") as f:
-            f.write(body)
-        pieces = b"".join(hashlib.sha1(body[o:o + piece]).digest()
-                          for o in range(0, size, piece))
-        info = {"length": size, "name": name, "piece length": piece, "pieces": pieces}
-        meta = {"info": info}
-        if announce:
-            meta["announce"] = announce
-        with open(os.path.join(tor_dir, "t%04d.torrent" % i), "wb") as f:
-            f.write(bencode(meta))
-        hashes.append(hashlib.sha1(bencode(info)).hexdigest())
-    return hashes
-
-
-# ------------------------------------------------------------------ /proc --
-
-def proc_cpu_s(pid):
-    """utime+stime of a live process (all its threads), in seconds."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read()
-        fields = st[st.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def status_field(pid, field):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for ln in f:
-                if ln.startswith(field):
-                    return int(ln.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def fd_count(pid):
-    try:
-        return len(os.listdir("/proc/%d/fd" % pid))
-    except OSError:
-        return None
-
-
-def foreign_cpu_s(ours):
-    """CPU seconds (utime+stime+cutime+cstime) of every user-space process
-    outside `ours` (kernel threads left out)."""
-    total = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) in ours:
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-            fields = st[st.rindex(")") + 2:].split()
-            if int(fields[6]) & 0x00200000 or int(fields[1]) == 2 or int(d) == 2:
-                continue
-            total += sum(int(x) for x in fields[11:15])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / CLK_TCK
-
-
-class Sampler(threading.Thread):
-    """Peak RssAnon of one process, every `period` s until stopped."""
-
-    def __init__(self, pid, period):
-        super().__init__(daemon=True)
-        self.pid, self.period = pid, period
-        self.stop = threading.Event()
-        self.peak_kib = 0
-        self.samples = 0
-
-    def run(self):
-        while not self.stop.is_set():
-            a = status_field(self.pid, "RssAnon:")
-            if a is not None:
-                self.samples += 1
-                self.peak_kib = max(self.peak_kib, a)
-            self.stop.wait(self.period)
-
-
-# ------------------------------------------------------------ transmission --
-
-class TrRpc:
-    def __init__(self, port):
-        self.port = port
-        self.sid = ""
-
-    def call(self, method, arguments, timeout=10):
-        body = json.dumps({"method": method, "arguments": arguments})
-        for _ in range(3):
-            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-            try:
-                c.request("POST", "/transmission/rpc", body,
-                          {"X-Transmission-Session-Id": self.sid,
-                           "Content-Type": "application/json"})
-                r = c.getresponse()
-                data = r.read()
-                if r.status == 409:
-                    self.sid = r.getheader("X-Transmission-Session-Id", "")
-                    continue
-                if r.status != 200:
-                    raise BenchError("transmission RPC %s: HTTP %d" % (method, r.status))
-                return json.loads(data)
-            finally:
-                c.close()
-        raise BenchError("transmission RPC: no session id")
-
-    def statuses(self):
-        """Status of every torrent, or None while the RPC server is not up."""
-        try:
-            r = self.call("torrent-get", {"fields": ["id", "status"]})
-        except (OSError, http.client.HTTPException):
-            return None
-        return [t["status"] for t in r["arguments"]["torrents"]]
-
-
-def tr_settings(data_dir, watch_dir):
-    return {
-        "dht-enabled": False,
-        "lpd-enabled": False,
-        "pex-enabled": False,
-        "utp-enabled": False,
-        "port-forwarding-enabled": False,
-        "blocklist-enabled": False,
-        "peer-port": TR_PEER_PORT,
-        "peer-port-random-on-start": False,
-        "bind-address-ipv4": "127.0.0.1",
-        "bind-address-ipv6": "::1",
-        "rpc-enabled": True,
-        "rpc-bind-address": "127.0.0.1",
-        "rpc-port": TR_RPC_PORT,
-        "rpc-authentication-required": False,
-        "rpc-whitelist-enabled": False,
-        "rpc-host-whitelist-enabled": False,
-        "download-dir": data_dir,
-        "incomplete-dir-enabled": False,
-        "watch-dir-enabled": True,
-        "watch-dir": watch_dir,
-        "start-added-torrents": True,
-        "trash-original-torrent-files": False,
-        "download-queue-enabled": False,
-        "seed-queue-enabled": False,
-        "queue-stalled-enabled": False,
-        "ratio-limit-enabled": False,
-        "idle-seeding-limit-enabled": False,
-        "speed-limit-up-enabled": False,
-        "speed-limit-down-enabled": False,
-        "alt-speed-enabled": False,
-        "message-level": 1,
-    }
-
-
 # ------------------------------------------------------------------ bench --
 
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-class Bench:
+class Bench(Procs):
     def __init__(self, args):
+        super().__init__()
         self.a = args
-        self.live = []
         self.results = []
         self.notes = []
-
-    # -- processes
-    def spawn(self, argv, log_path, env):
-        nofile = self.a.nofile
-
-        def limits():
-            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            hard = nofile if hard == resource.RLIM_INFINITY or hard < nofile else hard
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
-
-        with open(log_path, "ab") as out:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                 env=env, start_new_session=True, close_fds=True,
-                                 preexec_fn=limits)
-        self.live.append(p)
-        return p
-
-    def stop(self, p, sig, grace):
-        """Sends `sig`, waits up to `grace` s for the exit (then SIGKILLs the
-        group); returns (seconds to exit or None, exit code)."""
-        t = time.monotonic()
-        try:
-            os.kill(p.pid, sig)
-        except ProcessLookupError:
-            pass
-        took = None
-        try:
-            p.wait(timeout=grace)
-            took = time.monotonic() - t
-        except subprocess.TimeoutExpired:
-            log("pid %d did not exit %.0f s after signal %d; killing it" % (p.pid, grace, sig))
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        p.wait()
-        if p in self.live:
-            self.live.remove(p)
-        return took, p.returncode
-
-    def kill_all(self):
-        for p in list(self.live):
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            p.wait()
-        self.live = []
-
-    def env(self, home):
-        env = {k: v for k, v in os.environ.items()
-               if not (k.lower().endswith("_proxy") or k.startswith("XORRENT_")
-                       or k.startswith("TR_"))}
-        env["HOME"] = home
-        env["XDG_CONFIG_HOME"] = os.path.join(home, ".config")
-        env["XDG_STATE_HOME"] = os.path.join(home, ".local", "state")
-        env["LC_ALL"] = "C"
-        return env
 
     # -- setup
     def setup(self):
@@ -436,7 +173,7 @@ class Bench:
         ours = {os.getpid()}
         f0 = foreign_cpu_s(ours)
         t0 = time.monotonic()
-        p = self.spawn(argv, log_path, self.env(home))
+        p = self.spawn(argv, log_path, self.env(home), a.nofile)
         ours.add(p.pid)
         sampler = Sampler(p.pid, a.sample_ms / 1000.0)
         sampler.start()
@@ -578,18 +315,7 @@ class Bench:
     def meta(self):
         a = self.a
 
-        def version(argv):
-            try:
-                r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-                return (r.stdout or r.stderr).strip().splitlines()[0]
-            except (OSError, IndexError, subprocess.TimeoutExpired):
-                return None
-        commit = None
-        try:
-            commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                                    capture_output=True, text=True, timeout=10).stdout.strip()
-        except OSError:
-            pass
+        commit = git_commit(REPO)
         return {"torrents": a.torrents, "size_kib": a.size_kib, "piece_kib": a.piece_kib,
                 "announce": a.announce, "rounds": a.rounds, "idle_secs": a.idle_secs,
                 "nofile": a.nofile, "cpus": os.cpu_count(), "kernel": platform.release(),
@@ -657,14 +383,8 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if not only_loopback():
-        raise SystemExit("scale: /proc/net/dev lists interfaces other than lo; refusing to run "
-                         "(use: scripts/netns-run python3 %s ...)" % sys.argv[0])
-
-    def on_term(signum, _frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    require_loopback("scale")
+    exit_on_signals()
 
     b = Bench(args)
     rc = 1

@@ -859,7 +859,7 @@ fn libtorrent_learns_a_peer_through_xorrent_pex() {
         4,
         &link,
         &out,
-        &["--pex", "--seed", "--download-limit", "262144"],
+        &["--pex", "--seed", "--download-limit", "262144", "--verbose"],
     );
     // A first PEX message as late as a minute after the handshake counts.
     let b_addr = at(&w, 3).to_string();
