@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::fake_peer::{Behaviour, FakePeer};
+use common::fake_tracker::{announce_body, fake_tracker};
 use common::world::*;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use xorrent::session::{Session, SessionConfig};
 use xorrent::torrent::{AddTorrent, Source, Stage};
 
@@ -140,42 +139,6 @@ fn hex_decode(h: &str, out: &mut [u8; 20]) {
     }
 }
 
-/// A one-route HTTP tracker: records request lines, answers with `body`.
-async fn fake_tracker(body: Vec<u8>) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (s, body) = (s.clone(), body.clone());
-            tokio::spawn(async move {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&req)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                s.lock().unwrap().push(line);
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(&body).await;
-            });
-        }
-    });
-    (addr, seen)
-}
-
 fn events(seen: &Mutex<Vec<String>>) -> Vec<String> {
     seen.lock()
         .unwrap()
@@ -220,13 +183,7 @@ async fn pause_resume_and_remove_through_the_torrent_handle() {
         Behaviour::Honest,
     )
     .await;
-    let mut body = b"d8:intervali1800e5:peers6:".to_vec();
-    if let SocketAddr::V4(a) = seeder.addr {
-        body.extend_from_slice(&a.ip().octets());
-        body.extend_from_slice(&a.port().to_be_bytes());
-    }
-    body.push(b'e');
-    let (tracker, seen) = fake_tracker(body).await;
+    let (tracker, seen) = fake_tracker("127.0.0.1:0", announce_body(&[seeder.addr])).await;
     let announce = format!("http://{tracker}/announce");
     let bytes = make_torrent(
         "p.bin",

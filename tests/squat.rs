@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fake_peer::{msg, triple_msg, Behaviour, FakePeer};
+use common::fake_tracker::{announce_body, fake_tracker};
 use common::world::*;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -409,50 +410,6 @@ fn a_seed_full_of_squatters_still_serves_an_honest_libtorrent_leecher() {
     rt.shutdown_background();
 }
 
-/// A minimal HTTP tracker: answers every announce with `body`.
-async fn fake_tracker(addr: SocketAddr, body: Vec<u8>) -> SocketAddr {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(&body).await;
-            });
-        }
-    });
-    addr
-}
-
-/// A tracker answer listing `peers` (compact), in this order.
-fn announce_body(peers: &[SocketAddr]) -> Vec<u8> {
-    let mut compact = Vec::new();
-    for p in peers {
-        let SocketAddr::V4(a) = p else {
-            panic!("v4 only")
-        };
-        compact.extend_from_slice(&a.ip().octets());
-        compact.extend_from_slice(&a.port().to_be_bytes());
-    }
-    let mut b = format!("d8:intervali1800e5:peers{}:", compact.len()).into_bytes();
-    b.extend_from_slice(&compact);
-    b.push(b'e');
-    b
-}
-
 /// What idle peers saw.
 #[derive(Default)]
 struct Idle {
@@ -539,7 +496,7 @@ fn a_downloader_whose_slots_fill_with_idle_peers_reaches_the_real_seeder() {
         .await;
         // The real seeder last.
         addrs.push(seeder.addr);
-        fake_tracker(tracker_addr, announce_body(&addrs)).await;
+        fake_tracker(&tracker_addr.to_string(), announce_body(&addrs)).await;
         (addrs, seeder)
     });
     assert_eq!(addrs.len(), 301);

@@ -4,68 +4,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::fake_peer::{Behaviour, FakePeer};
+use common::fake_tracker::{announce_body, fake_tracker};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const PIECE: usize = 16 * 1024;
-
-/// A one-route HTTP tracker: records request lines, answers with `body`.
-async fn fake_tracker(addr: &str, body: Vec<u8>) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (s, body) = (s.clone(), body.clone());
-            tokio::spawn(async move {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&req)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                s.lock().unwrap().push(line);
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(&body).await;
-            });
-        }
-    });
-    (addr, seen)
-}
-
-fn compact(addr: SocketAddr) -> Vec<u8> {
-    let SocketAddr::V4(a) = addr else {
-        panic!("v4 only")
-    };
-    let mut v = a.ip().octets().to_vec();
-    v.extend_from_slice(&a.port().to_be_bytes());
-    v
-}
-
-fn announce_body(peer: SocketAddr) -> Vec<u8> {
-    let mut b = b"d8:intervali1800e5:peers6:".to_vec();
-    b.extend_from_slice(&compact(peer));
-    b.push(b'e');
-    b
-}
 
 fn torrent_with_tiers(data: &[u8], tiers: &[&[&str]]) -> Vec<u8> {
     // Announce-list added around a plain single-file torrent.
@@ -119,7 +65,7 @@ async fn announces_started_and_completed_after_skipping_a_dead_tier() {
         Behaviour::Honest,
     )
     .await;
-    let (tr, seen) = fake_tracker("127.0.0.42:0", announce_body(seeder.addr)).await;
+    let (tr, seen) = fake_tracker("127.0.0.42:0", announce_body(&[seeder.addr])).await;
     // Tier 1: nothing listens there (and a UDP URL we do not speak yet).
     let dead = "http://127.0.0.43:9/announce";
     let live = format!("http://{tr}/announce");
@@ -210,7 +156,7 @@ async fn ctrl_c_stops_cleanly_and_sends_stopped() {
         Behaviour::Silent,
     )
     .await;
-    let (tr, seen) = fake_tracker("127.0.0.46:0", announce_body(mute.addr)).await;
+    let (tr, seen) = fake_tracker("127.0.0.46:0", announce_body(&[mute.addr])).await;
     let t = torrent_with_tiers(&data, &[&[&format!("http://{tr}/announce")]]);
     let path = dir.path().join("t.torrent");
     std::fs::write(&path, &t).unwrap();

@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod fake_peer;
+pub mod fake_tracker;
 pub mod world;
 
 use std::net::Ipv4Addr;
