@@ -66,6 +66,35 @@ fn row<'a>(list: &'a str, name: &str) -> Option<&'a str> {
     list.lines().find(|l| l.trim_end().ends_with(name))
 }
 
+/// `python3 -m http.server` on `ip`:8000 serving `dir`, once it listens.
+fn serve_dir(dir: &Path, ip: std::net::Ipv4Addr) -> Proc {
+    let p = Proc::spawn(
+        "http.server",
+        Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                &ip.to_string(),
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let addr = std::net::SocketAddr::new(ip.into(), 8000);
+    let start = Instant::now();
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "http.server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
 fn remote_end_to_end(test: &str, auth: Option<(&str, &str)>) {
     if !interop_ready(test, &[LT, REMOTE, "mktorrent"]) {
         return;
@@ -92,8 +121,18 @@ fn remote_end_to_end(test: &str, auth: Option<(&str, &str)>) {
     assert!(added.contains("success"), "{added}");
     let added = remote(&d, &["-a", &magnet_of(&tb)]);
     assert!(added.contains("success"), "{added}");
-    // The same torrent again is a duplicate, not a second copy.
+    // The same torrent again is a duplicate, not a second copy; so is
+    // its URL, which the daemon fetches.
     remote(&d, &["-a", ta.to_str().unwrap()]);
+    let web = serve_dir(ta.parent().unwrap(), (w.ip)(5));
+    let url = format!(
+        "http://{}:8000/{}",
+        (w.ip)(5),
+        ta.file_name().unwrap().to_str().unwrap()
+    );
+    let by_url = remote(&d, &["-a", &url]);
+    assert!(by_url.contains("success"), "{by_url}");
+    drop(web);
     let l = remote(&d, &["-l"]);
     assert_eq!(l.matches("alpha.bin").count(), 1, "{l}");
 
@@ -171,6 +210,84 @@ fn transmission_remote_drives_the_daemon_without_auth() {
     remote_end_to_end("transmission_remote_drives_the_daemon_without_auth", None);
 }
 
+/// `xorrent remote`, for users without transmission-remote: add, list,
+/// stop, start, info, remove with data; credentials from the environment.
+#[test]
+fn xorrent_remote_drives_the_daemon() {
+    let test = "xorrent_remote_drives_the_daemon";
+    if !interop_ready(test, &[LT, "mktorrent"]) {
+        return;
+    }
+    let mut w = World::new();
+    let t = single_file(&w, "remote.bin", 1024 * 1024 + 21, 15, 75);
+    let data = w.path("data");
+    w.lt_seed(&t, &data, 2, &["--no-tracker"]);
+    let d = Daemon::start(
+        (w.ip)(1),
+        w.dir.path(),
+        Some(("rem", "ote")),
+        &["--peer", &format!("{}:6881", (w.ip)(2))],
+    );
+    let url = format!("http://{}/transmission/rpc", d.rpc);
+    let run = |args: &[&str], auth: Option<&str>| -> (bool, String) {
+        let mut cmd = xorrent_cmd();
+        cmd.arg("remote").args(args).env("XORRENT_URL", &url);
+        match auth {
+            Some(a) => cmd.env("XORRENT_AUTH", a),
+            None => cmd.env_remove("XORRENT_AUTH"),
+        };
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let ok = |args: &[&str]| -> String {
+        let (good, text) = run(args, Some("rem:ote"));
+        assert!(good, "xorrent remote {args:?}: {text}\n{}", d.log());
+        text
+    };
+    let (good, text) = run(&["list"], None);
+    assert!(!good && text.contains("credentials"), "{text}");
+    let added = ok(&["add", t.to_str().unwrap()]);
+    assert!(added.starts_with("added: 1 "), "{added}");
+    let again = ok(&["add", t.to_str().unwrap()]);
+    assert!(again.starts_with("already there: 1"), "{again}");
+    let start = Instant::now();
+    loop {
+        let l = ok(&["list"]);
+        if l.contains("100.0%") && l.contains("Seeding") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{l}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    ok(&["stop", "1"]);
+    assert!(ok(&["list"]).contains("Stopped"));
+    ok(&["start", "all"]);
+    let info = ok(&["info", &info_hash(&t)]);
+    assert!(
+        info.contains("Name: remote.bin") && info.contains("Progress: 100.0%"),
+        "{info}"
+    );
+    assert_eq!(
+        sha1_file(&data.join("remote.bin")),
+        sha1_file(&d.download_dir.join("remote.bin"))
+    );
+    ok(&["remove", "1", "--delete"]);
+    assert!(!ok(&["list"]).contains("remote.bin"));
+    assert!(!d.download_dir.join("remote.bin").exists());
+    let (good, text) = run(&["stop", "x1"], Some("rem:ote"));
+    assert!(!good && text.contains("not a torrent id"), "{text}");
+    d.stop();
+}
+
 /// Everything a hostile or broken client can send gets its HTTP status
 /// or an RPC error, and the daemon keeps answering.
 #[test]
@@ -179,6 +296,24 @@ fn bad_input_gets_the_right_status_or_rpc_error() {
         return;
     }
     let w = World::new();
+    // An RPC open beyond loopback without credentials is refused outright.
+    let out = xorrent_cmd()
+        .args([
+            "daemon",
+            "--rpc-bind",
+            "0.0.0.0:9092",
+            "--no-dht",
+            "--state-dir",
+        ])
+        .arg(w.path("open-state"))
+        .arg("--download-dir")
+        .arg(w.path("open-dl"))
+        .env_remove("XORRENT_RPC_AUTH")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--rpc-auth"), "{err}");
     let d = Daemon::start((w.ip)(1), w.dir.path(), Some(("u", "p")), &[]);
     let auth = basic(&d.auth).unwrap();
     let post = |headers: &[(&str, &str)], body: &[u8]| {
