@@ -586,6 +586,35 @@ fn kill_9_during_downloads_and_a_seed_brings_all_back() {
         .find(|l| l.contains("start-up check") && l.contains("torrent=k4.bin"))
         .unwrap_or_else(|| panic!("no start-up check for k4.bin: {log}"));
     assert!(check.contains(" hashed=0 "), "the seed was hashed: {check}");
+
+    // A clean stop and start: everything as it was, nothing hashed.
+    d.stop();
+    let d = Daemon::start_with((w.ip)(1), &downloads, &state, None, &flags);
+    d.wait_until(
+        Duration::from_secs(30),
+        "back after a clean restart",
+        &fields,
+        |l| {
+            l.len() == 4
+                && l.iter().all(|t| {
+                    if t["name"] == "k2.bin" {
+                        t["status"] == 0 && t["haveValid"].as_u64() > Some(0)
+                    } else {
+                        t["status"] == 6 && t["percentDone"] == 1.0
+                    }
+                })
+        },
+    );
+    let log = d.log();
+    let checks: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("start-up check"))
+        .collect();
+    assert_eq!(checks.len(), 3, "{log}");
+    assert!(
+        checks.iter().all(|l| l.contains(" hashed=0 ")),
+        "{checks:#?}"
+    );
     d.stop();
 }
 
