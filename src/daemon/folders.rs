@@ -128,7 +128,10 @@ async fn watch_loop(d: Daemon, dir: PathBuf) {
                     })
                     .await
                     .map(|_| ()),
-                Err(e) => Err(DaemonError::BadRequest(format!("cannot read it: {e}"))),
+                Err(source) => Err(DaemonError::Read {
+                    path: p.clone(),
+                    source,
+                }),
             };
             let mut done = p.clone().into_os_string();
             match outcome {
@@ -203,8 +206,11 @@ async fn share(d: &Daemon, dir: &Path, p: &Path) -> Result<(), DaemonError> {
         create::create(&path, &opts, &AtomicU64::new(0))
     })
     .await
-    .map_err(|e| DaemonError::BadRequest(e.to_string()))?
-    .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
+    .map_err(DaemonError::Task)?
+    .map_err(|source| DaemonError::Create {
+        path: p.to_path_buf(),
+        source,
+    })?;
     let file = d.torrent_file(&created.info_hash);
     if let Some(parent) = file.parent() {
         std::fs::create_dir_all(parent).map_err(|source| DaemonError::Dir {

@@ -48,8 +48,34 @@ pub enum DaemonError {
     BadTorrent(#[from] crate::metainfo::Error),
     #[error("invalid magnet link: {0}")]
     BadMagnet(#[from] magnet::MagnetError),
-    #[error("{0}")]
-    BadRequest(String),
+    #[error("give a .torrent (metainfo) or a magnet link (filename)")]
+    NoSource,
+    #[error("file index {index} is out of range: the torrent has {count} files")]
+    NoSuchFile { index: u32, count: usize },
+    #[error("at least one file must be wanted")]
+    NothingWanted,
+    #[error("download-dir {0} is not an absolute path")]
+    NotAbsolute(PathBuf),
+    #[error("the torrent's metadata is not known yet")]
+    NoMetadata,
+    #[error("no torrent with id {0}")]
+    NoSuchTorrent(u64),
+    #[error("neither metainfo nor a magnet link is stored for it")]
+    NothingStored,
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make a torrent of {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: crate::metainfo::create::CreateError,
+    },
+    #[error("a background task failed")]
+    Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Torrent(#[from] crate::torrent::TorrentError),
 }
@@ -330,11 +356,7 @@ impl Daemon {
         let (torrent, magnet) = match (&req.metainfo, &req.magnet) {
             (Some(b), _) => (Some(Torrent::from_bytes(b)?), None),
             (None, Some(m)) => (None, Some(Magnet::parse(m)?)),
-            (None, None) => {
-                return Err(DaemonError::BadRequest(
-                    "give a .torrent (metainfo) or a magnet link (filename)".into(),
-                ))
-            }
+            (None, None) => return Err(DaemonError::NoSource),
         };
         let ih = torrent
             .as_ref()
@@ -365,17 +387,16 @@ impl Daemon {
                 .chain(&req.unwanted)
                 .find(|&&i| i as usize >= n)
             {
-                return Err(DaemonError::BadRequest(format!(
-                    "file index {bad} is out of range: the torrent has {n} files"
-                )));
+                return Err(DaemonError::NoSuchFile {
+                    index: *bad,
+                    count: n,
+                });
             }
             unwanted.retain(|i| !req.wanted.contains(i));
             unwanted.sort_unstable();
             unwanted.dedup();
             if unwanted.len() >= n {
-                return Err(DaemonError::BadRequest(
-                    "at least one file must be wanted".into(),
-                ));
+                return Err(DaemonError::NothingWanted);
             }
         }
         let paused = req
@@ -405,10 +426,7 @@ impl Daemon {
             downloaded_before: 0,
         };
         if !record.download_dir.is_absolute() {
-            return Err(DaemonError::BadRequest(format!(
-                "download-dir {} is not an absolute path",
-                record.download_dir.display()
-            )));
+            return Err(DaemonError::NotAbsolute(record.download_dir.clone()));
         }
         match &torrent {
             Some(t) => self
@@ -438,11 +456,7 @@ impl Daemon {
             Some(bytes) => Source::Bytes(bytes),
             None => match &rec.magnet {
                 Some(m) => Source::Magnet(Box::new(Magnet::parse(m)?)),
-                None => {
-                    return Err(DaemonError::BadRequest(
-                        "neither metainfo nor a magnet link is stored".into(),
-                    ))
-                }
+                None => return Err(DaemonError::NothingStored),
             },
         };
         self.launch(rec, source, None).await?;
@@ -521,7 +535,7 @@ impl Daemon {
         let rec = {
             let mut list = lock(&self.inner.torrents);
             let Some(e) = list.iter_mut().find(|e| e.id == id) else {
-                return Err(DaemonError::BadRequest(format!("no torrent with id {id}")));
+                return Err(DaemonError::NoSuchTorrent(id));
             };
             f(&mut e.record);
             e.record.clone()
@@ -589,7 +603,7 @@ impl Daemon {
             Some(b) => Source::Bytes(b),
             None => match &rec.magnet {
                 Some(m) => Source::Magnet(Box::new(Magnet::parse(m)?)),
-                None => return Err(DaemonError::BadRequest("nothing stored to start".into())),
+                None => return Err(DaemonError::NothingStored),
             },
         };
         self.launch(rec, source, Some((id, recheck))).await?;
@@ -618,9 +632,7 @@ impl Daemon {
         unwanted: Option<&[u32]>,
     ) -> Result<(), DaemonError> {
         let Some((t, _)) = e.handle.meta() else {
-            return Err(DaemonError::BadRequest(
-                "the torrent's metadata is not known yet".into(),
-            ));
+            return Err(DaemonError::NoMetadata);
         };
         let n = t.files.len() as u32;
         let every = |l: &[u32]| -> Vec<u32> {
@@ -632,9 +644,10 @@ impl Daemon {
         };
         let (w, u) = (wanted.map(every), unwanted.map(every));
         if let Some(bad) = w.iter().chain(u.iter()).flatten().find(|&&i| i >= n) {
-            return Err(DaemonError::BadRequest(format!(
-                "file index {bad} is out of range: the torrent has {n} files"
-            )));
+            return Err(DaemonError::NoSuchFile {
+                index: *bad,
+                count: n as usize,
+            });
         }
         let mut set = e.record.unwanted.clone();
         set.retain(|i| !w.as_ref().is_some_and(|w| w.contains(i)));
@@ -642,9 +655,7 @@ impl Daemon {
         set.sort_unstable();
         set.dedup();
         if set.len() >= n as usize {
-            return Err(DaemonError::BadRequest(
-                "at least one file must be wanted".into(),
-            ));
+            return Err(DaemonError::NothingWanted);
         }
         if set == e.record.unwanted {
             return Ok(());

@@ -26,17 +26,19 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: redb::DatabaseError,
+        source: Box<redb::DatabaseError>,
     },
-    #[error("state database: {0}")]
-    Db(String),
+    #[error("state database")]
+    Db(#[source] Box<redb::Error>),
+    #[error("state record")]
+    Json(#[from] serde_json::Error),
 }
 
 macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(e.to_string())
+                StoreError::Db(Box::new(e.into()))
             }
         }
     )*};
@@ -127,7 +129,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
         let tx = db.begin_write()?;
         tx.open_table(TORRENTS)?;
@@ -155,7 +157,7 @@ impl Store {
     }
 
     pub fn put(&self, r: &Record) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(r).map_err(|e| StoreError::Db(e.to_string()))?;
+        let bytes = serde_json::to_vec(r)?;
         let tx = self.db.begin_write()?;
         tx.open_table(TORRENTS)?
             .insert(r.info_hash.as_str(), bytes.as_slice())?;
@@ -165,7 +167,7 @@ impl Store {
 
     /// The record and its metainfo in one transaction.
     pub fn put_with_metainfo(&self, r: &Record, metainfo: &[u8]) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(r).map_err(|e| StoreError::Db(e.to_string()))?;
+        let bytes = serde_json::to_vec(r)?;
         let tx = self.db.begin_write()?;
         tx.open_table(METAINFO)?
             .insert(r.info_hash.as_str(), metainfo)?;
@@ -198,7 +200,7 @@ impl Store {
     }
 
     pub fn put_settings(&self, s: &Settings) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(s).map_err(|e| StoreError::Db(e.to_string()))?;
+        let bytes = serde_json::to_vec(s)?;
         let tx = self.db.begin_write()?;
         tx.open_table(SETTINGS)?
             .insert("session", bytes.as_slice())?;

@@ -169,7 +169,7 @@ impl<'a> Torrent<'a> {
 
     fn error(&self) -> (i64, String) {
         match &self.snap.error {
-            Some(e) if self.snap.stage == Stage::Failed => (3, chain(&**e)),
+            Some(e) if self.snap.stage == Stage::Failed => (3, super::error_chain(&**e)),
             _ => (0, String::new()),
         }
     }
@@ -517,17 +517,6 @@ fn scrape_url(url: &str) -> String {
         }
         _ => String::new(),
     }
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -71,19 +71,21 @@ async fn call(d: &Daemon, method: &str, a: &Args) -> Result<Args, String> {
         "torrent-add" => torrent_add(d, a).await,
         "torrent-start" | "torrent-start-now" => {
             for e in d.select(&ids(a)?) {
-                d.start_torrent(&e).await.map_err(|e| e.to_string())?;
+                d.start_torrent(&e)
+                    .await
+                    .map_err(|e| super::error_chain(&e))?;
             }
             Ok(Map::new())
         }
         "torrent-stop" => {
             for e in d.select(&ids(a)?) {
-                d.stop(&e).await.map_err(|e| e.to_string())?;
+                d.stop(&e).await.map_err(|e| super::error_chain(&e))?;
             }
             Ok(Map::new())
         }
         "torrent-verify" => {
             for e in d.select(&ids(a)?) {
-                d.verify(&e).await.map_err(|e| e.to_string())?;
+                d.verify(&e).await.map_err(|e| super::error_chain(&e))?;
             }
             Ok(Map::new())
         }
@@ -96,7 +98,9 @@ async fn call(d: &Daemon, method: &str, a: &Args) -> Result<Args, String> {
         "torrent-remove" => {
             let delete = opt_bool(a, "delete-local-data")?.unwrap_or(false);
             for e in d.select(&ids(a)?) {
-                d.remove(&e, delete).await.map_err(|e| e.to_string())?;
+                d.remove(&e, delete)
+                    .await
+                    .map_err(|e| super::error_chain(&e))?;
             }
             Ok(Map::new())
         }
@@ -381,7 +385,7 @@ fn session_set(d: &Daemon, a: &Args) -> Result<Args, String> {
             s.download_dir = dir;
         }
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| super::error_chain(&e))?;
     Ok(Map::new())
 }
 
@@ -560,7 +564,7 @@ async fn fetch_torrent(url: &str) -> Result<Vec<u8>, String> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| super::error_chain(&e))?;
     let mut resp = client
         .get(url)
         .send()
@@ -599,7 +603,7 @@ async fn torrent_set(d: &Daemon, a: &Args) -> Result<Args, String> {
         if wanted.is_some() || unwanted.is_some() {
             d.set_wanted(&e, wanted.as_deref(), unwanted.as_deref())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| super::error_chain(&e))?;
         }
         // KiB/s as Transmission counts them; a limit applies once enabled.
         let cap = |limit: Option<u64>, on: Option<bool>, cur: Option<u64>| -> Option<Option<u64>> {
@@ -614,7 +618,8 @@ async fn torrent_set(d: &Daemon, a: &Args) -> Result<Args, String> {
         let u = cap(up, up_on, e.record.up_limit);
         let dn = cap(down, down_on, e.record.down_limit);
         if u.is_some() || dn.is_some() {
-            d.set_limits(&e, u, dn).map_err(|e| e.to_string())?;
+            d.set_limits(&e, u, dn)
+                .map_err(|e| super::error_chain(&e))?;
         }
         if ratio.is_some() || ratio_mode.is_some() || labels.is_some() {
             let labels = labels.clone();
@@ -629,7 +634,7 @@ async fn torrent_set(d: &Daemon, a: &Args) -> Result<Args, String> {
                     r.labels = l;
                 }
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| super::error_chain(&e))?;
         }
     }
     Ok(Map::new())
@@ -644,7 +649,7 @@ async fn torrent_set_location(d: &Daemon, a: &Args) -> Result<Args, String> {
     for e in d.select(&ids(a)?) {
         d.set_location(&e, &dir, moving)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| super::error_chain(&e))?;
     }
     Ok(Map::new())
 }
