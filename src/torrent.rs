@@ -428,6 +428,8 @@ enum Cmd {
     Remove(bool, oneshot::Sender<Result<(), TorrentError>>),
     /// Hash everything again (now if running, else at the next start).
     Verify,
+    /// New seeding limits, from now on.
+    SeedLimits(SeedLimits),
 }
 
 type Outcome = Option<Result<Report, Arc<TorrentError>>>;
@@ -506,6 +508,11 @@ impl TorrentHandle {
     /// How the last announce round went.
     pub fn last_announce(&self) -> Option<AnnounceReport> {
         lock(&self.status.announce).clone()
+    }
+
+    /// Keeps seeding until these limits (replacing the ones given at add).
+    pub async fn set_seed_limits(&self, limits: SeedLimits) {
+        let _ = self.cmds.send(Cmd::SeedLimits(limits)).await;
     }
 
     /// Hashes all the data again: at once if running, else when resumed.
@@ -736,6 +743,7 @@ impl Actor {
                     Some(Cmd::Select(s, r)) => { let _ = r.send(self.apply_selection(s)); }
                     Some(Cmd::Remove(d, r)) => return Some(RunEnd::Removed(d, r)),
                     Some(Cmd::Verify) => self.forget_verified(),
+                    Some(Cmd::SeedLimits(l)) => self.add.seed = Some(l),
                     None => return Some(RunEnd::Cancelled),
                 },
             }
@@ -1123,6 +1131,7 @@ impl Actor {
                         Some(Cmd::Pause(r)) => { fetch_cancel.cancel(); return Some(RunEnd::Paused(r)); }
                         Some(Cmd::Remove(d, r)) => { fetch_cancel.cancel(); return Some(RunEnd::Removed(d, r)); }
                         Some(Cmd::Select(s, r)) => { let _ = r.send(self.apply_selection(s)); }
+                        Some(Cmd::SeedLimits(l)) => self.add.seed = Some(l),
                         Some(Cmd::Resume | Cmd::Verify) => {}
                         None => { fetch_cancel.cancel(); return Some(RunEnd::Cancelled); }
                     },
@@ -1431,6 +1440,8 @@ impl Actor {
                         if ok { return RunEnd::Reselect; }
                     }
                     Some(Cmd::Resume) => {}
+                    // Checked on the next seed tick.
+                    Some(Cmd::SeedLimits(l)) => self.add.seed = Some(l),
                     Some(Cmd::Verify) => {
                         // Pieces in flight settle first, then all is hashed.
                         self.recheck_next = true;

@@ -474,10 +474,7 @@ impl Daemon {
         let mut add = AddTorrent::new(source, record.download_dir.clone());
         add.paused = record.paused;
         add.recheck = recheck;
-        add.seed = Some(SeedLimits {
-            ratio: self.seed_ratio(&record),
-            time: None,
-        });
+        add.seed = Some(self.seed_limits(&record));
         add.max_upload_rate = record.up_limit.unwrap_or(0);
         add.max_download_rate = record.down_limit.unwrap_or(0);
         add.peers = self.inner.config.peers.clone();
@@ -766,9 +763,31 @@ impl Daemon {
         Ok(())
     }
 
-    /// Seed ratio, labels: kept, and used from the next start.
-    pub fn set_record(&self, e: &Entry, f: impl FnOnce(&mut Record)) -> Result<(), DaemonError> {
-        self.save(e.id, f).map(|_| ())
+    /// Seed ratio, labels: kept; the seed limits apply at once.
+    pub async fn set_record(
+        &self,
+        e: &Entry,
+        f: impl FnOnce(&mut Record),
+    ) -> Result<(), DaemonError> {
+        let rec = self.save(e.id, f)?;
+        e.handle.set_seed_limits(self.seed_limits(&rec)).await;
+        Ok(())
+    }
+
+    /// The session's default ratio changed: torrents that follow it learn.
+    pub async fn apply_default_ratio(&self) {
+        for e in self.entries() {
+            if e.record.seed_ratio_mode == 0 {
+                e.handle.set_seed_limits(self.seed_limits(&e.record)).await;
+            }
+        }
+    }
+
+    fn seed_limits(&self, r: &Record) -> SeedLimits {
+        SeedLimits {
+            ratio: self.seed_ratio(r),
+            time: None,
+        }
     }
 
     /// Every second: metadata a magnet fetched is stored (so a restart

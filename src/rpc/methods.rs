@@ -61,7 +61,7 @@ fn reply(tag: Option<Value>, r: Result<Args, String>) -> Vec<u8> {
 async fn call(d: &Daemon, method: &str, a: &Args) -> Result<Args, String> {
     match method {
         "session-get" => Ok(session_get(d, a)),
-        "session-set" => session_set(d, a),
+        "session-set" => session_set(d, a).await,
         "session-stats" => Ok(session_stats(d)),
         "session-close" => {
             d.cancel_token().cancel();
@@ -337,7 +337,7 @@ fn session_get(d: &Daemon, a: &Args) -> Args {
     }
 }
 
-fn session_set(d: &Daemon, a: &Args) -> Result<Args, String> {
+async fn session_set(d: &Daemon, a: &Args) -> Result<Args, String> {
     let down = opt_u64(a, "speed-limit-down")?;
     let up = opt_u64(a, "speed-limit-up")?;
     let down_on = opt_bool(a, "speed-limit-down-enabled")?;
@@ -386,6 +386,9 @@ fn session_set(d: &Daemon, a: &Args) -> Result<Args, String> {
         }
     })
     .map_err(|e| super::error_chain(&e))?;
+    if ratio.is_some() || ratio_on.is_some() {
+        d.apply_default_ratio().await;
+    }
     Ok(Map::new())
 }
 
@@ -634,6 +637,7 @@ async fn torrent_set(d: &Daemon, a: &Args) -> Result<Args, String> {
                     r.labels = l;
                 }
             })
+            .await
             .map_err(|e| super::error_chain(&e))?;
         }
     }
