@@ -36,26 +36,46 @@ pub async fn handle(daemon: &Daemon, body: &[u8]) -> Vec<u8> {
         Some(Value::Object(m)) => m,
         Some(_) => return reply(tag, Err("arguments must be an object".into())),
     };
-    reply(tag, call(daemon, method, args).await)
+    if method == "torrent-get" {
+        return reply(tag, torrent_get(daemon, args));
+    }
+    reply(tag, call(daemon, method, args).await.map(|a| (a, None)))
 }
 
-fn reply(tag: Option<Value>, r: Result<Args, String>) -> Vec<u8> {
-    let mut out = Map::new();
-    match r {
-        Ok(a) => {
-            out.insert("arguments".into(), Value::Object(a));
-            out.insert("result".into(), "success".into());
-        }
-        Err(e) => {
-            out.insert("arguments".into(), Value::Object(Map::new()));
-            out.insert("result".into(), e.into());
-        }
+/// The response's bytes. `torrents`, when given, is the `torrents`
+/// argument already serialised: torrent-get writes each torrent as it
+/// goes instead of holding all of them as JSON values.
+fn reply(tag: Option<Value>, r: Result<(Args, Option<Vec<u8>>), String>) -> Vec<u8> {
+    let (args, torrents, result) = match r {
+        Ok((a, t)) => (a, t, "success".to_string()),
+        Err(e) => (Map::new(), None, e),
+    };
+    let mut out = Vec::with_capacity(torrents.as_ref().map_or(256, |t| t.len() + 256));
+    out.extend_from_slice(b"{\"arguments\":{");
+    let mut first = true;
+    if let Some(t) = torrents {
+        out.extend_from_slice(b"\"torrents\":");
+        out.extend_from_slice(&t);
+        first = false;
     }
+    for (k, v) in &args {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        let _ = serde_json::to_writer(&mut out, k);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, v);
+    }
+    out.extend_from_slice(b"},\"result\":");
+    let _ = serde_json::to_writer(&mut out, &result);
     // transmission-remote prints nothing for a response without its tag.
     if let Some(t) = tag {
-        out.insert("tag".into(), t);
+        out.extend_from_slice(b",\"tag\":");
+        let _ = serde_json::to_writer(&mut out, &t);
     }
-    serde_json::to_vec(&Value::Object(out)).unwrap_or_default()
+    out.push(b'}');
+    out
 }
 
 async fn call(d: &Daemon, method: &str, a: &Args) -> Result<Args, String> {
@@ -67,7 +87,6 @@ async fn call(d: &Daemon, method: &str, a: &Args) -> Result<Args, String> {
             d.cancel_token().cancel();
             Ok(Map::new())
         }
-        "torrent-get" => torrent_get(d, a),
         "torrent-add" => torrent_add(d, a).await,
         "torrent-start" | "torrent-start-now" => {
             for e in d.select(&ids(a)?) {
@@ -437,7 +456,7 @@ fn session_stats(d: &Daemon) -> Args {
     }
 }
 
-fn torrent_get(d: &Daemon, a: &Args) -> Result<Args, String> {
+fn torrent_get(d: &Daemon, a: &Args) -> Result<(Args, Option<Vec<u8>>), String> {
     let Some(Value::Array(f)) = a.get("fields") else {
         return Err("torrent-get needs a 'fields' array".into());
     };
@@ -451,41 +470,38 @@ fn torrent_get(d: &Daemon, a: &Args) -> Result<Args, String> {
     let entries = d.select(&which);
     let queue: Vec<u64> = d.entries().iter().map(|e| e.id).collect();
     let ctx = fields::Context::new(d, &queue);
-    let torrents: Vec<Value> = if table {
-        let mut rows = vec![Value::Array(
-            names.iter().map(|n| Value::String(n.to_string())).collect(),
-        )];
-        rows.extend(entries.iter().map(|e| {
-            let mut v = fields::Torrent::new(&ctx, e);
-            Value::Array(
-                names
-                    .iter()
-                    .map(|n| v.field(n).unwrap_or(Value::Null))
-                    .collect(),
-            )
-        }));
-        rows
-    } else {
-        entries
-            .iter()
-            .map(|e| {
-                let mut v = fields::Torrent::new(&ctx, e);
-                let mut m = Map::new();
-                for n in &names {
-                    if let Some(val) = v.field(n) {
-                        m.insert((*n).to_string(), val);
-                    }
-                }
-                Value::Object(m)
-            })
-            .collect()
-    };
-    let mut out = Map::new();
-    out.insert("torrents".into(), Value::Array(torrents));
-    if which == Ids::RecentlyActive {
-        out.insert("removed".into(), json!(d.recently_removed()));
+    let mut out = Vec::with_capacity(256 * entries.len() * names.len().min(20) / 4 + 2);
+    out.push(b'[');
+    if table {
+        let _ = serde_json::to_writer(&mut out, &names);
     }
-    Ok(out)
+    for (i, e) in entries.iter().enumerate() {
+        if table || i > 0 {
+            out.push(b',');
+        }
+        let mut v = fields::Torrent::new(&ctx, e);
+        if table {
+            let row: Vec<Value> = names
+                .iter()
+                .map(|n| v.field(n).unwrap_or(Value::Null))
+                .collect();
+            let _ = serde_json::to_writer(&mut out, &row);
+        } else {
+            let mut m = Map::new();
+            for n in &names {
+                if let Some(val) = v.field(n) {
+                    m.insert((*n).to_string(), val);
+                }
+            }
+            let _ = serde_json::to_writer(&mut out, &m);
+        }
+    }
+    out.push(b']');
+    let mut extra = Map::new();
+    if which == Ids::RecentlyActive {
+        extra.insert("removed".into(), json!(d.recently_removed()));
+    }
+    Ok((extra, Some(out)))
 }
 
 /// Biggest .torrent fetched from a URL or read from a path.

@@ -209,7 +209,7 @@ impl Server {
             _ if req.method() != Method::GET && req.method() != Method::HEAD => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed")
             }
-            _ => self.asset(&path),
+            _ => self.asset(&path, accepts_gzip(&req)),
         }
     }
 
@@ -278,6 +278,7 @@ impl Server {
             );
             return r;
         }
+        let gzip = accepts_gzip(&req);
         if req.method() != Method::POST {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "405: POST a JSON request");
             r.headers_mut()
@@ -310,7 +311,7 @@ impl Server {
             }
         };
         let answer = methods::handle(&self.daemon, &body).await;
-        let mut r = Response::new(Full::new(Bytes::from(answer)));
+        let mut r = body_response(Bytes::from(answer), gzip);
         let h = r.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -323,7 +324,7 @@ impl Server {
         r
     }
 
-    fn asset(&self, path: &str) -> Resp {
+    fn asset(&self, path: &str, gzip: bool) -> Resp {
         let (body, kind): (&'static str, &str) = match path {
             "/" | "/index.html" => (
                 include_str!("../web/index.html"),
@@ -341,7 +342,7 @@ impl Server {
                 return text(StatusCode::NOT_FOUND, "404: Not Found");
             }
         };
-        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        let mut r = body_response(Bytes::from_static(body.as_bytes()), gzip);
         let h = r.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -371,6 +372,40 @@ impl Server {
         );
         Some(r)
     }
+}
+
+fn accepts_gzip(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| {
+            let mut parts = e.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            // `gzip;q=0` refuses it.
+            name.eq_ignore_ascii_case("gzip") && !parts.any(|p| p.trim() == "q=0")
+        })
+}
+
+/// A 200 response, gzipped when the client takes it and it is worth it
+/// (a 1,000-torrent list shrinks ~40×; Transmission does the same).
+fn body_response(body: Bytes, gzip: bool) -> Resp {
+    use std::io::Write;
+    if gzip && body.len() >= 1024 {
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 8),
+            flate2::Compression::fast(),
+        );
+        if let Ok(zipped) = enc.write_all(&body).and_then(|()| enc.finish()) {
+            let mut r = Response::new(Full::new(Bytes::from(zipped)));
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            return r;
+        }
+    }
+    Response::new(Full::new(body))
 }
 
 /// An error and its causes, for a user: "a: b: c".
