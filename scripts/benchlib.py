@@ -401,3 +401,30 @@ def tr_settings(data_dir, watch_dir, rpc_port=TR_RPC_PORT):
         "alt-speed-enabled": False,
         "message-level": 1,
     }
+
+
+def run_bench(bench, keep):
+    """Runs bench.main() and always cleans up: its processes are killed and
+    its temp dir removed (unless keep). Returns the exit code."""
+    import shutil
+    rc = 1
+    try:
+        rc = bench.main()
+    except BenchError as e:
+        log("FAILED: %s" % e)
+    except KeyboardInterrupt:
+        log("interrupted")
+        rc = 130
+    except SystemExit as e:
+        log("terminated by a signal")
+        rc = e.code
+    finally:
+        bench.kill_all()
+        tmp = getattr(bench, "tmp", None)
+        if tmp:
+            if keep:
+                log("kept %s" % tmp)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return rc
+

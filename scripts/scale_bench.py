@@ -71,6 +71,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+import benchlib  # noqa: E402
 from benchlib import (KiB, MiB, TR_RPC_PORT, BenchError, Procs, Sampler,  # noqa: E402
                       exit_on_signals, fd_count, foreign_cpu_s, git_commit, log, make_corpus,
                       median, proc_cpu_s, require_loopback, set_log_prefix, status_field,
@@ -386,27 +387,7 @@ def main():
     require_loopback("scale")
     exit_on_signals()
 
-    b = Bench(args)
-    rc = 1
-    try:
-        rc = b.main()
-    except BenchError as e:
-        log("FAILED: %s" % e)
-    except KeyboardInterrupt:
-        log("interrupted")
-        rc = 130
-    except SystemExit as e:
-        log("terminated by a signal")
-        rc = e.code
-    finally:
-        b.kill_all()
-        tmp = getattr(b, "tmp", None)
-        if tmp:
-            if args.keep:
-                log("kept %s" % tmp)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return rc
+    return benchlib.run_bench(Bench(args), args.keep)
 
 
 if __name__ == "__main__":

@@ -452,15 +452,20 @@ impl Daemon {
 
     /// Brings a stored torrent back.
     async fn restore(&self, rec: Record) -> Result<(), DaemonError> {
-        let source = match self.inner.store.metainfo(&rec.info_hash)? {
+        let source = self.stored_source(&rec)?;
+        self.launch(rec, source, None).await?;
+        Ok(())
+    }
+
+    /// What to start a stored torrent from: its metainfo, else its magnet.
+    fn stored_source(&self, rec: &Record) -> Result<Source, DaemonError> {
+        Ok(match self.inner.store.metainfo(&rec.info_hash)? {
             Some(bytes) => Source::Bytes(bytes),
             None => match &rec.magnet {
                 Some(m) => Source::Magnet(Box::new(Magnet::parse(m)?)),
                 None => return Err(DaemonError::NothingStored),
             },
-        };
-        self.launch(rec, source, None).await?;
-        Ok(())
+        })
     }
 
     /// Starts a torrent's actor from its record; `reuse` keeps an id.
@@ -596,13 +601,7 @@ impl Daemon {
         let Some(rec) = self.entry(id).map(|e| e.record) else {
             return Ok(());
         };
-        let source = match self.inner.store.metainfo(&rec.info_hash)? {
-            Some(b) => Source::Bytes(b),
-            None => match &rec.magnet {
-                Some(m) => Source::Magnet(Box::new(Magnet::parse(m)?)),
-                None => return Err(DaemonError::NothingStored),
-            },
-        };
+        let source = self.stored_source(&rec)?;
         self.launch(rec, source, Some((id, recheck))).await?;
         Ok(())
     }
