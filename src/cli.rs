@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::EngineConfig;
 use crate::magnet::{self, Magnet};
 use crate::metainfo::{FileKind, Torrent};
+use crate::mse::Encryption;
 use crate::session::{DhtOptions, Session, SessionConfig};
 use crate::torrent::{
     self, AddTorrent, Report, SeedLimits, Snapshot, Source, Stage, Status, TorrentError,
@@ -114,8 +115,30 @@ pub struct NetArgs {
     /// (verified pieces; kept under --state-dir).
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub resume_every: u64,
+    /// Message stream encryption (MSE/PE) with peers: `prefer` tries it
+    /// first and falls back to plaintext, `require` talks to encrypting
+    /// peers only (RC4), `disable` speaks plaintext only.
+    #[arg(long, value_enum, default_value_t = EncryptionArg::Prefer, env = "XORRENT_ENCRYPTION")]
+    pub encryption: EncryptionArg,
     #[command(flatten)]
     pub dht: DhtArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncryptionArg {
+    Prefer,
+    Require,
+    Disable,
+}
+
+impl From<EncryptionArg> for Encryption {
+    fn from(a: EncryptionArg) -> Encryption {
+        match a {
+            EncryptionArg::Prefer => Encryption::Prefer,
+            EncryptionArg::Require => Encryption::Require,
+            EncryptionArg::Disable => Encryption::Disable,
+        }
+    }
 }
 
 /// DHT flags shared by `download`, `seed` and `dht`.
@@ -479,6 +502,7 @@ fn session_config(n: &NetArgs, connect_when_complete: bool) -> SessionConfig {
         connect_timeout: Duration::from_secs(n.connect_timeout.max(1)),
         handshake_timeout: Duration::from_secs(n.connect_timeout.max(1)),
         connect_when_complete,
+        encryption: n.encryption.into(),
         ..EngineConfig::default()
     };
     SessionConfig {
@@ -708,7 +732,9 @@ fn report_json(report: &Report, view: &View) -> serde_json::Value {
         "check": report.check.map(|c| serde_json::json!({
             "fast_resume": c.fast, "pieces_hashed": c.hashed, "secs": c.secs,
         })),
-        "peers": report.peers.iter().map(|(a, b)| serde_json::json!({"addr": a.to_string(), "bytes": b})).collect::<Vec<_>>(),
+        "peers": report.peers.iter().map(|c| serde_json::json!({
+            "addr": c.addr.to_string(), "bytes": c.bytes, "encrypted": c.encrypted,
+        })).collect::<Vec<_>>(),
         "banned": report.banned.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
     })
 }

@@ -98,6 +98,8 @@ pub struct ExtHandshake {
     pub metadata_size: Option<u64>,
     /// BEP-21 `upload_only`.
     pub upload_only: bool,
+    /// `e`: the sender prefers encrypted connections (MSE/PE).
+    pub encryption: bool,
 }
 
 impl ExtHandshake {
@@ -158,6 +160,7 @@ impl ExtHandshake {
             your_ip: v.get("yourip").and_then(Value::as_bytes).and_then(parse_ip),
             metadata_size: get_int("metadata_size").and_then(|s| u64::try_from(s).ok()),
             upload_only: get_int("upload_only").is_some_and(|u| u != 0),
+            encryption: get_int("e").is_some_and(|e| e != 0),
         })
     }
 
@@ -170,6 +173,10 @@ impl ExtHandshake {
 
         let mut out = Vec::with_capacity(64 + 16 * m.len());
         out.push(b'd');
+        if self.encryption {
+            key("e", &mut out);
+            int(1, &mut out);
+        }
         key("m", &mut out);
         out.push(b'd');
         for (name, id) in m {
@@ -500,10 +507,14 @@ mod tests {
             your_ip: Some("192.0.2.1".parse().unwrap()),
             metadata_size: Some(123_456),
             upload_only: true,
+            encryption: true,
         };
         let out = h.encode();
-        assert!(out.starts_with(b"d1:md11:ut_metadatai1e6:ut_pexi2ee13:metadata_sizei123456e"));
+        assert!(
+            out.starts_with(b"d1:ei1e1:md11:ut_metadatai1e6:ut_pexi2ee13:metadata_sizei123456e")
+        );
         let back = ExtHandshake::decode(&out).unwrap();
+        assert!(back.encryption);
         assert_eq!(back.id(UT_METADATA), Some(OUR_UT_METADATA));
         assert_eq!(back.client, h.client);
         assert_eq!(back.m.len(), 2);

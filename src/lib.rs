@@ -16,6 +16,9 @@
 //!   against the info-hash.
 //! - [`magnet`]: magnet URIs (BEP-9, BEP-53).
 //! - [`metafetch`]: the connections that fetch a magnet's metadata.
+//! - [`mse`]: the MSE/PE handshake (sans-IO) and its RC4 streams.
+//! - [`transport`]: dialling and accepting peer connections, plaintext or
+//!   encrypted, up to the exchanged BitTorrent handshakes.
 //! - [`storage`]: positional reads/writes of the torrent byte stream over files.
 //! - [`engine`]: the coordinator (picker, hashing, peer registry, choker,
 //!   rate limits) and the resume checker.
@@ -50,6 +53,7 @@ pub mod magnet;
 pub mod metadata;
 pub mod metafetch;
 pub mod metainfo;
+pub mod mse;
 pub mod peer;
 pub mod resume;
 pub mod rpc;
@@ -58,5 +62,6 @@ pub mod storage;
 pub mod swarm;
 pub mod torrent;
 pub mod tracker;
+pub mod transport;
 pub mod types;
 pub mod wire;

@@ -13,16 +13,15 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
+use crate::mse::{self, Encryption};
 use crate::swarm::{Limits, PeerSlot};
+use crate::transport;
 use crate::types::InfoHash;
-use crate::wire::Handshake;
 
 /// Connections allowed to be mid-handshake at once.
 pub const MAX_HALF_OPEN: usize = 64;
@@ -42,40 +41,59 @@ struct Entry {
 /// arriving then waits a little for the run to start).
 #[derive(Default, Clone)]
 pub struct Registry {
-    torrents: Arc<Mutex<HashMap<InfoHash, watch::Sender<Option<Entry>>>>>,
+    torrents: Arc<Mutex<Torrents>>,
+}
+
+#[derive(Default)]
+struct Torrents {
+    slots: HashMap<InfoHash, watch::Sender<Option<Entry>>>,
+    /// `H("req2", info-hash)` → info-hash, to find an MSE peer's torrent
+    /// with one lookup.
+    by_req2: HashMap<[u8; 20], InfoHash>,
+}
+
+impl Torrents {
+    fn slot(&mut self, ih: InfoHash) -> &watch::Sender<Option<Entry>> {
+        if !self.slots.contains_key(&ih) {
+            self.by_req2.insert(mse::req2(&ih), ih);
+        }
+        self.slots
+            .entry(ih)
+            .or_insert_with(|| watch::channel(None).0)
+    }
 }
 
 impl Registry {
     /// Makes a torrent known before it runs.
     pub fn reserve(&self, ih: InfoHash) {
-        self.lock()
-            .entry(ih)
-            .or_insert_with(|| watch::channel(None).0);
+        self.lock().slot(ih);
     }
 
     /// The torrent's run is up: its peers are accepted.
     pub fn add(&self, engine: Arc<Engine>, run: CancellationToken) {
         let ih = engine.info_hash;
         let mut map = self.lock();
-        let slot = map.entry(ih).or_insert_with(|| watch::channel(None).0);
-        slot.send_replace(Some(Entry { engine, run }));
+        map.slot(ih).send_replace(Some(Entry { engine, run }));
     }
 
     /// The run ended (paused, checking again, finished).
     pub fn remove(&self, ih: &InfoHash) {
-        if let Some(slot) = self.lock().get(ih) {
+        if let Some(slot) = self.lock().slots.get(ih) {
             slot.send_replace(None);
         }
     }
 
     /// The torrent is gone from the session.
     pub fn forget(&self, ih: &InfoHash) {
-        self.lock().remove(ih);
+        let mut map = self.lock();
+        map.slots.remove(ih);
+        map.by_req2.remove(&mse::req2(ih));
     }
 
     /// Torrents whose run is up.
     pub fn len(&self) -> usize {
         self.lock()
+            .slots
             .values()
             .filter(|s| s.borrow().is_some())
             .count()
@@ -86,10 +104,15 @@ impl Registry {
     }
 
     fn get(&self, ih: &InfoHash) -> Option<watch::Receiver<Option<Entry>>> {
-        self.lock().get(ih).map(|s| s.subscribe())
+        self.lock().slots.get(ih).map(|s| s.subscribe())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<InfoHash, watch::Sender<Option<Entry>>>> {
+    /// The torrent an MSE peer's obfuscated key names.
+    fn by_req2(&self, req2: &[u8; 20]) -> Option<InfoHash> {
+        self.lock().by_req2.get(req2).copied()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Torrents> {
         self.torrents.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -131,6 +154,7 @@ pub async fn run(
     listener: TcpListener,
     registry: Registry,
     limits: Limits,
+    encryption: Encryption,
     cancel: CancellationToken,
 ) {
     let half_open = Arc::new(Mutex::new(HalfOpen::default()));
@@ -141,7 +165,8 @@ pub async fn run(
             _ = cancel.cancelled() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             r = listener.accept() => {
-                let Ok((mut stream, addr)) = r else { continue };
+                let Ok((stream, addr)) = r else { continue };
+                let _ = stream.set_nodelay(true);
                 let admitted = half_open.lock().unwrap_or_else(|e| e.into_inner()).admit(addr.ip());
                 let Some((id, evicted)) = admitted else { continue };
                 let (registry, cancel, half_open, limits, waiting) = (
@@ -152,27 +177,22 @@ pub async fn run(
                     waiting.clone(),
                 );
                 tasks.spawn(async move {
-                    let mut buf = BytesMut::with_capacity(512);
-                    let read = async {
-                        loop {
-                            match Handshake::decode(&mut buf) {
-                                Ok(Some(h)) => return Some(h),
-                                Ok(None) => {}
-                                Err(_) => return None,
-                            }
-                            match stream.read_buf(&mut buf).await {
-                                Ok(0) | Err(_) => return None,
-                                Ok(_) => {}
-                            }
-                        }
-                    };
-                    let hs = tokio::select! {
-                        h = tokio::time::timeout(HANDSHAKE_TIMEOUT, read) => h.ok().flatten(),
+                    let lookup = |h: &[u8; 20]| registry.by_req2(h);
+                    let read = transport::handshake_in(stream, encryption, lookup);
+                    let got = tokio::select! {
+                        h = tokio::time::timeout(HANDSHAKE_TIMEOUT, read) => h.ok(),
                         _ = evicted.cancelled() => None,
                         _ = cancel.cancelled() => None,
                     };
                     half_open.lock().unwrap_or_else(|e| e.into_inner()).conns.remove(&id);
-                    let Some(hs) = hs else { return };
+                    let (link, hs, buf) = match got {
+                        Some(Ok(x)) => x,
+                        Some(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "incoming handshake failed");
+                            return;
+                        }
+                        None => return,
+                    };
                     let Some(mut slot) = registry.get(&hs.info_hash) else {
                         tracing::debug!(%addr, "incoming peer for an unknown torrent");
                         return;
@@ -221,7 +241,9 @@ pub async fn run(
                     }
                     let _slot = PeerSlot::take(&limits);
                     let token = entry.run.child_token();
-                    let outcome = crate::peer::run(engine, stream, addr, token, Some((hs, buf))).await;
+                    let encrypted = link.encrypted();
+                    tracing::debug!(%addr, encrypted, "incoming peer handshaken");
+                    let outcome = crate::peer::run(engine, link, addr, token, hs, buf, false).await;
                     tracing::debug!(%addr, result = ?outcome.result, "incoming peer ended");
                 });
             }

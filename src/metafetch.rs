@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -24,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::extension::{self, ExtHandshake, MetadataMsg};
 use crate::metadata::{self, MetadataError, Progress};
+use crate::mse::Encryption;
 use crate::peer::{self, PeerError};
+use crate::transport::{self, Dial, DialOpts, Link};
 use crate::types::{InfoHash, PeerId};
 use crate::wire::{self, Handshake, Message, MAX_FRAME};
 
@@ -58,6 +58,7 @@ pub struct FetchConfig {
     pub handshake_timeout: Duration,
     /// Connections at once.
     pub max_conns: usize,
+    pub encryption: Encryption,
 }
 
 /// Progress for the "fetching metadata" line.
@@ -227,14 +228,19 @@ async fn connection(
     kill: &CancellationToken,
 ) -> Result<(), End> {
     let cfg = &sh.cfg;
-    let mut stream = tokio::select! {
-        s = peer::dial(cfg.bind_ip, addr, cfg.connect_timeout) => s?,
-        _ = kill.cancelled() => return Err(End::Killed),
-    };
-    let _ = stream.set_nodelay(true);
     let mut hs = Handshake::new(cfg.info_hash, cfg.peer_id);
     hs.set(wire::RESERVED_EXTENSION);
-    let (theirs, mut buf) = peer::handshake_out(&mut stream, &hs, cfg.handshake_timeout).await?;
+    let opts = DialOpts {
+        bind_ip: cfg.bind_ip,
+        connect_timeout: cfg.connect_timeout,
+        handshake_timeout: cfg.handshake_timeout,
+    };
+    let how = Dial::choose(cfg.encryption, false, false);
+    let opened = tokio::select! {
+        o = transport::open(&opts, addr, &hs, how) => o.map_err(PeerError::from)?,
+        _ = kill.cancelled() => return Err(End::Killed),
+    };
+    let (mut stream, theirs, mut buf) = (opened.link, opened.theirs, opened.buf);
     peer::check_handshake(&theirs, &cfg.info_hash, &cfg.peer_id)?;
     if !theirs.has(wire::RESERVED_EXTENSION) {
         return Err(End::Refused("no extension protocol"));
@@ -351,12 +357,7 @@ fn on_metadata(sh: &Shared, key: Key, payload: &Bytes) -> Result<(), End> {
     Ok(())
 }
 
-async fn request_more(
-    sh: &Shared,
-    key: Key,
-    their_id: u8,
-    stream: &mut TcpStream,
-) -> Result<(), End> {
+async fn request_more(sh: &Shared, key: Key, their_id: u8, stream: &mut Link) -> Result<(), End> {
     let pieces: Vec<u32> = {
         let mut f = lock(&sh.fetch);
         let now = std::time::Instant::now();
@@ -377,9 +378,9 @@ async fn request_more(
     Ok(())
 }
 
-async fn send(stream: &mut TcpStream, m: Message) -> Result<(), End> {
+async fn send(stream: &mut Link, m: Message) -> Result<(), End> {
     let mut b = BytesMut::new();
     m.encode(&mut b);
-    stream.write_all(&b).await?;
+    stream.write_all(&mut b).await?;
     Ok(())
 }

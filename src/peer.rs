@@ -18,16 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::picker::PeerKey;
 use crate::engine::{Engine, PeerCommand, PEX_MAX};
-use crate::extension::{self, ExtHandshake, MetadataMsg, PexMsg};
+use crate::extension::{self, pex_flags, ExtHandshake, MetadataMsg, PexMsg};
+use crate::mse::Encryption;
+use crate::transport::{self, Dial, DialOpts, Link, LinkError, Opened, ReadLink, WriteLink};
 use crate::types::{Bitfield, BlockRef, BLOCK_LEN};
 use crate::wire::{self, Handshake, Message, WireError, MAX_FRAME};
 
@@ -69,6 +68,8 @@ pub enum PeerError {
     Evicted,
     #[error("connection closed by peer")]
     Closed,
+    #[error(transparent)]
+    Link(#[from] LinkError),
 }
 
 impl From<WireError> for PeerError {
@@ -87,61 +88,34 @@ pub struct Outcome {
     pub result: Result<(), PeerError>,
 }
 
-/// Dials `addr` (from `--bind` when set), with the connect timeout.
-pub async fn connect(engine: &Engine, addr: SocketAddr) -> Result<TcpStream, PeerError> {
-    dial(engine.config.bind_ip, addr, engine.config.connect_timeout).await
+/// Our BitTorrent handshake for `engine`'s torrent.
+pub fn our_handshake(engine: &Engine) -> Handshake {
+    let mut hs = Handshake::new(engine.info_hash, engine.config.peer_id);
+    hs.set(wire::RESERVED_EXTENSION);
+    hs.set(wire::RESERVED_FAST);
+    if engine.dht.get().is_some() {
+        // BEP-5: we run a DHT node.
+        hs.set(wire::RESERVED_DHT);
+    }
+    hs
 }
 
-/// Dials `addr` from `bind_ip` (when of the same family) within `limit`.
-pub async fn dial(
-    bind_ip: Option<std::net::IpAddr>,
+/// Dials `addr` and handshakes as the torrent's encryption policy and
+/// what we know of the peer allow; `plain_worked`: plaintext succeeded
+/// where MSE failed before.
+pub async fn open(
+    engine: &Engine,
     addr: SocketAddr,
-    limit: Duration,
-) -> Result<TcpStream, PeerError> {
-    let connect = async {
-        let sock = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(ip) = bind_ip {
-            if ip.is_ipv4() == addr.is_ipv4() {
-                sock.bind(SocketAddr::new(ip, 0))?;
-            }
-        }
-        sock.connect(addr).await
+    plain_worked: bool,
+) -> Result<Opened, PeerError> {
+    let c = &engine.config;
+    let how = Dial::choose(c.encryption, plain_worked, engine.prefers_mse(addr));
+    let opts = DialOpts {
+        bind_ip: c.bind_ip,
+        connect_timeout: c.connect_timeout,
+        handshake_timeout: c.handshake_timeout,
     };
-    match timeout(limit, connect).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(PeerError::Io(e)),
-        Err(_) => Err(PeerError::Timeout("connecting")),
-    }
-}
-
-/// Our side of an outgoing connection's handshake: sends `ours`, reads
-/// theirs within `limit`. Returns it with any bytes that followed it.
-pub async fn handshake_out(
-    stream: &mut TcpStream,
-    ours: &Handshake,
-    limit: Duration,
-) -> Result<(Handshake, BytesMut), PeerError> {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let exchange = async {
-        stream.write_all(&ours.encode()).await?;
-        loop {
-            if let Some(theirs) = Handshake::decode(&mut buf)? {
-                return Ok::<_, PeerError>(theirs);
-            }
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Err(PeerError::Closed);
-            }
-        }
-    };
-    match timeout(limit, exchange).await {
-        Ok(Ok(h)) => Ok((h, buf)),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(PeerError::Timeout("waiting for the handshake")),
-    }
+    Ok(transport::open(&opts, addr, &our_handshake(engine), how).await?)
 }
 
 /// The remote handshake names our torrent and is not our own.
@@ -167,51 +141,39 @@ pub fn failed(e: PeerError) -> Outcome {
     }
 }
 
-/// Runs an established TCP connection: handshake, then the message loop.
-/// For an incoming connection the listener has already read the remote
-/// handshake (`incoming`, with any bytes that followed it).
+/// Runs a connection whose remote handshake (`theirs`, with the bytes
+/// that followed it) has been read; for an incoming one ours is sent
+/// first.
 pub async fn run(
     engine: Arc<Engine>,
-    mut stream: TcpStream,
+    mut link: Link,
     addr: SocketAddr,
     cancel: CancellationToken,
-    incoming: Option<(Handshake, BytesMut)>,
+    theirs: Handshake,
+    buf: BytesMut,
+    outgoing: bool,
 ) -> Outcome {
-    let _ = stream.set_nodelay(true);
-    let outgoing = incoming.is_none();
-    let mut hs = Handshake::new(engine.info_hash, engine.config.peer_id);
-    hs.set(wire::RESERVED_EXTENSION);
-    hs.set(wire::RESERVED_FAST);
-    if engine.dht.get().is_some() {
-        // BEP-5: we run a DHT node.
-        hs.set(wire::RESERVED_DHT);
-    }
-    let (theirs, buf) = match incoming {
-        Some((theirs, buf)) => {
-            if let Err(e) = stream.write_all(&hs.encode()).await {
-                return failed(PeerError::Io(e));
-            }
-            (theirs, buf)
+    if !outgoing {
+        if let Err(e) = link.write_all(&mut our_handshake(&engine).encode()).await {
+            return failed(PeerError::Io(e));
         }
-        None => match handshake_out(&mut stream, &hs, engine.config.handshake_timeout).await {
-            Ok(x) => x,
-            Err(e) => return failed(e),
-        },
-    };
+    }
     if let Err(e) = check_handshake(&theirs, &engine.info_hash, &engine.config.peer_id) {
         return failed(e);
     }
+    let encrypted = link.encrypted();
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let kill = CancellationToken::new();
-    let Some(key) = engine.register(addr, outgoing, cmd_tx, kill.clone()) else {
+    let Some(key) = engine.register(addr, outgoing, encrypted, cmd_tx, kill.clone()) else {
         return failed(PeerError::Banned);
     };
     // Unregisters even if the task is aborted mid-way.
     let _registered = Registered(engine.clone(), key);
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = link.into_split();
     let (out_tx, out_rx) = mpsc::channel(64);
     let writer = tokio::spawn(write_loop(wr, out_rx));
     let mut conn = Conn {
+        outgoing,
         dht_peer: theirs.has(wire::RESERVED_DHT),
         fast: theirs.has(wire::RESERVED_FAST),
         ext_peer: theirs.has(wire::RESERVED_EXTENSION),
@@ -263,7 +225,7 @@ impl Drop for Registered {
 }
 
 /// Writes queued frames, coalescing whatever is waiting into one write.
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) -> std::io::Result<()> {
+async fn write_loop(mut wr: WriteLink, mut rx: mpsc::Receiver<Bytes>) -> std::io::Result<()> {
     let mut batch = BytesMut::new();
     while let Some(first) = rx.recv().await {
         batch.extend_from_slice(&first);
@@ -273,7 +235,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) -> st
                 Err(_) => break,
             }
         }
-        wr.write_all(&batch).await?;
+        wr.write_all(&mut batch).await?;
         batch.clear();
     }
     let _ = wr.shutdown().await;
@@ -281,6 +243,8 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) -> st
 }
 
 struct Conn {
+    /// We dialled it: its address accepts connections.
+    outgoing: bool,
     /// The peer runs a DHT node (BEP-5 reserved bit).
     dht_peer: bool,
     /// Both sides set the BEP-6 bit.
@@ -345,7 +309,7 @@ impl Conn {
 
     async fn run(
         &mut self,
-        mut rd: tokio::net::tcp::OwnedReadHalf,
+        mut rd: ReadLink,
         mut buf: BytesMut,
         mut cmds: mpsc::Receiver<PeerCommand>,
         cancel: &CancellationToken,
@@ -678,6 +642,7 @@ impl Conn {
         let hs = ExtHandshake {
             reqq: Some(OUR_REQQ),
             metadata_size: Some(e.info_bytes.len() as u64),
+            encryption: e.config.encryption != Encryption::Disable,
             ..ExtHandshake::ours(!e.private, e.config.listen_port, self.addr.ip())
         };
         let payload = Bytes::from(hs.encode());
@@ -705,6 +670,12 @@ impl Conn {
                 if let Some(q) = hs.reqq {
                     self.max_depth = (q as usize).clamp(MIN_DEPTH, MAX_DEPTH);
                     self.depth = self.depth.min(self.max_depth);
+                }
+                if hs.encryption {
+                    let listen = hs.listen_port.map(|p| SocketAddr::new(self.addr.ip(), p));
+                    if let Some(a) = listen.or(self.outgoing.then_some(self.addr)) {
+                        self.engine.note_wants_mse(a);
+                    }
                 }
                 if let Some(p) = hs.listen_port {
                     self.engine.set_listen_port(self.key, p);
@@ -748,9 +719,14 @@ impl Conn {
                 let addrs: Vec<SocketAddr> = pex
                     .added
                     .into_iter()
-                    .map(|(a, _)| a)
-                    .filter(|a| *a != self.addr)
+                    .filter(|(a, _)| *a != self.addr)
                     .take(PEX_MAX)
+                    .map(|(a, flags)| {
+                        if flags & pex_flags::ENCRYPTION != 0 {
+                            self.engine.note_wants_mse(a);
+                        }
+                        a
+                    })
                     .collect();
                 self.engine.add_pex_peers(addrs);
             }

@@ -176,6 +176,7 @@ impl Session {
             listener,
             registry.clone(),
             limits.clone(),
+            econf.encryption,
             cancel.clone(),
         ));
         let shared = engine::Shared {

@@ -80,6 +80,9 @@ struct Known {
     dead: bool,
     /// Never dialled yet: worth making room for.
     fresh: bool,
+    /// The encrypted handshake failed and plaintext then worked: dial it
+    /// in plaintext (under `prefer`).
+    plain_worked: bool,
 }
 
 /// Runs the connection manager on the channel peer sources feed until
@@ -92,7 +95,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut known: HashMap<SocketAddr, Known> = HashMap::new();
-    let mut tasks: JoinSet<(SocketAddr, Outcome)> = JoinSet::new();
+    let mut tasks: JoinSet<(SocketAddr, Outcome, bool)> = JoinSet::new();
     let half_open = Arc::new(AtomicUsize::new(0));
     let mut next_turnover = Instant::now();
     learn(&mut known, initial, Instant::now());
@@ -142,6 +145,7 @@ pub async fn run(
                 }
                 k.busy = true;
                 k.fresh = false;
+                let plain_worked = k.plain_worked;
                 let (engine, addr, cancel, half_open, limits) = (
                     engine.clone(),
                     addr,
@@ -155,20 +159,22 @@ pub async fn run(
                         p = limits.half_open.clone().acquire_owned() => p.ok(),
                         _ = cancel.cancelled() => None,
                     };
-                    let stream = match permit {
-                        Some(_) => peer::connect(&engine, addr).await,
+                    let opened = match permit {
+                        Some(_) => peer::open(&engine, addr, plain_worked).await,
                         None => Err(PeerError::Closed),
                     };
                     drop(permit);
                     half_open.fetch_sub(1, Ordering::Relaxed);
-                    let outcome = match stream {
-                        Ok(s) => {
+                    match opened {
+                        Ok(o) => {
                             let _slot = PeerSlot::take(&limits);
-                            peer::run(engine, s, addr, cancel, None).await
+                            let outcome =
+                                peer::run(engine, o.link, addr, cancel, o.theirs, o.buf, true)
+                                    .await;
+                            (addr, outcome, o.fell_back)
                         }
-                        Err(e) => peer::failed(e),
-                    };
-                    (addr, outcome)
+                        Err(e) => (addr, peer::failed(e), false),
+                    }
                 });
             }
             // Full now (perhaps filled just above): come back for turnover.
@@ -201,8 +207,9 @@ pub async fn run(
                 }
             },
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                let Ok((addr, outcome)) = done else { continue };
+                let Ok((addr, outcome, fell_back)) = done else { continue };
                 if let Some(k) = known.get_mut(&addr) {
+                    k.plain_worked |= fell_back && outcome.handshaked;
                     settle(k, &outcome);
                 }
                 if let Err(e) = &outcome.result {
@@ -233,6 +240,7 @@ fn learn(known: &mut HashMap<SocketAddr, Known>, addrs: Vec<SocketAddr>, now: In
             retry_at: now,
             dead: false,
             fresh: true,
+            plain_worked: false,
         });
     }
 }

@@ -413,7 +413,7 @@ pub struct Report {
     pub uploaded: u64,
     /// Seconds from start until every piece was verified (None: not this run).
     pub completed_after: Option<f64>,
-    pub peers: Vec<(SocketAddr, u64)>,
+    pub peers: Vec<crate::engine::Contribution>,
     pub banned: Vec<std::net::IpAddr>,
     pub check: Option<CheckReport>,
 }
@@ -1061,6 +1061,7 @@ impl Actor {
                 let status = self.status.clone();
                 Arc::new(move |r| status.set_announce(r))
             },
+            encryption: cfg.engine.encryption,
         };
         run.announcer = Some(tokio::spawn(tracker::run_announcer(
             Tiers::new(trackers),
@@ -1118,6 +1119,7 @@ impl Actor {
             connect_timeout: econf.connect_timeout,
             handshake_timeout: econf.handshake_timeout,
             max_conns: econf.max_peers.min(30),
+            encryption: econf.encryption,
         };
         let mut rx = run.peers_rx.take().expect("a fresh run");
         let fetch_cancel = run.token.child_token();

@@ -30,6 +30,7 @@ fn announce(port: u16, left: u64, event: Option<Event>) -> AnnounceRequest {
         event,
         numwant: 50,
         key: u32::from(port),
+        encryption: xorrent::mse::Encryption::Prefer,
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::metainfo::Torrent;
+use crate::mse::Encryption;
 use crate::storage::Storage;
 use crate::types::{Bitfield, BlockRef, Geometry, InfoHash, PeerId, PieceIndex};
 use choker::{ChokeAction, Choker, ChokerConfig};
@@ -59,6 +60,8 @@ pub struct EngineConfig {
     /// Connections to one IP address at most (several clients may share
     /// an address behind a NAT).
     pub max_per_ip: usize,
+    /// MSE/PE: try, require or refuse encrypted connections.
+    pub encryption: Encryption,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +83,7 @@ impl Default for EngineConfig {
             max_request_len: crate::types::BLOCK_LEN,
             connect_when_complete: false,
             max_per_ip: 8,
+            encryption: Encryption::default(),
         }
     }
 }
@@ -179,6 +183,7 @@ struct PeerEntry {
     /// IP with the port from its extended handshake (for PEX).
     listen: Option<SocketAddr>,
     outgoing: bool,
+    encrypted: bool,
     tx: mpsc::Sender<PeerCommand>,
     /// Cancelled on a ban or an eviction: unlike a command it cannot be
     /// lost to a full channel.
@@ -206,6 +211,8 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
     pub client: Option<String>,
     pub incoming: bool,
+    /// The connection runs RC4 (MSE/PE).
+    pub encrypted: bool,
     /// Share of the torrent's pieces it has (0..=1).
     pub progress: f64,
     pub am_choking: bool,
@@ -234,7 +241,23 @@ struct State {
     next_key: PeerKey,
     /// Accepted block bytes per remote address, for the summary.
     contributed: HashMap<SocketAddr, u64>,
+    /// Addresses that completed a handshake, and whether encrypted.
+    met: HashMap<SocketAddr, bool>,
+    /// Addresses other peers said want encryption (PEX flag, `e`).
+    wants_mse: HashSet<SocketAddr>,
     choker: Choker,
+}
+
+/// Addresses remembered for the summary and for encryption hints, at most.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// One peer's part in the run, for the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    pub addr: SocketAddr,
+    /// Accepted block bytes.
+    pub bytes: u64,
+    pub encrypted: bool,
 }
 
 pub struct Engine {
@@ -310,6 +333,8 @@ impl Engine {
                 verified_log: log,
                 next_key: 1,
                 contributed: HashMap::new(),
+                met: HashMap::new(),
+                wants_mse: HashSet::new(),
                 choker: Choker::new(ChokerConfig::default()),
             }),
             stats,
@@ -471,6 +496,7 @@ impl Engine {
                 addr: e.addr,
                 client: e.client.clone(),
                 incoming: !e.outgoing,
+                encrypted: e.encrypted,
                 progress: f64::from(e.has.count()) / n,
                 am_choking: st.choker.is_choking(*k),
                 am_interested: e.am_interested,
@@ -567,16 +593,42 @@ impl Engine {
         self.state().picker.wanted_bytes()
     }
 
-    /// Accepted block bytes per peer address, largest first.
-    pub fn contributions(&self) -> Vec<(SocketAddr, u64)> {
-        let mut v: Vec<_> = self
-            .state()
-            .contributed
+    /// Every peer that completed a handshake (and any that delivered
+    /// bytes), largest contribution first.
+    pub fn contributions(&self) -> Vec<Contribution> {
+        let st = self.state();
+        let mut v: Vec<Contribution> = st
+            .met
             .iter()
-            .map(|(a, b)| (*a, *b))
+            .map(|(a, e)| Contribution {
+                addr: *a,
+                bytes: st.contributed.get(a).copied().unwrap_or(0),
+                encrypted: *e,
+            })
             .collect();
-        v.sort_by_key(|e| std::cmp::Reverse(e.1));
+        for (a, b) in &st.contributed {
+            if !st.met.contains_key(a) {
+                v.push(Contribution {
+                    addr: *a,
+                    bytes: *b,
+                    encrypted: false,
+                });
+            }
+        }
+        v.sort_by_key(|c| std::cmp::Reverse(c.bytes));
         v
+    }
+
+    /// A peer told us `addr` wants encrypted connections.
+    pub fn note_wants_mse(&self, addr: SocketAddr) {
+        let mut st = self.state();
+        if st.wants_mse.len() < MAX_REMEMBERED {
+            st.wants_mse.insert(addr);
+        }
+    }
+
+    pub fn prefers_mse(&self, addr: SocketAddr) -> bool {
+        self.state().wants_mse.contains(&addr)
     }
 
     pub fn banned(&self) -> Vec<IpAddr> {
@@ -592,6 +644,7 @@ impl Engine {
         &self,
         addr: SocketAddr,
         outgoing: bool,
+        encrypted: bool,
         tx: mpsc::Sender<PeerCommand>,
         kill: CancellationToken,
     ) -> Option<PeerKey> {
@@ -602,6 +655,9 @@ impl Engine {
         let key = st.next_key;
         st.next_key += 1;
         st.ips.insert(key, addr.ip());
+        if st.met.len() < MAX_REMEMBERED || st.met.contains_key(&addr) {
+            st.met.insert(addr, encrypted);
+        }
         st.peers.insert(
             key,
             PeerEntry {
@@ -610,6 +666,7 @@ impl Engine {
                 addr,
                 listen: outgoing.then_some(addr),
                 outgoing,
+                encrypted,
                 tx,
                 kill,
                 connected_at: Instant::now(),
@@ -655,6 +712,9 @@ impl Engine {
                 }
                 if e.outgoing {
                     flags |= pex_flags::REACHABLE;
+                }
+                if e.encrypted || e.listen.is_some_and(|l| st.wants_mse.contains(&l)) {
+                    flags |= pex_flags::ENCRYPTION;
                 }
                 e.listen.map(|a| (a, flags))
             })

@@ -455,6 +455,9 @@ fn peer_json(p: &PeerInfo) -> Value {
     } else if p.peer_interested {
         flags.push('u');
     }
+    if p.encrypted {
+        flags.push('E');
+    }
     if p.incoming {
         flags.push('I');
     }
@@ -465,7 +468,7 @@ fn peer_json(p: &PeerInfo) -> Value {
         "clientIsInterested": p.am_interested,
         "flagStr": flags,
         "isDownloadingFrom": !p.peer_choking && p.am_interested,
-        "isEncrypted": false,
+        "isEncrypted": p.encrypted,
         "isIncoming": p.incoming,
         "isUploadingTo": !p.am_choking && p.peer_interested,
         "isUTP": false,

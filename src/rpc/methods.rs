@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::fields;
 use crate::daemon::{AddRequest, Daemon, IdOrHash, Ids};
+use crate::mse::Encryption;
 use crate::types::InfoHash;
 
 pub const RPC_VERSION: u32 = 16;
@@ -299,7 +300,13 @@ fn session_get(d: &Daemon, a: &Args) -> Args {
         "download-dir-free-space": free_bytes(&d.download_dir()).map_or(-1, |(f, _)| f as i64),
         "download-queue-enabled": false,
         "download-queue-size": 5,
-        "encryption": "tolerated",
+        // Transmission's words; "tolerated" (plaintext preferred) is the
+        // nearest to `disable`.
+        "encryption": match cfg.session.engine.encryption {
+            Encryption::Prefer => "preferred",
+            Encryption::Require => "required",
+            Encryption::Disable => "tolerated",
+        },
         "idle-seeding-limit": 30,
         "idle-seeding-limit-enabled": false,
         "incomplete-dir": d.download_dir().to_string_lossy(),

@@ -9,6 +9,7 @@ use serde_bytes::ByteBuf;
 
 use super::{AnnounceRequest, AnnounceResponse, ScrapeStats, TrackerError};
 use crate::bencode::{self, Limits, Value};
+use crate::mse::Encryption;
 use crate::types::InfoHash;
 
 /// Largest tracker response body read (a 200-peer dictionary list is ~20 KiB).
@@ -33,6 +34,13 @@ pub fn announce_url(base: &str, req: &AnnounceRequest) -> String {
     if let Some(e) = req.event {
         u.push_str("&event=");
         u.push_str(e.as_str());
+    }
+    // As libtorrent and Transmission say it; trackers that know the keys
+    // may list encrypting peers only to those that require it.
+    match req.encryption {
+        Encryption::Prefer => u.push_str("&supportcrypto=1"),
+        Encryption::Require => u.push_str("&supportcrypto=1&requirecrypto=1"),
+        Encryption::Disable => {}
     }
     u
 }
@@ -274,8 +282,10 @@ mod tests {
             event: Some(Event::Started),
             numwant: 50,
             key: 0xdeadbeef,
+            encryption: Encryption::Require,
         };
         let u = announce_url("http://t.example/announce?pk=1", &req);
+        assert!(u.ends_with("&supportcrypto=1&requirecrypto=1"), "{u}");
         assert!(
             u.starts_with("http://t.example/announce?pk=1&info_hash=%12a%FF%00"),
             "{u}"

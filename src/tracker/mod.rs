@@ -21,6 +21,7 @@ use rand::seq::SliceRandom;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::mse::Encryption;
 use crate::types::{InfoHash, PeerId};
 use udp::{UdpClient, UdpConfig};
 
@@ -52,6 +53,8 @@ pub struct AnnounceRequest {
     pub event: Option<Event>,
     pub numwant: u32,
     pub key: u32,
+    /// Told to HTTP trackers (`supportcrypto`, `requirecrypto`).
+    pub encryption: Encryption,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +118,7 @@ pub struct AnnounceConfig {
     pub complete: watch::Receiver<bool>,
     /// Told how each announce round went.
     pub on_announce: Arc<dyn Fn(AnnounceReport) + Send + Sync>,
+    pub encryption: Encryption,
 }
 
 /// How one announce round went, for a user's view.
@@ -144,6 +148,7 @@ impl AnnounceConfig {
             event,
             numwant,
             key,
+            encryption: self.encryption,
         }
     }
 }

@@ -272,6 +272,7 @@ mod tests {
             event: Some(Event::Started),
             numwant: 10,
             key: 1,
+            encryption: crate::mse::Encryption::Prefer,
         }
     }
 

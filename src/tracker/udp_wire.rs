@@ -351,6 +351,7 @@ mod tests {
             event: Some(Event::Completed),
             numwant: 50,
             key: 0xfeed_f00d,
+            encryption: crate::mse::Encryption::Prefer,
         }
     }
 

@@ -317,6 +317,7 @@ mod tests {
             event: Some(Event::Started),
             numwant: 50,
             key: 0,
+            encryption: crate::mse::Encryption::Prefer,
         }
     }
 
