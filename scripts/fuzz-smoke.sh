@@ -21,7 +21,7 @@ cd "$root"
 
 seconds="${FUZZ_SECONDS:-30}"
 sanitizer="${FUZZ_SANITIZER:-address}"
-targets="${FUZZ_TARGETS:-bencode metainfo wire tracker_response tracker_server krpc magnet extension}"
+targets="${FUZZ_TARGETS:-bencode metainfo wire tracker_response tracker_server krpc magnet extension mse}"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TERM_PROGRESS_WHEN=never
 

@@ -21,6 +21,8 @@
 #                   bootstrap from, so at most it talks to loopback peers
 #                   it meets. Without this flag the DHT is off.
 #   --timeout S     give up (exit 1) after S seconds (default 120)
+#   --require-crypto  MSE with RC4 only, both ways (--bt-require-crypto=true
+#                   --bt-min-crypto-level=arc4)
 #
 # After aria2 exits, prints one line per tracker announce it sent, from its
 # info log, on stdout: `ANNOUNCE <event> <left>` (event: started,
@@ -35,12 +37,14 @@ TORRENT=$(readlink -f "$1"); OUT_DIR=$(readlink -f "$2"); BIND_IP=$3
 PEER_PORT=$4; WORK=$(readlink -f "$5"); shift 5
 TIMEOUT=120
 DHT=(--enable-dht=false)
+CRYPTO=()
 while [ $# -gt 0 ]; do
   case $1 in
     --udp-trackers)
       DHT=(--enable-dht=true "--dht-listen-port=$PEER_PORT"
            "--dht-file-path=$WORK/dht.dat"); shift ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
+    --require-crypto) CRYPTO=(--bt-require-crypto=true --bt-min-crypto-level=arc4); shift ;;
     *) usage ;;
   esac
 done
@@ -57,7 +61,7 @@ timeout --signal=TERM --kill-after=5 "$TIMEOUT" \
   --seed-time=0 --check-integrity=true --file-allocation=none \
   --bt-tracker-connect-timeout=3 --bt-tracker-timeout=5 \
   --summary-interval=0 --console-log-level=warn --enable-color=false \
-  --log="$INFO" --log-level=info \
+  --log="$INFO" --log-level=info "${CRYPTO[@]}" \
   "$TORRENT" >"$WORK/aria2.log" 2>&1 </dev/null
 rc=$?
 [ $rc -eq 124 ] && { echo "aria2_leech: timeout after ${TIMEOUT}s" >&2; rc=1; }

@@ -15,6 +15,8 @@
 #   --no-tracker       never announce (peers must connect to BIND_IP:PEER_PORT)
 #   --unverified       skip the hash check (--bt-seed-unverified)
 #   --upload-limit B   upload limit in bytes/s (default: unlimited)
+#   --require-crypto   MSE with RC4 only, both ways (--bt-require-crypto=true
+#                      --bt-min-crypto-level=arc4)
 #   --ready-timeout S  give up (exit 3) if not seeding after S s (default 120)
 #
 # aria2 seeds with or without a reachable tracker. Prints READY on stdout
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
     --no-tracker) EXTRA+=("--bt-exclude-tracker=*"); NO_TRACKER=1; shift ;;
     --unverified) VERIFY=(--bt-seed-unverified=true); shift ;;
     --upload-limit) EXTRA+=("--max-upload-limit=$2"); shift 2 ;;
+    --require-crypto) EXTRA+=(--bt-require-crypto=true --bt-min-crypto-level=arc4); shift ;;
     --ready-timeout) READY_TIMEOUT=$2; shift 2 ;;
     *) usage ;;
   esac

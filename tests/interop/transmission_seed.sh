@@ -17,6 +17,8 @@
 #   --no-tracker       remove the .torrent's trackers before starting, so it
 #                      never announces (peers must connect to BIND_IP:PEER_PORT)
 #   --upload-limit K   upload limit in KB/s (default: unlimited)
+#   --encryption N     settings.json "encryption": 0 prefer plaintext,
+#                      1 prefer encryption (Transmission's default), 2 require
 #   --ready-timeout S  give up (exit 3) if not seeding after S s (default 120)
 #
 # Prints READY on stdout once the torrent is 100% verified and seeding and
@@ -32,12 +34,13 @@ usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 [ $# -ge 5 ] || usage
 TORRENT=$(readlink -f "$1"); DATA_DIR=$(readlink -f "$2"); BIND_IP=$3
 PEER_PORT=$4; CFG=$(readlink -f "$5"); shift 5
-RPC_PORT=9091; NO_TRACKER=0; UP_LIMIT=0; READY_TIMEOUT=120
+RPC_PORT=9091; NO_TRACKER=0; UP_LIMIT=0; READY_TIMEOUT=120; ENCRYPTION=1
 while [ $# -gt 0 ]; do
   case $1 in
     --rpc-port) RPC_PORT=$2; shift 2 ;;
     --no-tracker) NO_TRACKER=1; shift ;;
     --upload-limit) UP_LIMIT=$2; shift 2 ;;
+    --encryption) ENCRYPTION=$2; shift 2 ;;
     --ready-timeout) READY_TIMEOUT=$2; shift 2 ;;
     *) usage ;;
   esac
@@ -61,6 +64,7 @@ cat > "$CFG/settings.json" <<EOF
   "bind-address-ipv6": "::1",
   "peer-port": $PEER_PORT,
   "peer-port-random-on-start": false,
+  "encryption": $ENCRYPTION,
   "port-forwarding-enabled": false,
   "dht-enabled": false,
   "lpd-enabled": false,
