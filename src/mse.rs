@@ -19,8 +19,6 @@ use bytes::{Buf, BytesMut};
 use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
 use crypto_bigint::{Encoding, U192, U768};
 use rand::Rng;
-use rc4::consts::U20;
-use rc4::{KeyInit, Rc4, StreamCipher};
 use sha1::{Digest, Sha1};
 
 use crate::types::InfoHash;
@@ -99,19 +97,61 @@ pub enum MseError {
 }
 
 /// One direction's RC4 keystream, already past the discarded bytes.
-pub struct Cipher(Rc4<U20>);
+///
+/// Written here rather than taken from the `rc4` crate: this runs over
+/// every payload byte of an encrypted connection, and producing eight
+/// keystream bytes per 64-bit XOR measured 1.6× the crate's throughput
+/// (`scripts/encryption_bench.py`; the crate is the reference in tests).
+pub struct Cipher {
+    s: [u8; 256],
+    i: u8,
+    j: u8,
+}
 
 impl Cipher {
     fn new(label: &[u8], secret: &[u8; KEY_LEN], skey: &InfoHash) -> Cipher {
-        let key = hash(&[label, secret, &skey.0]);
-        let mut rc4 = Rc4::<U20>::new(&key.into());
-        rc4.apply_keystream(&mut [0u8; DISCARD]);
-        Cipher(rc4)
+        let mut c = Cipher::with_key(&hash(&[label, secret, &skey.0]));
+        c.apply(&mut [0u8; DISCARD]);
+        c
+    }
+
+    fn with_key(key: &[u8]) -> Cipher {
+        let mut s = [0u8; 256];
+        for (v, n) in s.iter_mut().zip(0u8..=255) {
+            *v = n;
+        }
+        let mut j = 0u8;
+        for (i, &k) in (0..256).zip(key.iter().cycle()) {
+            j = j.wrapping_add(s[i]).wrapping_add(k);
+            s.swap(i, usize::from(j));
+        }
+        Cipher { s, i: 0, j: 0 }
+    }
+
+    #[inline(always)]
+    fn next(&mut self) -> u8 {
+        let s = &mut self.s;
+        self.i = self.i.wrapping_add(1);
+        let si = s[usize::from(self.i)];
+        self.j = self.j.wrapping_add(si);
+        let sj = s[usize::from(self.j)];
+        s[usize::from(self.i)] = sj;
+        s[usize::from(self.j)] = si;
+        s[usize::from(si.wrapping_add(sj))]
     }
 
     /// Encrypts or decrypts `data` in place.
     pub fn apply(&mut self, data: &mut [u8]) {
-        self.0.apply_keystream(data);
+        let mut words = data.chunks_exact_mut(8);
+        for w in &mut words {
+            let ks: [u8; 8] = std::array::from_fn(|_| self.next());
+            let x =
+                u64::from_ne_bytes(ks) ^ u64::from_ne_bytes((&*w).try_into().unwrap_or_default());
+            w.copy_from_slice(&x.to_ne_bytes());
+        }
+        for b in words.into_remainder() {
+            *b ^= self.next();
+        }
     }
 }
 
@@ -620,6 +660,27 @@ impl Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rc4_matches_rfc_6229_and_the_rc4_crate_however_the_data_is_cut() {
+        use rc4::{KeyInit, StreamCipher};
+        let mut ks = [0u8; 16];
+        Cipher::with_key(&[1, 2, 3, 4, 5]).apply(&mut ks);
+        assert_eq!(hex::encode(ks), "b2396305f03dc027ccc3524a0a1118a8");
+
+        let key: [u8; 20] = std::array::from_fn(|n| n as u8 * 7 + 3);
+        let data: Vec<u8> = (0..20_000u32).map(|n| (n * 31 % 251) as u8).collect();
+        let mut want = data.clone();
+        rc4::Rc4::<rc4::consts::U20>::new(&key.into()).apply_keystream(&mut want);
+        for cut in [1, 3, 7, 8, 9, 64, 1000, 20_000] {
+            let mut c = Cipher::with_key(&key);
+            let mut got = data.clone();
+            for part in got.chunks_mut(cut) {
+                c.apply(part);
+            }
+            assert!(got == want, "cut into {cut}-byte parts");
+        }
+    }
 
     /// Vectors from an independent Python model of the specification
     /// (big-integer `pow`, hashlib, a textbook RC4), private keys 1..=20
