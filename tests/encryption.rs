@@ -351,13 +351,18 @@ fn downloads_from_a_transmission_seeder_requiring_encryption() {
 }
 
 #[test]
+fn downloads_a_multi_file_torrent_from_a_transmission_seeder_requiring_encryption() {
+    from_seeder("transmission", true, "prefer");
+}
+
+#[test]
 fn downloads_from_an_aria2_seeder_requiring_rc4() {
     from_seeder("aria2", false, "require");
 }
 
 #[test]
-fn downloads_from_an_aria2_seeder_requiring_rc4_with_the_default_policy() {
-    from_seeder("aria2", false, "prefer");
+fn downloads_a_multi_file_torrent_from_an_aria2_seeder_requiring_rc4_with_the_default_policy() {
+    from_seeder("aria2", true, "prefer");
 }
 
 // -------------------------------------------------- uploads to leechers --
@@ -544,6 +549,53 @@ fn prefer_accepts_both_and_an_aria2_leecher_gets_rc4() {
     assert_encrypted(&summary, (w.ip)(10), false);
     assert_encrypted(&summary, (w.ip)(11), true);
     assert_encrypted(&summary, (w.ip)(12), false);
+}
+
+/// The daemon takes the policy too: under `require` it says so in
+/// `session-get`, refuses a plaintext peer and lists an MSE one as
+/// encrypted.
+#[test]
+fn the_daemon_requires_encryption_when_told() {
+    use base64::Engine as _;
+    if !interop_ready("daemon_requires_encryption", &[PY]) {
+        return;
+    }
+    let w = World::new();
+    let (t, data, ih) = untracked(&w, "f.bin", 1 << 20, 78);
+    let ip = (w.ip)(2);
+    let d =
+        common::daemon::Daemon::start(ip, &w.path("daemon"), None, &["--encryption", "require"]);
+    let v = d.ok("session-get", serde_json::json!({"fields": ["encryption"]}));
+    assert_eq!(v["encryption"], "required");
+    let metainfo = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&t).unwrap());
+    d.ok(
+        "torrent-add",
+        serde_json::json!({"metainfo": metainfo, "download-dir": data}),
+    );
+    d.wait_until(Duration::from_secs(60), "seeding", &["percentDone"], |l| {
+        l.first().is_some_and(|t| t["percentDone"] == 1.0)
+    });
+    let addr = SocketAddr::new(ip.into(), 6881);
+    let plain = dial_one(&w, addr, &ih, "plain", 10, &[]);
+    assert_closed_within(&plain, 5.0);
+    assert_eq!(received(&plain), 0, "no reply to plaintext: {plain}");
+    let (p, out) = dial(&w, addr, &ih, "mse", 11, &["--hold", "4"]);
+    let peers = d.wait_until(
+        Duration::from_secs(20),
+        "an MSE peer listed",
+        &["peers"],
+        |l| {
+            l.first()
+                .and_then(|t| t["peers"].as_array())
+                .is_some_and(|p| !p.is_empty())
+        },
+    );
+    let listed = &peers[0]["peers"][0];
+    assert_eq!(listed["address"], (w.ip)(11).to_string(), "{listed}");
+    assert_eq!(listed["isEncrypted"], true, "{listed}");
+    let r = results(p, out, Duration::from_secs(40));
+    assert_handshake(&r[0], true);
+    d.stop();
 }
 
 // ------------------------------------------------------ hostile handshakes --
