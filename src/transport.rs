@@ -90,7 +90,8 @@ impl Link {
         read_into(&mut self.stream, self.read.as_mut(), buf).await
     }
 
-    /// Encrypts `data` in place and writes it all.
+    /// Encrypts `data` in place and writes it all. Not cancel-safe: a
+    /// write dropped midway leaves the stream out of step with the cipher.
     pub async fn write_all(&mut self, data: &mut [u8]) -> std::io::Result<()> {
         if let Some(c) = &mut self.write {
             c.apply(data);
@@ -145,7 +146,8 @@ pub struct WriteLink {
 }
 
 impl WriteLink {
-    /// Encrypts `data` in place and writes it all.
+    /// Encrypts `data` in place and writes it all. Not cancel-safe: a
+    /// write dropped midway leaves the stream out of step with the cipher.
     pub async fn write_all(&mut self, data: &mut [u8]) -> std::io::Result<()> {
         if let Some(c) = &mut self.cipher {
             c.apply(data);
@@ -206,8 +208,9 @@ impl Dial {
         match policy {
             Encryption::Disable => Dial::Plain,
             Encryption::Require => Dial::Mse(mse::CRYPTO_RC4),
-            Encryption::Prefer if prefers_mse => Dial::Mse(policy.methods()),
-            Encryption::Prefer if plain_worked => Dial::Plain,
+            // The wish comes from other peers (PEX, `e`): a hint that
+            // overrides what worked, never a reason to give up plaintext.
+            Encryption::Prefer if plain_worked && !prefers_mse => Dial::Plain,
             Encryption::Prefer => Dial::MseThenPlain,
         }
     }
@@ -278,7 +281,9 @@ pub async fn handshake_out(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut link = match provide {
         None => {
-            stream.write_all(&ours.encode()).await?;
+            timeout_at(deadline, stream.write_all(&ours.encode()))
+                .await
+                .map_err(|_| LinkError::Timeout)??;
             Link::plain(stream)
         }
         Some(provide) => {
@@ -298,6 +303,12 @@ pub async fn handshake_out(
                         Ok(_) => {}
                     }
                     if let Some(e) = init.receive(&mut buf, &mut out)? {
+                        if !out.is_empty() {
+                            stream
+                                .write_all(&out)
+                                .await
+                                .map_err(|_| LinkError::MseRefused)?;
+                        }
                         return Ok(e);
                     }
                     if buf.len() > mse::MAX_HANDSHAKE {
@@ -402,6 +413,20 @@ pub async fn handshake_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefer_keeps_the_plaintext_retry_whatever_other_peers_say() {
+        use Encryption::*;
+        assert_eq!(Dial::choose(Prefer, false, false), Dial::MseThenPlain);
+        assert_eq!(Dial::choose(Prefer, true, false), Dial::Plain);
+        assert_eq!(Dial::choose(Prefer, true, true), Dial::MseThenPlain);
+        assert_eq!(Dial::choose(Prefer, false, true), Dial::MseThenPlain);
+        assert_eq!(
+            Dial::choose(Require, true, false),
+            Dial::Mse(mse::CRYPTO_RC4)
+        );
+        assert_eq!(Dial::choose(Disable, false, true), Dial::Plain);
+    }
 
     #[test]
     fn first_bytes_tell_plaintext_from_mse() {

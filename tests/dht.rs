@@ -255,7 +255,9 @@ async fn the_port_message_goes_both_ways() {
         .args(["--dht-bootstrap", &node.local_addr().unwrap().to_string()])
         .arg("--state-dir")
         .arg(dir.path().join("state"))
-        .args(["--peer", &peer_addr.to_string()]);
+        .args(["--peer", &peer_addr.to_string()])
+        // The bare peer below speaks plaintext only and takes one connection.
+        .args(["--encryption", "disable"]);
     let _p = common::Proc::spawn("xorrent download", &mut dl);
 
     let (mut s, _) = tokio::time::timeout(Duration::from_secs(10), peer.accept())

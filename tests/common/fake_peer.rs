@@ -209,11 +209,21 @@ impl FakePeer {
         let seen = Arc::new(Seen::default());
         let (s, script) = (seen.clone(), Arc::new(script));
         tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let conn = s.connections.fetch_add(1, Ordering::Relaxed) + 1;
+            while let Ok((mut sock, _)) = listener.accept().await {
                 let (sc, s2) = (script.clone(), s.clone());
                 tokio::spawn(async move {
                     let start = Instant::now();
+                    // A plaintext-only peer: an encrypted (MSE) handshake
+                    // is closed at once, uncounted, and the client retries
+                    // in plaintext, as with any such peer.
+                    let mut pstr = [0u8; 20];
+                    if sock.read_exact(&mut pstr).await.is_err()
+                        || pstr[0] != 19
+                        || &pstr[1..] != b"BitTorrent protocol"
+                    {
+                        return;
+                    }
+                    let conn = s2.connections.fetch_add(1, Ordering::Relaxed) + 1;
                     let r = serve(sock, &sc, &s2, conn, start).await;
                     s2.ended.lock().unwrap().push(Ended {
                         conn,
@@ -241,12 +251,13 @@ async fn serve(
     conn: u64,
     accepted: Instant,
 ) -> std::io::Result<bool> {
-    let mut hs = [0u8; 68];
+    // The protocol string was read already.
+    let mut hs = [0u8; 48];
     sock.read_exact(&mut hs).await?;
     seen.client_reserved
         .lock()
         .unwrap()
-        .push(hs[20..28].try_into().unwrap());
+        .push(hs[..8].try_into().unwrap());
     let mut reserved = [0u8; 8];
     if sc.metadata.is_some() {
         reserved[5] |= 0x10;
@@ -259,7 +270,10 @@ async fn serve(
     ours.extend_from_slice(b"BitTorrent protocol");
     ours.extend_from_slice(&reserved);
     ours.extend_from_slice(&sc.info_hash);
-    ours.extend_from_slice(b"-FK0001-fakepeer0000");
+    // A peer id per connection: xorrent keeps one connection per peer id.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000;
+    ours.extend_from_slice(format!("-FK0001-fakepeer{n:04}").as_bytes());
     sock.write_all(&ours).await?;
 
     if let Some(m) = &sc.metadata {
