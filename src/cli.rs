@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use indicatif::{BinaryBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
@@ -20,9 +20,41 @@ use crate::torrent::{
     self, AddTorrent, Report, SeedLimits, Snapshot, Source, Stage, Status, TorrentError,
 };
 
+/// `println!` for what a command prints on standard output: a reader
+/// that went away (`xorrent info x.torrent | head -1`) ends the program
+/// quietly with success, as ripgrep does, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod daemon;
 mod dht;
 mod trackers;
+
+/// Bytes to standard output, a closed pipe being no error (see `out!`).
+fn print_raw(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(bytes).and_then(|()| o.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+#[doc(hidden)]
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|()| o.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,9 +63,11 @@ mod trackers;
     about = "A fast BitTorrent client for the command line"
 )]
 pub struct Cli {
-    /// Log filter for diagnostics on stderr (e.g. `info`, `xorrent=debug`).
-    #[arg(long, global = true, env = "XORRENT_LOG", default_value = "warn")]
-    pub log: String,
+    /// Log filter for diagnostics on stderr (e.g. `info`, `xorrent=debug`),
+    /// with timestamps and sources [default: warnings and errors, as plain
+    /// messages].
+    #[arg(long, global = true, env = "XORRENT_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -70,6 +104,15 @@ pub enum Command {
     Daemon(daemon::DaemonArgs),
     /// Drive a running daemon (add, list, start, stop, remove, info).
     Remote(daemon::RemoteArgs),
+    /// Print a shell completion script, e.g.
+    /// `xorrent completions bash > ~/.local/share/bash-completion/completions/xorrent`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g.
+    /// `xorrent man > ~/.local/share/man/man1/xorrent.1`.
+    Man,
 }
 
 /// Network flags shared by `download` and `seed`.
@@ -232,6 +275,11 @@ pub struct DownloadArgs {
     /// Hash all data on disk, even where the resume record vouches for it.
     #[arg(long)]
     pub recheck: bool,
+    /// Write over existing files that match no piece of the torrent (by
+    /// default the download stops rather than replace a file xorrent did
+    /// not write).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Also write the torrent's metainfo here (for a magnet: once fetched).
     #[arg(long, value_name = "FILE")]
     pub save_torrent: Option<PathBuf>,
@@ -285,7 +333,8 @@ fn parse_select(s: &str) -> Result<FileSelect, String> {
     Ok(FileSelect(ranges))
 }
 
-/// Bytes/s with an optional K/M/G suffix (binary units, `/s` optional).
+/// Bytes/s with an optional K/M/G suffix, `B`/`iB` optional (binary
+/// units either way, as aria2 reads them), `/s` optional.
 fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim().trim_end_matches("/s").trim_end_matches("/S");
     let lower = t.to_ascii_lowercase();
@@ -293,6 +342,9 @@ fn parse_rate(s: &str) -> Result<u64, String> {
         ("gib", 1u64 << 30),
         ("mib", 1 << 20),
         ("kib", 1 << 10),
+        ("gb", 1 << 30),
+        ("mb", 1 << 20),
+        ("kb", 1 << 10),
         ("g", 1 << 30),
         ("m", 1 << 20),
         ("k", 1 << 10),
@@ -344,8 +396,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// The .torrent file.
-    pub torrent: PathBuf,
+    /// The .torrent file, an http(s) URL of one, or `-` for standard input.
+    #[arg(value_name = "FILE.torrent|URL|-")]
+    pub torrent: String,
     /// Print JSON instead of text.
     #[arg(long, conflicts_with = "magnet")]
     pub json: bool,
@@ -415,6 +468,32 @@ fn set_active_bar(b: Option<ProgressBar>) {
 }
 
 /// A `tracing` writer that keeps log lines from tearing the progress bar.
+/// Log events as `warning: what happened key=value`, without time,
+/// level column or source: what a user sees when no `--log` is given.
+pub struct PlainLog;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainLog
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let tag = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            _ => "note",
+        };
+        write!(w, "{tag}: ")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
 pub struct LogWriter;
 
 /// One log record, written out when dropped.
@@ -452,17 +531,51 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 }
 
 /// Runs a parsed command. `cancel` fires on Ctrl-C.
+impl Cli {
+    /// Checks what clap's attributes cannot say; a usage error (exit 2,
+    /// with the usage line) like clap's own.
+    pub fn validate(&self) -> Result<(), clap::Error> {
+        if let Command::Download(a) = &self.command {
+            let limit = match (&a.limits.seed_ratio, &a.limits.seed_time) {
+                (Some(_), _) => Some("--seed-ratio"),
+                (None, Some(_)) => Some("--seed-time"),
+                (None, None) => None,
+            };
+            if let (Some(flag), false) = (limit, a.seed) {
+                let mut cmd = Cli::command();
+                cmd.build();
+                let sub = cmd.find_subcommand_mut("download").map(|c| c.clone());
+                return Err(sub.unwrap_or(cmd).error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    format!("{flag} limits seeding after the download: add --seed"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<()> {
     match cli.command {
         Command::Download(a) => download(a, cancel).await,
         Command::Seed(a) => seed(a, cancel).await,
-        Command::Info(a) => info(a),
+        Command::Info(a) => info(a).await,
         Command::Create(a) => create(a, cancel).await,
         Command::Tracker(a) => trackers::tracker(a, cancel).await,
         Command::Scrape(a) => trackers::scrape(a).await,
         Command::Dht(c) => dht::run(c, cancel).await,
         Command::Daemon(a) => daemon::daemon(a, cancel).await,
         Command::Remote(a) => daemon::remote(a).await,
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "xorrent", &mut text);
+            print_raw(&text)
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
+            print_raw(&text)
+        }
     }
 }
 
@@ -531,19 +644,32 @@ fn seed_limits(l: &SeedLimitArgs) -> SeedLimits {
     }
 }
 
-fn source_of(arg: &str) -> Result<Source> {
+fn is_url(arg: &str) -> bool {
+    let lower = arg.get(..8).unwrap_or(arg).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+async fn source_of(arg: &str) -> Result<Source> {
     Ok(if magnet::is_magnet(arg) {
         let m = Magnet::parse(arg).context("not a usable magnet link")?;
         Source::Magnet(Box::new(m))
+    } else if is_url(arg) {
+        Source::Bytes(fetch_url(arg).await?)
     } else {
         Source::File(PathBuf::from(arg))
     })
 }
 
+async fn fetch_url(url: &str) -> Result<Vec<u8>> {
+    crate::rpc::methods::fetch_torrent(url)
+        .await
+        .map_err(anyhow::Error::msg)
+}
+
 async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
     let mut adds = Vec::new();
     for arg in &a.torrents {
-        let source = source_of(arg)?;
+        let source = source_of(arg).await?;
         let select = match (&a.select, &source) {
             (Some(FileSelect(r)), _) => Some(r.clone()),
             (None, Source::Magnet(m)) => m.select_only.clone(),
@@ -555,6 +681,7 @@ async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
         add.save_torrent = a.save_torrent.clone().filter(|_| a.torrents.len() == 1);
         add.peers = a.net.peers.clone();
         add.recheck = a.recheck;
+        add.overwrite = a.overwrite;
         adds.push((arg.clone(), add));
     }
     if a.save_torrent.is_some() && a.torrents.len() > 1 {
@@ -647,6 +774,12 @@ fn finish_all(
         failed.len() + ok.len(),
         failed.join(", ")
     )
+}
+
+/// What `main` prints for an error: its causes on one line, each once
+/// (an I/O error's text often repeats in the error that wraps it).
+pub fn error_text(e: &anyhow::Error) -> String {
+    chain(e.as_ref())
 }
 
 /// An error and its causes on one line, each once.
@@ -765,7 +898,19 @@ fn read_bytes() -> Option<u64> {
 }
 
 fn print_report(report: &Report, v: &ViewArgs, view: &View, what: &str) {
-    if !v.quiet {
+    if v.quiet {
+        return;
+    }
+    if what == "seeded" {
+        let ratio = report.uploaded as f64 / report.total_bytes.max(1) as f64;
+        eprintln!(
+            "seeded: {} ({}) for {}: {} uploaded, ratio {ratio:.2}",
+            report.name,
+            BinaryBytes(report.total_bytes),
+            HumanDuration(view.elapsed()),
+            BinaryBytes(report.uploaded),
+        );
+    } else {
         eprintln!(
             "{what}: {} ({}) in {}: {} fetched, {} already present, {} uploaded",
             report.name,
@@ -794,14 +939,17 @@ impl View {
         session: Session,
     ) -> View {
         let stop = CancellationToken::new();
-        let _ = session;
+        let listen = match session.config().bind {
+            Some(ip) => SocketAddr::new(ip, session.listen_port()).to_string(),
+            None => format!("port {}", session.listen_port()),
+        };
         let task = (!quiet).then(|| {
             let s = stop.clone();
             tokio::spawn(async move {
                 if std::io::stderr().is_terminal() {
-                    bars(statuses, s).await
+                    bars(statuses, s, listen).await
                 } else {
-                    lines(statuses, s, interval).await
+                    lines(statuses, s, interval, listen).await
                 }
             })
         });
@@ -856,32 +1004,154 @@ struct Bars {
     meta: Option<ProgressBar>,
     check: Option<ProgressBar>,
     dl: Option<ProgressBar>,
+    /// The transfer bar shows the seeding style.
+    seeding: bool,
 }
 
 struct Styles {
     check: ProgressStyle,
     dl: ProgressStyle,
-    meta: ProgressStyle,
+    /// A spinner and a message: metadata, seeding.
+    text: ProgressStyle,
+    /// Columns the prefix takes (several torrents: the name).
+    prefix: usize,
+    /// Where peers reach us, for the seeding line.
+    listen: String,
 }
 
+/// The narrowest a bar is drawn; the message gives way first.
+const MIN_BAR: usize = 12;
+
 impl Styles {
-    fn new(multi: bool) -> Styles {
+    fn new(multi: bool, listen: String) -> Styles {
         let p = if multi { "{prefix:12!} " } else { "" };
+        let style = |t: &str| {
+            ProgressStyle::with_template(&format!("{p}{t}"))
+                .expect("valid template")
+                .progress_chars("=> ")
+        };
         Styles {
-            check: ProgressStyle::with_template(&format!(
-                "{p}checking {{bar:30.yellow/white}} {{percent:>3}}% {{binary_bytes}}/{{binary_total_bytes}} {{binary_bytes_per_sec}}"
-            ))
-            .expect("valid template")
-            .progress_chars("=> "),
-            dl: ProgressStyle::with_template(&format!(
-                "{p}{{spinner:.green}} {{bar:30.cyan/blue}} {{percent:>3}}% {{binary_bytes}}/{{binary_total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}} {{msg}}"
-            ))
-            .expect("valid template")
-            .progress_chars("=> "),
-            meta: ProgressStyle::with_template(&format!("{p}{{spinner:.green}} {{msg}}"))
-                .expect("valid template"),
+            check: style("checking {wide_bar:.yellow/white} {msg}"),
+            dl: style("{spinner:.green} {wide_bar:.cyan/blue} {msg}"),
+            text: style("{spinner:.green} {msg}"),
+            prefix: if multi { 13 } else { 0 },
+            listen,
         }
     }
+
+    /// Columns left for the message after the prefix and `fixed` more.
+    fn room(&self, fixed: usize) -> usize {
+        term_width().saturating_sub(self.prefix + fixed + 1)
+    }
+}
+
+/// Columns of the terminal stderr is on (80 when it cannot be told).
+fn term_width() -> usize {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only writes the winsize it is given.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        usize::from(ws.ws_col)
+    } else {
+        80
+    }
+}
+
+/// `fields` (rank, text) joined by spaces in their order, dropping the
+/// least important (highest rank) until the line fits `width` columns.
+fn fit(fields: &[(u8, String)], width: usize) -> String {
+    let mut keep = vec![true; fields.len()];
+    let len = |keep: &[bool]| {
+        let kept = fields.iter().zip(keep).filter(|(_, k)| **k);
+        kept.map(|(f, _)| f.1.chars().count() + 1).sum::<usize>()
+    };
+    let mut order: Vec<usize> = (0..fields.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(fields[i].0));
+    for i in order {
+        if len(&keep) <= width + 1 {
+            break;
+        }
+        keep[i] = false;
+    }
+    let kept: Vec<&str> = fields
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(f, _)| f.1.as_str())
+        .collect();
+    kept.join(" ")
+}
+
+/// `42s`, `3m05s`, `2h07m`, `3d04h`.
+fn short_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+/// Time left at this run's rate; unknown while nothing arrives.
+fn eta_text(s: &Snapshot) -> String {
+    match s.eta() {
+        Some(secs) => format!("ETA {}", short_duration(secs)),
+        None => "ETA unknown".into(),
+    }
+}
+
+fn swarm_text(s: &Snapshot) -> Option<String> {
+    s.swarm
+        .map(|(seeds, leeches)| format!("(swarm {seeds} seeds, {leeches} leechers)"))
+}
+
+/// The transfer line's fields, most important first in rank. Rates are
+/// this run's, so resumed data never inflates them.
+fn download_fields(s: &Snapshot) -> Vec<(u8, String)> {
+    let mut f = vec![
+        (
+            0,
+            format!("{:>3.0}%", pct(s.have_bytes, s.total_bytes).floor()),
+        ),
+        (
+            4,
+            format!(
+                "{}/{}",
+                BinaryBytes(s.have_bytes),
+                BinaryBytes(s.total_bytes)
+            ),
+        ),
+        (1, format!("↓ {}/s", BinaryBytes(s.down_rate))),
+        (2, eta_text(s)),
+        (3, format!("peers {}/{}", s.connected, s.known)),
+    ];
+    if s.up_rate > 0 {
+        f.push((5, format!("↑ {}/s", BinaryBytes(s.up_rate))));
+    }
+    if let Some(t) = swarm_text(s) {
+        f.push((6, t));
+    }
+    f
+}
+
+fn seeding_fields(s: &Snapshot, listen: &str) -> Vec<(u8, String)> {
+    let mut f = vec![
+        (0, "seeding".to_string()),
+        (1, format!("↑ {}/s", BinaryBytes(s.up_rate))),
+        (2, format!("ratio {:.2}", s.ratio())),
+        (3, format!("{} uploaded", BinaryBytes(s.uploaded))),
+        (4, format!("peers {}/{}", s.connected, s.known)),
+        (5, format!("listening on {listen}")),
+    ];
+    if let Some(t) = swarm_text(s) {
+        f.push((6, t));
+    }
+    f
 }
 
 impl Bars {
@@ -899,11 +1169,12 @@ impl Bars {
             Stage::Loading => {}
             Stage::Metadata => {
                 let b = self.meta.get_or_insert_with(|| {
-                    let b = add(None, &st.meta);
+                    let b = add(None, &st.text);
                     b.enable_steady_tick(Duration::from_millis(120));
                     b
                 });
-                b.set_message(metadata_text(s));
+                let text = metadata_text(s);
+                b.set_message(text.chars().take(st.room(2)).collect::<String>());
             }
             Stage::Checking => {
                 if let Some(m) = self.meta.take() {
@@ -914,6 +1185,21 @@ impl Bars {
                     .get_or_insert_with(|| add(Some(s.check_total), &st.check));
                 b.set_length(s.check_total);
                 b.set_position(s.check_done);
+                let fields = [
+                    (
+                        0,
+                        format!("{:>3.0}%", pct(s.check_done, s.check_total).floor()),
+                    ),
+                    (
+                        1,
+                        format!(
+                            "{}/{}",
+                            BinaryBytes(s.check_done),
+                            BinaryBytes(s.check_total)
+                        ),
+                    ),
+                ];
+                b.set_message(fit(&fields, st.room(9 + 1 + MIN_BAR)));
             }
             _ => {
                 if let Some(m) = self.meta.take() {
@@ -923,26 +1209,25 @@ impl Bars {
                     c.set_position(s.check_total);
                     c.finish();
                 }
-                let b = self.dl.get_or_insert_with(|| {
-                    let b = add(Some(s.total_bytes), &st.dl);
-                    b.set_position(s.have_bytes);
-                    b.reset_eta();
-                    b
-                });
+                let b = self
+                    .dl
+                    .get_or_insert_with(|| add(Some(s.total_bytes), &st.dl));
                 b.set_prefix(s.name.clone());
                 b.set_length(s.total_bytes);
                 b.set_position(s.have_bytes);
-                match s.stage {
-                    Stage::Seeding => b.set_message(format!(
-                        "seeding, {} up, {}",
-                        BinaryBytes(s.uploaded),
-                        peers_text(s)
-                    )),
-                    Stage::Paused => b.set_message("paused"),
-                    Stage::Failed => b.set_message("failed"),
-                    Stage::Done => b.set_message("done"),
-                    _ => b.set_message(peers_text(s)),
+                let seeding = s.stage == Stage::Seeding;
+                if seeding != self.seeding {
+                    self.seeding = seeding;
+                    b.set_style(if seeding { &st.text } else { &st.dl }.clone());
                 }
+                let msg = match s.stage {
+                    Stage::Seeding => fit(&seeding_fields(s, &st.listen), st.room(2)),
+                    Stage::Paused => "paused".into(),
+                    Stage::Failed => "failed".into(),
+                    Stage::Done => "done".into(),
+                    _ => fit(&download_fields(s), st.room(2 + 1 + MIN_BAR)),
+                };
+                b.set_message(msg);
             }
         }
     }
@@ -957,9 +1242,9 @@ impl Bars {
     }
 }
 
-async fn bars(statuses: Vec<Arc<Status>>, stop: CancellationToken) {
+async fn bars(statuses: Vec<Arc<Status>>, stop: CancellationToken, listen: String) {
     let many = statuses.len() > 1;
-    let styles = Styles::new(many);
+    let styles = Styles::new(many, listen);
     let multi = indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let mut bars: Vec<Bars> = statuses.iter().map(|_| Bars::default()).collect();
     let total = many.then(|| {
@@ -989,6 +1274,12 @@ async fn bars(statuses: Vec<Arc<Status>>, stop: CancellationToken) {
             if let Some(t) = total {
                 t.abandon();
             }
+            // Dropping them draws them a last time, with the cursor left
+            // at the end of the last: what follows starts a line of its own.
+            drop(bars);
+            drop(anchor);
+            drop(multi);
+            eprintln!();
             return;
         }
     }
@@ -1019,7 +1310,7 @@ fn total_text(snaps: &[Snapshot]) -> String {
 }
 
 /// A status line; `named` puts the torrent's name in (several torrents).
-fn line_for(s: &Snapshot, named: bool) -> Option<String> {
+fn line_for(s: &Snapshot, named: bool, listen: &str) -> Option<String> {
     let name = if named {
         format!(" {}", s.name)
     } else {
@@ -1029,7 +1320,9 @@ fn line_for(s: &Snapshot, named: bool) -> Option<String> {
         Stage::Loading => return None,
         Stage::Metadata => metadata_text(s),
         Stage::Seeding => format!(
-            "seeding{name}: {} uploaded {}",
+            "seeding{name}: ↑ {}/s, ratio {:.2}, {} uploaded, {}, listening on {listen}",
+            BinaryBytes(s.up_rate),
+            s.ratio(),
             BinaryBytes(s.uploaded),
             peers_text(s)
         ),
@@ -1041,17 +1334,23 @@ fn line_for(s: &Snapshot, named: bool) -> Option<String> {
         Stage::Paused => format!("paused{name}"),
         Stage::Failed | Stage::Done => return None,
         Stage::Downloading | Stage::Finishing => format!(
-            "downloading{name}: {:.1}% {}/{} {}/s {}",
+            "downloading{name}: {:.1}% {}/{} {}/s {} {}",
             pct(s.have_bytes, s.total_bytes),
             BinaryBytes(s.have_bytes),
             BinaryBytes(s.total_bytes),
             BinaryBytes(s.down_rate),
+            eta_text(s),
             peers_text(s)
         ),
     })
 }
 
-async fn lines(statuses: Vec<Arc<Status>>, stop: CancellationToken, interval: Duration) {
+async fn lines(
+    statuses: Vec<Arc<Status>>,
+    stop: CancellationToken,
+    interval: Duration,
+    listen: String,
+) {
     let started = Instant::now();
     let mut all_seeding_said = false;
     let mut tick = tokio::time::interval(interval);
@@ -1084,13 +1383,13 @@ async fn lines(statuses: Vec<Arc<Status>>, stop: CancellationToken, interval: Du
             if snaps.len() <= 10 {
                 snaps
                     .iter()
-                    .filter_map(|s| line_for(s, true))
+                    .filter_map(|s| line_for(s, true, &listen))
                     .for_each(|l| eprintln!("{l}"));
             }
             eprintln!("{}", total_text(&snaps));
             continue;
         }
-        if let Some(l) = snaps.first().and_then(|s| line_for(s, false)) {
+        if let Some(l) = snaps.first().and_then(|s| line_for(s, false, &listen)) {
             eprintln!("{l}");
         }
     }
@@ -1104,11 +1403,28 @@ fn pct(a: u64, b: u64) -> f64 {
     }
 }
 
-fn info(a: InfoArgs) -> Result<()> {
-    let t = Torrent::from_file(&a.torrent)
-        .with_context(|| format!("cannot load {}", a.torrent.display()))?;
+async fn info(a: InfoArgs) -> Result<()> {
+    let t = if a.torrent == "-" {
+        use std::io::Read;
+        let mut data = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(crate::metainfo::MAX_TORRENT_FILE + 1)
+            .read_to_end(&mut data)
+            .context("cannot read standard input")?;
+        if data.len() as u64 > crate::metainfo::MAX_TORRENT_FILE {
+            anyhow::bail!("standard input holds more than a torrent file can be");
+        }
+        Torrent::from_bytes(&data).context("cannot load the torrent on standard input")
+    } else if is_url(&a.torrent) {
+        let data = fetch_url(&a.torrent).await?;
+        Torrent::from_bytes(&data).with_context(|| format!("cannot load {}", a.torrent))
+    } else {
+        Torrent::from_file(std::path::Path::new(&a.torrent))
+            .with_context(|| format!("cannot load {}", a.torrent))
+    }?;
     if a.magnet {
-        println!("{}", Magnet::from_torrent(&t));
+        out!("{}", Magnet::from_torrent(&t));
         return Ok(());
     }
     if a.json {
@@ -1150,46 +1466,46 @@ fn info(a: InfoArgs) -> Result<()> {
             "magnet": Magnet::from_torrent(&t).to_string(),
             "files": files,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("name:        {}", t.name);
-    println!("info hash:   {}", t.info_hash);
-    println!(
+    out!("name:        {}", t.name);
+    out!("info hash:   {}", t.info_hash);
+    out!(
         "total size:  {} ({} bytes)",
         BinaryBytes(t.payload_length),
         t.payload_length
     );
-    println!(
+    out!(
         "pieces:      {} x {} ({} bytes)",
         t.num_pieces(),
         BinaryBytes(u64::from(t.piece_length)),
         t.piece_length
     );
-    println!("private:     {}", if t.private { "yes" } else { "no" });
+    out!("private:     {}", if t.private { "yes" } else { "no" });
     if let Some(c) = &t.comment {
-        println!("comment:     {c}");
+        out!("comment:     {c}");
     }
     if let Some(c) = &t.created_by {
-        println!("created by:  {c}");
+        out!("created by:  {c}");
     }
     if let Some(d) = t.creation_date {
-        println!("created:     {d} (unix time)");
+        out!("created:     {d} (unix time)");
     }
     if t.trackers.is_empty() {
-        println!("trackers:    none");
+        out!("trackers:    none");
     }
     for (i, tier) in t.trackers.iter().enumerate() {
-        println!("tier {:<7} {}", format!("{}:", i + 1), tier.join(", "));
+        out!("tier {:<7} {}", format!("{}:", i + 1), tier.join(", "));
     }
     for w in &t.web_seeds {
-        println!("web seed:    {w}");
+        out!("web seed:    {w}");
     }
     for w in &t.http_seeds {
-        println!("http seed:   {w}");
+        out!("http seed:   {w}");
     }
     for (h, p) in &t.nodes {
-        println!("dht node:    {h}:{p}");
+        out!("dht node:    {h}:{p}");
     }
     // Pad files are hidden but keep their index, so the numbers shown are
     // the ones --select and a magnet's so= use.
@@ -1199,13 +1515,13 @@ fn info(a: InfoArgs) -> Result<()> {
         .enumerate()
         .filter(|(_, f)| !f.is_pad())
         .collect();
-    println!("files:       {}", shown.len());
+    out!("files:       {}", shown.len());
     for (i, f) in shown {
         let extra = match &f.kind {
             FileKind::Symlink { target } => format!(" -> {}", target.display()),
             _ => String::new(),
         };
-        println!("  {i:>5}  {:>12}  {}{}", f.length, f.path.display(), extra);
+        out!("  {i:>5}  {:>12}  {}{}", f.length, f.path.display(), extra);
     }
     Ok(())
 }
@@ -1306,9 +1622,9 @@ async fn create(a: CreateArgs, cancel: CancellationToken) -> Result<()> {
         f.sync_all()
     };
     write().with_context(|| format!("cannot write {}", output.display()))?;
-    println!("{}", created.info_hash);
+    out!("{}", created.info_hash);
     if a.magnet {
-        println!("{}", Magnet::from_torrent(&created.torrent));
+        out!("{}", Magnet::from_torrent(&created.torrent));
     }
     if !a.quiet {
         eprintln!(

@@ -8,14 +8,27 @@ use xorrent::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
+    if let Err(e) = args.validate() {
+        e.exit();
+    }
     raise_fd_limit();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(cli::LogWriter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match &args.log {
+        Some(f) => tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_new(f)
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(cli::LogWriter)
+            .with_ansi(ansi)
+            .init(),
+        // Without --log, warnings read like the rest of the output.
+        None => tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(cli::LogWriter)
+            .event_format(cli::PlainLog)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,7 +59,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_text(&e));
             ExitCode::from(cli::exit_code(&e))
         }
     }

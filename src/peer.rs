@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::picker::PeerKey;
-use crate::engine::{Engine, PeerCommand, PEX_MAX};
+use crate::engine::{Engine, PeerCommand, Refusal, PEX_MAX};
 use crate::extension::{self, pex_flags, ExtHandshake, MetadataMsg, PexMsg};
 use crate::mse::Encryption;
 use crate::transport::{self, Dial, DialOpts, Link, LinkError, Opened, ReadLink, WriteLink};
@@ -64,6 +64,8 @@ pub enum PeerError {
     SelfConnection,
     #[error("peer is banned")]
     Banned,
+    #[error("already connected to this peer")]
+    Duplicate,
     #[error("closed to make room for another peer")]
     Evicted,
     #[error("connection closed by peer")]
@@ -164,8 +166,17 @@ pub async fn run(
     let encrypted = link.encrypted();
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let kill = CancellationToken::new();
-    let Some(key) = engine.register(addr, outgoing, encrypted, cmd_tx, kill.clone()) else {
-        return failed(PeerError::Banned);
+    let key = match engine.register(
+        addr,
+        theirs.peer_id,
+        outgoing,
+        encrypted,
+        cmd_tx,
+        kill.clone(),
+    ) {
+        Ok(key) => key,
+        Err(Refusal::Banned) => return failed(PeerError::Banned),
+        Err(Refusal::Duplicate) => return failed(PeerError::Duplicate),
     };
     // Unregisters even if the task is aborted mid-way.
     let _registered = Registered(engine.clone(), key);

@@ -114,6 +114,11 @@ pub struct ResumeRecord {
 }
 
 impl ResumeRecord {
+    /// The record is for downloads into `root`.
+    pub fn is_for(&self, root: &Path) -> bool {
+        self.root == absolute(root)
+    }
+
     /// `stamps` come from [`stamp_files`], taken after the pieces in `have`
     /// were written and synced.
     pub fn new(
@@ -465,6 +470,15 @@ pub fn drop_holes(root: &Path, torrent: &Torrent, have: &mut Bitfield, recheck: 
         if walked.is_err() {
             distrust(0, limit);
         }
+    }
+}
+
+/// Whether the file at `path` holds any data (not just holes); a file
+/// system that cannot tell counts as data.
+pub fn has_data(path: &Path) -> bool {
+    match File::open(path).and_then(|f| seek(&f, 0, libc::SEEK_DATA)) {
+        Err(e) => e.raw_os_error() != Some(libc::ENXIO) && e.kind() != io::ErrorKind::NotFound,
+        Ok(_) => true,
     }
 }
 

@@ -165,6 +165,19 @@ impl FileStorage {
         self.existed
     }
 
+    /// Regular files that existed, non-empty, when the storage was opened:
+    /// their path and their byte range in the torrent's stream (as far as
+    /// the file reached).
+    pub fn existing_files(&self) -> impl Iterator<Item = (&Path, std::ops::Range<u64>)> {
+        self.slots
+            .iter()
+            .filter(|s| s.info.kind == FileKind::Regular && s.initial_len > 0 && s.info.length > 0)
+            .map(|s| {
+                let end = s.info.offset + s.initial_len.min(s.info.length);
+                (s.abs.as_path(), s.info.offset..end)
+            })
+    }
+
     fn direct(&self, i: usize) -> Option<&File> {
         let slot = &self.slots[i];
         slot.direct

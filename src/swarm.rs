@@ -143,6 +143,11 @@ pub async fn run(
                 if engine.peers_from(addr.ip()) >= engine.config.max_per_ip {
                     continue;
                 }
+                // It dialled us already: a second connection would only be
+                // refused as a duplicate.
+                if engine.connected_to(addr) {
+                    continue;
+                }
                 k.busy = true;
                 k.fresh = false;
                 let plain_worked = k.plain_worked;

@@ -62,6 +62,8 @@ pub enum TorrentError {
     },
     #[error(transparent)]
     Engine(Arc<EngineError>),
+    #[error("{path} is in the way: it holds data that matches no piece of the torrent, and xorrent did not write it; move it away, or pass --overwrite to replace it")]
+    Unrelated { path: PathBuf },
     #[error("{bad} of {total} pieces of {path} do not match the torrent: refusing to seed")]
     BadData { bad: u32, total: u32, path: PathBuf },
     #[error("interrupted: {have} of {total} pieces verified and saved; run the same command again to resume")]
@@ -141,6 +143,9 @@ pub struct AddTorrent {
     pub max_download_rate: u64,
     /// Hash everything on disk even if the resume record trusts it.
     pub recheck: bool,
+    /// Write over existing files that share no piece with the torrent
+    /// (otherwise the torrent fails before anything is written).
+    pub overwrite: bool,
 }
 
 impl AddTorrent {
@@ -157,6 +162,7 @@ impl AddTorrent {
             max_upload_rate: 0,
             max_download_rate: 0,
             recheck: false,
+            overwrite: false,
         }
     }
 }
@@ -887,6 +893,13 @@ impl Actor {
         )
     }
 
+    /// A resume record says an earlier run downloaded into this root.
+    fn wrote_here(&self) -> bool {
+        self.resume_path()
+            .and_then(|p| resume::load(&p).ok().flatten())
+            .is_some_and(|r| r.is_for(&self.root))
+    }
+
     fn resume_path(&self) -> Option<PathBuf> {
         let ih = self.info_hash.get()?;
         let dir = self.session.config.state_dir.as_ref()?;
@@ -1184,11 +1197,22 @@ impl Actor {
             .zip(self.wanted.as_ref())
             .is_some_and(|(h, w)| w.iter_ones().all(|p| h.get(p)));
         let writable = !self.add.seed_only && !complete_have;
-        let storage = open_storage(&t, &self.root, writable, self.create.clone())
+        // Files we did not write are looked at read-only first: opening
+        // them for writing already sets their length.
+        let guard = writable && self.have.is_none() && !self.add.overwrite && !self.wrote_here();
+        let mut storage = open_storage(&t, &self.root, writable && !guard, self.create.clone())
             .await
             .map_err(RunEnd::Failed)?;
         if self.have.is_none() {
             let have = self.check(&t, &storage, &run.token).await?;
+            if guard {
+                if let Some(path) = unrelated_file(&t, &storage, &have) {
+                    return Err(RunEnd::Failed(TorrentError::Unrelated { path }));
+                }
+                storage = open_storage(&t, &self.root, true, self.create.clone())
+                    .await
+                    .map_err(RunEnd::Failed)?;
+            }
             if self.add.seed_only {
                 let bad = t.num_pieces() - have.count();
                 if bad > 0 {
@@ -1678,13 +1702,20 @@ pub fn locate_content(mut t: Torrent, path: &Path) -> Result<(PathBuf, Torrent),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "content not found"),
         });
     };
-    // Re-root every path under PATH's own name.
+    // Re-root every path under PATH's own name (joining an empty rest
+    // would add a trailing slash: "file.bin/" names no file).
+    let reroot = |p: &Path| {
+        let rest: PathBuf = p.components().skip(1).collect();
+        if rest.as_os_str().is_empty() {
+            PathBuf::from(own)
+        } else {
+            PathBuf::from(own).join(rest)
+        }
+    };
     for f in &mut t.files {
-        let rest: PathBuf = f.path.components().skip(1).collect();
-        f.path = PathBuf::from(own).join(rest);
+        f.path = reroot(&f.path);
         if let FileKind::Symlink { target } = &mut f.kind {
-            let rest: PathBuf = target.components().skip(1).collect();
-            *target = PathBuf::from(own).join(rest);
+            *target = reroot(target);
         }
     }
     let root = if parent.as_os_str().is_empty() {
@@ -1693,6 +1724,20 @@ pub fn locate_content(mut t: Torrent, path: &Path) -> Result<(PathBuf, Torrent),
         parent.to_path_buf()
     };
     Ok((root, t))
+}
+
+/// An existing file with data of which no piece verified: someone
+/// else's file where the torrent's would go.
+fn unrelated_file(t: &Torrent, storage: &FileStorage, have: &Bitfield) -> Option<PathBuf> {
+    let plen = u64::from(t.piece_length);
+    storage
+        .existing_files()
+        .find(|(path, range)| {
+            let (first, last) = (range.start / plen, (range.end - 1) / plen);
+            let matched = (first..=last).any(|p| have.get(p as u32));
+            !matched && resume::has_data(path)
+        })
+        .map(|(path, _)| path.to_path_buf())
 }
 
 async fn open_storage(

@@ -850,7 +850,10 @@ impl Leecher {
         hs.extend_from_slice(b"BitTorrent protocol");
         hs.extend_from_slice(&reserved);
         hs.extend_from_slice(&ih);
-        hs.extend_from_slice(b"-TC0001-extleecher00");
+        // A peer id per connection: xorrent keeps one connection per peer id.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
+        hs.extend_from_slice(format!("-TC0001-extleecher{n:02}").as_bytes());
         s.write_all(&hs).await.unwrap();
         let mut theirs = [0u8; 68];
         tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut theirs))

@@ -619,12 +619,13 @@ fn a_downloader_full_of_idle_incoming_peers_admits_a_seed_that_connects_in() {
     // nothing (not even `interested`: they have nothing to offer).
     let rt = runtime();
     let crowd = Arc::new(Crowd::default());
-    let hello = Arc::new(handshake(&ih, &random_peer_id(b"-SQ0001-")));
     for i in 0..100 {
+        // Each its own peer id, as a real crowd has.
+        let hello = Arc::new(handshake(&ih, &random_peer_id(b"-SQ0001-")));
         rt.spawn(squatter(
             squatter_ip(125 + i / 2),
             dl_addr,
-            Some(hello.clone()),
+            Some(hello),
             0,
             crowd.clone(),
         ));

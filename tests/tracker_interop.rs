@@ -331,6 +331,53 @@ fn libtorrent_and_aria2_swarm_through_xorrent_tracker_over_udp() {
 
 /// `xorrent seed` and `xorrent download` as processes, announcing to
 /// `xorrent tracker` over `proto` only.
+/// aria2 announces `left=0` while it still fetches a magnet's metadata:
+/// `xorrent tracker` must answer it with the seeder all the same.
+#[test]
+fn aria2_downloads_a_magnet_through_xorrent_tracker() {
+    let test = "aria2_downloads_a_magnet_through_xorrent_tracker";
+    if !interop_ready(test, &["aria2c"]) {
+        return;
+    }
+    let mut w = World::new();
+    let (http, _) = w.xorrent_tracker(1, 6969, &[]);
+    let bytes = random_bytes(3 * 1024 * 1024 + 5, 52);
+    let data = w.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("m.bin"), &bytes).unwrap();
+    let t = w.path("m.torrent");
+    std::fs::write(
+        &t,
+        make_torrent(
+            "m.bin",
+            &[(vec!["m.bin"], bytes)],
+            65536,
+            Some(&http),
+            false,
+        ),
+    )
+    .unwrap();
+    let (_seed, _log) = w.xorrent_seed_announced(&t, &data, 2, &[]);
+    let link = format!(
+        "magnet:?xt=urn:btih:{}&dn=m.bin&tr={}",
+        info_hash(&t),
+        percent_encoding::utf8_percent_encode(&http, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let out = w.path("aria2-out");
+    let (mut aria, lines) = w.spawn_aria2_leech(Path::new(&link), &out, 3, &["--timeout", "60"]);
+    let st = aria.wait_timeout(Duration::from_secs(90));
+    let said = lines.all_after_close(Duration::from_secs(5));
+    assert!(st.success(), "aria2 failed ({st}): {said:?}");
+    // It did announce "nothing left" before it had the data.
+    assert!(
+        events(&said)
+            .iter()
+            .any(|(e, left)| e == "started" && left == "0"),
+        "aria2's announces: {said:?}"
+    );
+    same_file(&out.join("m.bin"), &data.join("m.bin"));
+}
+
 fn xorrent_through_xorrent_tracker(test: &str, proto: &str) {
     if !interop_ready(test, &[]) {
         return;

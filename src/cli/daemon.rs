@@ -260,7 +260,7 @@ pub async fn remote(a: RemoteArgs) -> Result<()> {
                     (None, Some(t)) => ("already there", t),
                     _ => bail!("torrent-add: unexpected answer {r}"),
                 };
-                println!(
+                out!(
                     "{what}: {} {} {}",
                     t["id"],
                     t["hashString"].as_str().unwrap_or(""),
@@ -277,13 +277,19 @@ pub async fn remote(a: RemoteArgs) -> Result<()> {
                                       "error", "errorString"]}),
                 )
                 .await?;
-            println!(
+            out!(
                 "{:>4}  {:>6}  {:>10}  {:<11}  {:>10}  {:>10}  {:>6}  Name",
-                "ID", "Done", "Size", "Status", "Down", "Up", "Ratio"
+                "ID",
+                "Done",
+                "Size",
+                "Status",
+                "Down",
+                "Up",
+                "Ratio"
             );
             for t in r["torrents"].as_array().into_iter().flatten() {
                 let status = status_text(&t["status"], &t["error"]);
-                println!(
+                out!(
                     "{:>4}  {:>5.1}%  {:>10}  {:<11}  {:>8}/s  {:>8}/s  {:>6}  {}",
                     t["id"],
                     t["percentDone"].as_f64().unwrap_or(0.0) * 100.0,
@@ -331,38 +337,38 @@ pub async fn remote(a: RemoteArgs) -> Result<()> {
             };
             let s = |k: &str| t[k].as_str().unwrap_or("").to_string();
             let n = |k: &str| t[k].as_u64().unwrap_or(0);
-            println!("Name: {}", s("name"));
-            println!("Id: {}", t["id"]);
-            println!("Hash: {}", s("hashString"));
-            println!("Magnet: {}", s("magnetLink"));
-            println!("Location: {}", s("downloadDir"));
-            println!("State: {}", status_text(&t["status"], &t["error"]));
+            out!("Name: {}", s("name"));
+            out!("Id: {}", t["id"]);
+            out!("Hash: {}", s("hashString"));
+            out!("Magnet: {}", s("magnetLink"));
+            out!("Location: {}", s("downloadDir"));
+            out!("State: {}", status_text(&t["status"], &t["error"]));
             if !s("errorString").is_empty() {
-                println!("Error: {}", s("errorString"));
+                out!("Error: {}", s("errorString"));
             }
-            println!(
+            out!(
                 "Progress: {:.1}% of {} ({} left)",
                 t["percentDone"].as_f64().unwrap_or(0.0) * 100.0,
                 size(n("sizeWhenDone")),
                 size(n("leftUntilDone"))
             );
-            println!(
+            out!(
                 "Rates: {}/s down, {}/s up; peers {}",
                 size(n("rateDownload")),
                 size(n("rateUpload")),
                 n("peersConnected")
             );
-            println!(
+            out!(
                 "Totals: {} down, {} up, ratio {}",
                 size(n("downloadedEver")),
                 size(n("uploadedEver")),
                 ratio_text(t["uploadRatio"].as_f64().unwrap_or(-1.0))
             );
-            println!("Pieces: {} x {}", n("pieceCount"), size(n("pieceSize")));
+            out!("Pieces: {} x {}", n("pieceCount"), size(n("pieceSize")));
             let wanted = t["wanted"].as_array().cloned().unwrap_or_default();
             for (i, f) in t["files"].as_array().into_iter().flatten().enumerate() {
                 let w = wanted.get(i).and_then(Value::as_i64).unwrap_or(1) != 0;
-                println!(
+                out!(
                     "  {i:>3}: {:>5.1}% {:>10} {} {}",
                     pct(f["bytesCompleted"].as_u64(), f["length"].as_u64()),
                     size(f["length"].as_u64().unwrap_or(0)),

@@ -126,10 +126,10 @@ async fn lookup(a: LookupArgs, cancel: CancellationToken) -> Result<()> {
             "closest": stats.closest.iter().map(|n| serde_json::json!({"id": n.id.to_string(), "addr": n.addr.to_string()})).collect::<Vec<_>>(),
             "elapsed_secs": stats.elapsed.as_secs_f64(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for p in &peers {
-            println!("{p}");
+            out!("{p}");
         }
         eprintln!(
             "{} peers; asked {} nodes in {} rounds, {:.2} s; {} closest nodes answered",

@@ -173,9 +173,11 @@ pub async fn scrape(a: ScrapeArgs) -> Result<()> {
                         "leechers": s.leechers, "completed": s.completed,
                     }));
                 } else {
-                    println!(
+                    out!(
                         "{url}: {} seeders, {} leechers, {} completed",
-                        s.seeders, s.leechers, s.completed
+                        s.seeders,
+                        s.leechers,
+                        s.completed
                     );
                 }
             }
@@ -183,14 +185,14 @@ pub async fn scrape(a: ScrapeArgs) -> Result<()> {
                 if a.json {
                     json.push(serde_json::json!({"tracker": url, "error": e.to_string()}));
                 } else {
-                    println!("{url}: error: {e}");
+                    out!("{url}: error: {e}");
                 }
             }
         }
     }
     if a.json {
         let v = serde_json::json!({"info_hash": ih.to_hex(), "trackers": json});
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
     }
     if ok == 0 {
         bail!("no tracker answered the scrape");

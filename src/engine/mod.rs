@@ -179,6 +179,7 @@ struct PeerEntry {
     has: Bitfield,
     ip: IpAddr,
     addr: SocketAddr,
+    peer_id: PeerId,
     /// Where the peer accepts connections: the address we dialled, or its
     /// IP with the port from its extended handshake (for PEX).
     listen: Option<SocketAddr>,
@@ -258,6 +259,14 @@ pub struct Contribution {
     /// Accepted block bytes.
     pub bytes: u64,
     pub encrypted: bool,
+}
+
+/// Why [`Engine::register`] turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Banned,
+    /// Another connection to the same peer id stays.
+    Duplicate,
 }
 
 pub struct Engine {
@@ -643,14 +652,31 @@ impl Engine {
     pub fn register(
         &self,
         addr: SocketAddr,
+        peer_id: PeerId,
         outgoing: bool,
         encrypted: bool,
         tx: mpsc::Sender<PeerCommand>,
         kill: CancellationToken,
-    ) -> Option<PeerKey> {
+    ) -> Result<PeerKey, Refusal> {
         let mut st = self.state();
         if st.banned.contains(&addr.ip()) {
-            return None;
+            return Err(Refusal::Banned);
+        }
+        // One connection per peer. When both sides dialled at once, each
+        // keeps the one the lower peer id opened: the same one.
+        let opener = |outgoing: bool| {
+            if outgoing {
+                self.config.peer_id.0
+            } else {
+                peer_id.0
+            }
+        };
+        if let Some(old) = st.peers.values().find(|e| e.peer_id == peer_id) {
+            if old.outgoing == outgoing || opener(old.outgoing) <= opener(outgoing) {
+                return Err(Refusal::Duplicate);
+            }
+            // Its task unregisters it on the way out.
+            old.kill.cancel();
         }
         let key = st.next_key;
         st.next_key += 1;
@@ -664,6 +690,7 @@ impl Engine {
                 has: Bitfield::new(self.geometry.num_pieces),
                 ip: addr.ip(),
                 addr,
+                peer_id,
                 listen: outgoing.then_some(addr),
                 outgoing,
                 encrypted,
@@ -685,7 +712,13 @@ impl Engine {
         st.choker.add_peer(key, std::time::Instant::now());
         self.peer_joined.notify_one();
         self.stats.connected.fetch_add(1, Ordering::Relaxed);
-        Some(key)
+        Ok(key)
+    }
+
+    /// A connected peer listens at `addr` (we dialled it, or it named
+    /// that port in its extended handshake).
+    pub fn connected_to(&self, addr: SocketAddr) -> bool {
+        self.state().peers.values().any(|e| e.listen == Some(addr))
     }
 
     /// An incoming peer named its listening port (extended handshake).

@@ -151,8 +151,8 @@ impl FromStr for PieceLength {
     }
 }
 
-/// Parses `262144`, `256K`, `256KiB`, `1M`, `1MiB` (case-insensitive,
-/// K = KiB = 1024) and checks it is a power of two from 16 KiB to 16 MiB.
+/// Parses `262144`, `256K`, `256KB`, `256KiB`, `1M`, `1MiB` (case-insensitive,
+/// K = KB = KiB = 1024) and checks it is a power of two from 16 KiB to 16 MiB.
 pub fn parse_piece_length(s: &str) -> Result<u32, CreateError> {
     let bad = || CreateError::InvalidPieceLength(s.to_string());
     let t = s.trim().to_ascii_lowercase();
@@ -161,8 +161,8 @@ pub fn parse_piece_length(s: &str) -> Result<u32, CreateError> {
     let num: u64 = num.parse().map_err(|_| bad())?;
     let mult: u64 = match unit.trim_start() {
         "" => 1,
-        "k" | "kib" => 1024,
-        "m" | "mib" => 1024 * 1024,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
         _ => return Err(bad()),
     };
     let n = num.checked_mul(mult).ok_or_else(bad)?;

@@ -586,7 +586,8 @@ fn read_torrent(path: &Path) -> Result<Vec<u8>, String> {
     Ok(data)
 }
 
-async fn fetch_torrent(url: &str) -> Result<Vec<u8>, String> {
+/// A .torrent file from an http(s) URL, at most a torrent's size.
+pub(crate) async fn fetch_torrent(url: &str) -> Result<Vec<u8>, String> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()

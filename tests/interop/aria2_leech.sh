@@ -5,7 +5,7 @@
 # exits when the download is done (--seed-time=0). Run it inside a private
 # network namespace (shared/netns-run).
 #
-#   TORRENT     the .torrent file
+#   TORRENT     the .torrent file, or a magnet link
 #   OUT_DIR     where the data goes (aria2's --dir)
 #   BIND_IP     127.0.0.x address: aria2 listens on it and its outgoing
 #               connections (tracker announces included) come from it
@@ -33,7 +33,11 @@ set -u
 
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 [ $# -ge 5 ] || usage
-TORRENT=$(readlink -f "$1"); OUT_DIR=$(readlink -f "$2"); BIND_IP=$3
+case $1 in
+  magnet:*) TORRENT=$1 ;;
+  *) TORRENT=$(readlink -f "$1") ;;
+esac
+OUT_DIR=$(readlink -f "$2"); BIND_IP=$3
 PEER_PORT=$4; WORK=$(readlink -f "$5"); shift 5
 TIMEOUT=120
 DHT=(--enable-dht=false)
@@ -48,7 +52,10 @@ while [ $# -gt 0 ]; do
     *) usage ;;
   esac
 done
-[ -f "$TORRENT" ] || { echo "no torrent $TORRENT" >&2; exit 2; }
+case $TORRENT in
+  magnet:*) ;;
+  *) [ -f "$TORRENT" ] || { echo "no torrent $TORRENT" >&2; exit 2; } ;;
+esac
 mkdir -p "$WORK" "$OUT_DIR" || exit 2
 export HOME=$WORK
 INFO=$WORK/aria2-info.log

@@ -127,8 +127,9 @@ impl Store {
     }
 
     /// Records the announce and fills `out` with peers for the client:
-    /// a random window of the swarm, never the client itself, no seeders
-    /// for a seeder, and (with `v6 = Some(..)`) one address family only.
+    /// a random window of the swarm, never the client itself, leechers
+    /// first for a seeder, and (with `v6 = Some(..)`) one address family
+    /// only.
     pub fn announce(
         &mut self,
         a: &PeerAnnounce,
@@ -206,18 +207,28 @@ impl Store {
         let n = swarm.peers.len();
         if want > 0 && n > 0 {
             let start = rand::thread_rng().gen_range(0..n);
-            for i in 0..n {
-                let p = &swarm.peers[(start + i) % n];
-                if p.addr == a.addr
-                    || p.expires <= now
-                    || (seeder && p.seeder)
-                    || v6.is_some_and(|v6| p.addr.is_ipv6() != v6)
-                {
-                    continue;
-                }
-                out.push((p.addr, p.peer_id));
-                if out.len() == want {
-                    break;
+            // A seeder gets the leechers first, then other seeders, as
+            // opentracker does: aria2 announces left=0 while it still
+            // fetches a magnet's metadata, and needs a seeder for that.
+            let passes: &[Option<bool>] = if seeder {
+                &[Some(false), Some(true)]
+            } else {
+                &[None]
+            };
+            'fill: for only in passes {
+                for i in 0..n {
+                    let p = &swarm.peers[(start + i) % n];
+                    if p.addr == a.addr
+                        || p.expires <= now
+                        || only.is_some_and(|s| p.seeder != s)
+                        || v6.is_some_and(|v6| p.addr.is_ipv6() != v6)
+                    {
+                        continue;
+                    }
+                    out.push((p.addr, p.peer_id));
+                    if out.len() == want {
+                        break 'fill;
+                    }
                 }
             }
         }
@@ -298,7 +309,7 @@ mod tests {
             }
         );
         assert_eq!(addrs(&out), [1, 2]);
-        // A seeder is only given leechers.
+        // A seeder with only leechers around gets them all.
         s.announce(&ann(1, 1, 0, None), None, t, &mut out).unwrap();
         assert_eq!(addrs(&out), [2, 3]);
         // Completion: counted once, the peer becomes a seeder.
@@ -314,6 +325,12 @@ mod tests {
                 completed: 1,
                 leechers: 1
             }
+        );
+        // A seeder gets the leecher first, then the other seeder.
+        s.announce(&ann(1, 1, 0, None), None, t, &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|(a, _)| a.port()).collect::<Vec<_>>(),
+            [3, 2]
         );
         let st = s
             .announce(&ann(1, 3, 0, Some(Event::Stopped)), None, t, &mut out)
