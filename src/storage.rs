@@ -165,6 +165,17 @@ impl FileStorage {
         self.existed
     }
 
+    /// Whether the bytes `range` of the torrent's stream all lay in files
+    /// that existed, long enough, when the storage was opened: only then
+    /// can a piece there verify.
+    pub fn was_on_disk(&self, range: std::ops::Range<u64>) -> bool {
+        self.slots.iter().all(|s| {
+            let (start, end) = (s.info.offset, s.info.offset + s.info.length);
+            let (lo, hi) = (range.start.max(start), range.end.min(end));
+            lo >= hi || s.info.kind != FileKind::Regular || s.initial_len >= hi - start
+        })
+    }
+
     /// Regular files that existed, non-empty, when the storage was opened:
     /// their path and their byte range in the torrent's stream (as far as
     /// the file reached).

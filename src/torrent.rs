@@ -1726,16 +1726,22 @@ pub fn locate_content(mut t: Torrent, path: &Path) -> Result<(PathBuf, Torrent),
     Ok((root, t))
 }
 
-/// An existing file with data of which no piece verified: someone
-/// else's file where the torrent's would go.
+/// An existing file with data where no piece verified, though some of
+/// its pieces were wholly on disk and could have: someone else's file
+/// where the torrent's would go. (A file whose pieces all reach into
+/// missing files proves nothing either way.)
 fn unrelated_file(t: &Torrent, storage: &FileStorage, have: &Bitfield) -> Option<PathBuf> {
     let plen = u64::from(t.piece_length);
+    let total = t.total_length;
     storage
         .existing_files()
         .find(|(path, range)| {
-            let (first, last) = (range.start / plen, (range.end - 1) / plen);
-            let matched = (first..=last).any(|p| have.get(p as u32));
-            !matched && resume::has_data(path)
+            let pieces = range.start / plen..=(range.end - 1) / plen;
+            let matched = pieces.clone().any(|p| have.get(p as u32));
+            let testable = pieces
+                .into_iter()
+                .any(|p| storage.was_on_disk(p * plen..((p + 1) * plen).min(total)));
+            !matched && testable && resume::has_data(path)
         })
         .map(|(path, _)| path.to_path_buf())
 }

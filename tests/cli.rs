@@ -236,4 +236,12 @@ async fn a_full_disk_stops_the_download_with_a_clear_error() {
     .unwrap();
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("disk full"), "{err}");
+    // Plain messages, not log lines (those are for --log).
+    let raw = |l: &str| {
+        l.get(..5)
+            .is_some_and(|d| d[..4].bytes().all(|b| b.is_ascii_digit()) && d.ends_with('-'))
+            || l.contains(" WARN ")
+            || l.contains(" ERROR ")
+    };
+    assert!(!err.lines().any(raw), "{err}");
 }
