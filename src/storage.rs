@@ -169,11 +169,17 @@ impl FileStorage {
     /// that existed, long enough, when the storage was opened: only then
     /// can a piece there verify.
     pub fn was_on_disk(&self, range: std::ops::Range<u64>) -> bool {
-        self.slots.iter().all(|s| {
-            let (start, end) = (s.info.offset, s.info.offset + s.info.length);
-            let (lo, hi) = (range.start.max(start), range.end.min(end));
-            lo >= hi || s.info.kind != FileKind::Regular || s.initial_len >= hi - start
-        })
+        // Only the files the range overlaps: slots are sorted by offset.
+        let first = self
+            .slots
+            .partition_point(|s| s.info.offset + s.info.length <= range.start);
+        self.slots[first..]
+            .iter()
+            .take_while(|s| s.info.offset < range.end)
+            .all(|s| {
+                let hi = range.end.min(s.info.offset + s.info.length);
+                s.info.kind != FileKind::Regular || s.initial_len >= hi - s.info.offset
+            })
     }
 
     /// Regular files that existed, non-empty, when the storage was opened:

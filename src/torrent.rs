@@ -1736,12 +1736,10 @@ fn unrelated_file(t: &Torrent, storage: &FileStorage, have: &Bitfield) -> Option
     storage
         .existing_files()
         .find(|(path, range)| {
-            let pieces = range.start / plen..=(range.end - 1) / plen;
-            let matched = pieces.clone().any(|p| have.get(p as u32));
-            let testable = pieces
-                .into_iter()
-                .any(|p| storage.was_on_disk(p * plen..((p + 1) * plen).min(total)));
-            !matched && testable && resume::has_data(path)
+            let mut pieces = range.start / plen..=(range.end - 1) / plen;
+            !pieces.clone().any(|p| have.get(p as u32))
+                && pieces.any(|p| storage.was_on_disk(p * plen..((p + 1) * plen).min(total)))
+                && resume::has_data(path)
         })
         .map(|(path, _)| path.to_path_buf())
 }

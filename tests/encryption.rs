@@ -44,31 +44,7 @@ fn ready(test: &str, clients: &[&str]) -> bool {
 /// Runs `xorrent download` bound to `host` with `extra` flags; returns its
 /// output directory and summary. Panics with its log if it fails.
 fn download(w: &World, torrent: &Path, host: u8, extra: &[&str]) -> (PathBuf, Value) {
-    let out = w.path(&format!("xorrent-out-{host}"));
-    let summary = w.path(&format!("summary-{host}.json"));
-    let mut p = Proc::spawn(
-        "xorrent download",
-        xorrent_cmd()
-            .env("XORRENT_LOG", "xorrent=debug")
-            .arg("download")
-            .arg(torrent)
-            .arg("-o")
-            .arg(&out)
-            .args(["--bind", &(w.ip)(host).to_string(), "--port", "6881"])
-            .args(["--status-interval", "2", "--summary-json"])
-            .arg(&summary)
-            .args(extra)
-            .stderr(Stdio::piped()),
-    );
-    let err = Lines::follow(p.child.stderr.take().unwrap());
-    let st = p.wait_timeout(Duration::from_secs(180));
-    let log = err.all_after_close(Duration::from_secs(5));
-    assert!(
-        st.success(),
-        "xorrent exited with {st}:\n{}",
-        log.join("\n")
-    );
-    let v = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let (out, v, _) = w.xorrent_logged(torrent, host, Duration::from_secs(180), extra);
     (out, v)
 }
 

@@ -61,6 +61,22 @@ fn seed(w: &World, torrent: &Path, data: &Path, host: u8, extra: &[&str]) -> (Pr
     (p, err)
 }
 
+/// `xorrent download WHAT -o OUT --peer <host 2>:6881 --bind <host 3>`
+/// with `extra`; its exit status and stderr.
+fn fetch(w: &World, what: &str, out: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut p = Proc::spawn(
+        "xorrent download",
+        xorrent_cmd()
+            .args(["download", what, "-o"])
+            .arg(out)
+            .args(["--peer", &format!("{}:6881", (w.ip)(2))])
+            .args(["--bind", &(w.ip)(3).to_string()])
+            .args(extra)
+            .stderr(Stdio::piped()),
+    );
+    p.wait_with_stderr(Duration::from_secs(30))
+}
+
 // ------------------------------------------------------------- 1: magnet --
 
 /// A first run (empty state directory) of a magnet with `--peer` and no
@@ -75,18 +91,7 @@ fn a_magnet_with_peer_downloads_on_a_first_run() {
     let (_seed, _) = seed(&w, &t, &data, 2, &[]);
     let link = format!("magnet:?xt=urn:btih:{}&dn=m.bin", info_hash(&t));
     let out = w.path("out");
-    let mut p = Proc::spawn(
-        "xorrent download",
-        xorrent_cmd()
-            .arg("download")
-            .arg(&link)
-            .arg("-o")
-            .arg(&out)
-            .args(["--peer", &format!("{}:6881", (w.ip)(2))])
-            .args(["--bind", &(w.ip)(3).to_string(), "--no-dht"])
-            .stderr(Stdio::piped()),
-    );
-    let (st, err) = p.wait_with_stderr(Duration::from_secs(30));
+    let (st, err) = fetch(&w, &link, &out, &["--no-dht"]);
     assert!(st.success(), "{st}: {err}");
     assert_eq!(
         sha1_file(&out.join("m.bin")),
@@ -108,18 +113,7 @@ fn seed_accepts_the_content_file_itself_as_path() {
     std::fs::rename(data.join("content.bin"), &renamed).unwrap();
     let (_seed, log) = seed(&w, &t, &renamed, 2, &[]);
     let out = w.path("out");
-    let mut p = Proc::spawn(
-        "xorrent download",
-        xorrent_cmd()
-            .arg("download")
-            .arg(&t)
-            .arg("-o")
-            .arg(&out)
-            .args(["--peer", &format!("{}:6881", (w.ip)(2))])
-            .args(["--bind", &(w.ip)(3).to_string()])
-            .stderr(Stdio::piped()),
-    );
-    let (st, err) = p.wait_with_stderr(Duration::from_secs(30));
+    let (st, err) = fetch(&w, &t.display().to_string(), &out, &[]);
     assert!(st.success(), "{st}: {err}\nseed:\n{}", log.text());
     assert_eq!(sha1_file(&out.join("content.bin")), sha1_file(&renamed));
 }
@@ -316,16 +310,7 @@ fn info_and_download_take_an_http_link_to_a_torrent() {
 
     let (_seed, _) = seed(&w, &t, &data, 2, &[]);
     let dir = w.path("out");
-    let mut p = Proc::spawn(
-        "xorrent download",
-        xorrent_cmd()
-            .args(["download", &url, "-o"])
-            .arg(&dir)
-            .args(["--peer", &format!("{}:6881", (w.ip)(2))])
-            .args(["--bind", &(w.ip)(3).to_string()])
-            .stderr(Stdio::piped()),
-    );
-    let (st, err) = p.wait_with_stderr(Duration::from_secs(30));
+    let (st, err) = fetch(&w, &url, &dir, &[]);
     assert!(st.success(), "{st}: {err}");
     assert_eq!(
         sha1_file(&dir.join("u.bin")),
@@ -385,21 +370,7 @@ fn an_unrelated_file_is_not_clobbered_without_overwrite() {
     std::fs::create_dir_all(&out).unwrap();
     let theirs = random_bytes(123_456, 86);
     std::fs::write(out.join("c.bin"), &theirs).unwrap();
-    let run = |extra: &[&str]| {
-        let mut p = Proc::spawn(
-            "xorrent download",
-            xorrent_cmd()
-                .arg("download")
-                .arg(&t)
-                .arg("-o")
-                .arg(&out)
-                .args(["--peer", &format!("{}:6881", (w.ip)(2))])
-                .args(["--bind", &(w.ip)(3).to_string()])
-                .args(extra)
-                .stderr(Stdio::piped()),
-        );
-        p.wait_with_stderr(Duration::from_secs(30))
-    };
+    let run = |extra: &[&str]| fetch(&w, &t.display().to_string(), &out, extra);
     let (st, err) = run(&[]);
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(
