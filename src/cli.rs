@@ -280,6 +280,9 @@ pub struct DownloadArgs {
     /// not write).
     #[arg(long)]
     pub overwrite: bool,
+    /// Ignore the torrent's web seeds (BEP-19 `url-list`, a magnet's `ws=`).
+    #[arg(long)]
+    pub no_web_seeds: bool,
     /// Also write the torrent's metainfo here (for a magnet: once fetched).
     #[arg(long, value_name = "FILE")]
     pub save_torrent: Option<PathBuf>,
@@ -682,6 +685,7 @@ async fn download(a: DownloadArgs, cancel: CancellationToken) -> Result<()> {
         add.peers = a.net.peers.clone();
         add.recheck = a.recheck;
         add.overwrite = a.overwrite;
+        add.web_seeds = !a.no_web_seeds;
         adds.push((arg.clone(), add));
     }
     if a.save_torrent.is_some() && a.torrents.len() > 1 {
@@ -975,6 +979,10 @@ impl View {
 }
 
 fn peers_text(s: &Snapshot) -> String {
+    if s.web_seeds > 0 {
+        let swarm = swarm_text(s).map(|t| format!(" {t}")).unwrap_or_default();
+        return format!("{}{swarm}", peers_count(s));
+    }
     match s.swarm {
         Some((seeds, leeches)) => format!(
             "peers {}/{} (swarm {seeds} seeds, {leeches} leechers)",
@@ -1110,6 +1118,18 @@ fn swarm_text(s: &Snapshot) -> Option<String> {
         .map(|(seeds, leeches)| format!("(swarm {seeds} seeds, {leeches} leechers)"))
 }
 
+/// `peers 3/40`, with `+ 2 web seeds` when there are any.
+fn peers_count(s: &Snapshot) -> String {
+    if s.web_seeds > 0 {
+        format!(
+            "peers {}/{} + {} web seeds",
+            s.connected, s.known, s.web_seeds
+        )
+    } else {
+        format!("peers {}/{}", s.connected, s.known)
+    }
+}
+
 /// The transfer line's fields, most important first in rank. Rates are
 /// this run's, so resumed data never inflates them.
 fn download_fields(s: &Snapshot) -> Vec<(u8, String)> {
@@ -1128,7 +1148,7 @@ fn download_fields(s: &Snapshot) -> Vec<(u8, String)> {
         ),
         (1, format!("↓ {}/s", BinaryBytes(s.down_rate))),
         (2, eta_text(s)),
-        (3, format!("peers {}/{}", s.connected, s.known)),
+        (3, peers_count(s)),
     ];
     if s.up_rate > 0 {
         f.push((5, format!("↑ {}/s", BinaryBytes(s.up_rate))));

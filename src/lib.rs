@@ -19,6 +19,8 @@
 //! - [`mse`]: the MSE/PE handshake (sans-IO) and its RC4 streams.
 //! - [`transport`]: dialling and accepting peer connections, plaintext or
 //!   encrypted, up to the exchanged BitTorrent handshakes.
+//! - [`webseed`]: BEP-19 web seeds: the URL and byte range of each span of
+//!   the torrent, and which HTTP answers are the ones asked for.
 //! - [`storage`]: positional reads/writes of the torrent byte stream over files.
 //! - [`engine`]: the coordinator (picker, hashing, peer registry, choker,
 //!   rate limits) and the resume checker.
@@ -64,4 +66,5 @@ pub mod torrent;
 pub mod tracker;
 pub mod transport;
 pub mod types;
+pub mod webseed;
 pub mod wire;

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         None => tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
             .with_writer(cli::LogWriter)
+            .with_ansi(false)
             .event_format(cli::PlainLog)
             .init(),
     }

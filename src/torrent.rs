@@ -48,6 +48,9 @@ const UNKNOWN_LEFT: u64 = 16 * 1024;
 /// How long the announcer may take to send `stopped`.
 const STOP_ANNOUNCE: Duration = Duration::from_secs(12);
 
+/// Web seeds used at once per torrent (a list may name hundreds).
+const MAX_WEB_SEEDS: usize = 8;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TorrentError {
     #[error(transparent)]
@@ -146,6 +149,8 @@ pub struct AddTorrent {
     /// Write over existing files that share no piece with the torrent
     /// (otherwise the torrent fails before anything is written).
     pub overwrite: bool,
+    /// Fetch from the torrent's (and magnet's) BEP-19 web seeds.
+    pub web_seeds: bool,
 }
 
 impl AddTorrent {
@@ -163,6 +168,7 @@ impl AddTorrent {
             max_download_rate: 0,
             recheck: false,
             overwrite: false,
+            web_seeds: true,
         }
     }
 }
@@ -259,8 +265,11 @@ pub struct Snapshot {
     pub downloaded: u64,
     pub received: u64,
     pub uploaded: u64,
+    /// Connected peers (web seeds not counted).
     pub connected: usize,
     pub known: usize,
+    /// Web seeds being fetched from.
+    pub web_seeds: usize,
     /// (seeders, leechers) as a tracker last reported them.
     pub swarm: Option<(u32, u32)>,
     /// While fetching a magnet's metadata: bytes received and the size
@@ -369,8 +378,12 @@ impl Status {
         }
         let st = &self.stats;
         let downloaded = st.downloaded.load(Ordering::Relaxed);
+        let web_seeds = st.web_seeds.load(Ordering::Relaxed);
         if stage != Stage::Metadata {
-            connected = st.connected.load(Ordering::Relaxed);
+            connected = st
+                .connected
+                .load(Ordering::Relaxed)
+                .saturating_sub(web_seeds);
             known = st.known.load(Ordering::Relaxed);
         }
         let rates = lock(&self.rates);
@@ -387,6 +400,7 @@ impl Status {
             uploaded: st.uploaded.load(Ordering::Relaxed),
             connected,
             known,
+            web_seeds,
             swarm: lock(&self.announce)
                 .as_ref()
                 .and_then(|a| a.seeders.zip(a.leechers)),
@@ -891,6 +905,29 @@ impl Actor {
             dir.join("metadata")
                 .join(format!("{}.torrent", ih.to_hex())),
         )
+    }
+
+    /// One task per distinct web seed of the torrent and of its magnet.
+    fn start_web_seeds(&self, run: &mut Run, engine: &Arc<Engine>, t: &Arc<Torrent>) {
+        let mut bases: Vec<String> = t.web_seeds.clone();
+        if let Source::Magnet(m) = &self.add.source {
+            bases.extend(m.web_seeds.iter().cloned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        bases.retain(|b| seen.insert(b.clone()));
+        if bases.is_empty() {
+            return;
+        }
+        let http = crate::webseed::client(self.session.config.bind);
+        for base in bases.into_iter().take(MAX_WEB_SEEDS) {
+            let (engine, t, http, token) =
+                (engine.clone(), t.clone(), http.clone(), run.token.clone());
+            run.tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::webseed::run(engine, t, base.clone(), http, token).await {
+                    tracing::warn!("web seed {base} dropped: {e}");
+                }
+            }));
+        }
     }
 
     /// A resume record says an earlier run downloaded into this root.
@@ -1405,6 +1442,9 @@ impl Actor {
             Vec::new(),
             run.token.clone(),
         )));
+        if self.add.web_seeds && !was_complete {
+            self.start_web_seeds(run, &engine, &t);
+        }
         run.tasks
             .push(tokio::spawn(engine.clone().run_choker(run.token.clone())));
         self.session.registry.add(engine.clone(), run.token.clone());

@@ -136,6 +136,7 @@ fn a_closed_stdout_ends_quietly_with_success() {
                 .to_string(),
         ],
         vec!["completions".into(), "bash".into()],
+        vec!["man".into()],
     ] {
         let mut p = xorrent_cmd()
             .args(&args)
@@ -153,6 +154,32 @@ fn a_closed_stdout_ends_quietly_with_success() {
         assert!(out.status.success(), "{args:?}: {}: {err}", out.status);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+/// `create --magnet ... | head -0`: the torrent is written, the closed
+/// pipe ends the program quietly.
+#[test]
+fn create_into_a_closed_pipe_writes_the_torrent_and_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f.bin");
+    std::fs::write(&src, random_bytes(50_000, 91)).unwrap();
+    let t = dir.path().join("f.torrent");
+    let mut p = xorrent_cmd()
+        .arg("create")
+        .arg(&src)
+        .arg("-o")
+        .arg(&t)
+        .arg("--magnet")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(p.stdout.take());
+    let out = p.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(xorrent::metainfo::Torrent::from_file(&t).is_ok());
 }
 
 // ------------------------------------------------------ 4: causes once --

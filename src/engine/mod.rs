@@ -161,9 +161,12 @@ pub struct Stats {
     /// Block bytes thrown away (duplicates, unrequested, failed pieces).
     pub wasted: AtomicU64,
     pub uploaded: AtomicU64,
+    /// Connected peers, web seeds included.
     pub connected: AtomicUsize,
     pub known: AtomicUsize,
     pub hash_failures: AtomicU64,
+    /// Web seeds being fetched from (also in `connected`).
+    pub web_seeds: AtomicUsize,
 }
 
 /// Orders sent to one peer task.
