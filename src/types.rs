@@ -45,7 +45,23 @@ impl PeerId {
         rand::Rng::fill(&mut rand::thread_rng(), &mut id[8..]);
         PeerId(id)
     }
+
+    /// The id a web seed goes by in the engine: fixed per URL, and marked
+    /// so it is never taken for a BitTorrent peer.
+    pub fn web_seed(url: &str) -> PeerId {
+        use sha1::{Digest, Sha1};
+        let mut id = [0u8; 20];
+        id.copy_from_slice(&Sha1::digest(url.as_bytes()));
+        id[..8].copy_from_slice(WEB_SEED_PREFIX);
+        PeerId(id)
+    }
+
+    pub fn is_web_seed(&self) -> bool {
+        self.0.starts_with(WEB_SEED_PREFIX)
+    }
 }
+
+const WEB_SEED_PREFIX: &[u8; 8] = b"-WEBSD-\0";
 
 impl fmt::Debug for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

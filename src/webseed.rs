@@ -299,7 +299,6 @@ pub async fn run(
     cancel: tokio_util::sync::CancellationToken,
 ) -> Result<(), Ended> {
     use crate::types::{Bitfield, BlockRef, PeerId};
-    use sha1::{Digest, Sha1};
 
     let urls = file_urls(&base, &t)?;
     let host = urls.iter().flatten().next().map(|u| {
@@ -316,19 +315,24 @@ pub async fn run(
         .map_err(|e| Ended::Resolve(e.to_string()))?
         .next()
         .ok_or_else(|| Ended::Resolve(host.clone()))?;
-    let mut id = [0u8; 20];
-    id.copy_from_slice(&Sha1::digest(base.as_bytes()));
-    id[..8].copy_from_slice(b"-WEBSD-\0");
     let (tx, mut commands) = tokio::sync::mpsc::channel(64);
     let kill = cancel.child_token();
     let key = engine
-        .register(addr, PeerId(id), false, false, tx, kill.clone())
+        .register(
+            addr,
+            PeerId::web_seed(&base),
+            false,
+            false,
+            tx,
+            kill.clone(),
+        )
         .map_err(|_| Ended::Banned)?;
     engine
         .stats
         .web_seeds
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _registered = Unregister(&engine, key);
+    engine.set_client(key, "web seed");
     engine.on_bitfield(key, Bitfield::full(t.geometry().num_pieces));
     engine.peer_choking(key, false);
     engine.am_interested(key, true);

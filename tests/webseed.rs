@@ -94,9 +94,10 @@ fn torrent_with(
         .map(|(i, (p, len))| (p.split('/').collect(), random_bytes(*len, seed + i as u64)))
         .collect();
     let root = w.path("www");
+    let multi = files.len() > 1 || files[0].0 != name;
     for (parts, data) in &contents {
         let mut p = root.clone();
-        if files.len() > 1 || files[0].0 != name {
+        if multi {
             p.push(name);
         }
         for part in parts {
@@ -105,7 +106,7 @@ fn torrent_with(
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, data).unwrap();
     }
-    let mut bytes = make_torrent(name, &contents, piece, None, false);
+    let mut bytes = make_torrent(name, &contents, piece, None, multi);
     // `url-list` goes at the end of the root dictionary (keys sorted).
     assert_eq!(bytes.pop(), Some(b'e'));
     bytes.extend_from_slice(b"8:url-listl");
@@ -118,9 +119,17 @@ fn torrent_with(
     t
 }
 
-/// `xorrent download` from `host`, no peers named; its output directory,
-/// summary and stderr.
-fn download(w: &World, t: &Path, host: u8, extra: &[&str], limit: u64) -> (PathBuf, Value, String) {
+/// What `download` leaves behind.
+struct Done {
+    out: PathBuf,
+    summary: Value,
+    log: String,
+    /// The process's peak resident set (VmHWM), sampled while it ran.
+    peak_kib: u64,
+}
+
+/// `xorrent download` from `host`, no peers named.
+fn download(w: &World, t: &Path, host: u8, extra: &[&str], limit: u64) -> Done {
     let out = w.path(&format!("out-{host}"));
     let summary = w.path(&format!("summary-{host}.json"));
     let mut p = Proc::spawn(
@@ -143,20 +152,41 @@ fn download(w: &World, t: &Path, host: u8, extra: &[&str], limit: u64) -> (PathB
     );
     let err = Lines::follow(p.child.stderr.take().unwrap());
     let start = Instant::now();
+    let status = format!("/proc/{}/status", p.child.id());
+    let mut peak_kib = 0;
     let st = loop {
+        if let Ok(text) = std::fs::read_to_string(&status) {
+            peak_kib = peak_kib.max(vm_hwm_kib(&text));
+        }
         if let Some(st) = p.child.try_wait().unwrap() {
             break st;
         }
         if start.elapsed() > Duration::from_secs(limit) {
             let _ = p.child.kill();
-            panic!("xorrent download did not finish within {limit} s:\n{}", err.text());
+            panic!(
+                "xorrent download did not finish within {limit} s:\n{}",
+                err.text()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let text = err.all_after_close(Duration::from_secs(5)).join("\n");
     assert!(st.success(), "xorrent download: {st}\n{text}");
-    let v = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
-    (out, v, text)
+    let summary = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    Done {
+        out,
+        summary,
+        log: text,
+        peak_kib,
+    }
+}
+
+fn vm_hwm_kib(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Bytes the summary credits to sources at `ip`.
@@ -191,7 +221,9 @@ fn a_single_file_downloads_from_a_web_seed_alone() {
         &[format!("{base}/one%20file.bin"), format!("{base}/")],
         101,
     );
-    let (out, v, _) = download(&w, &t, 9, &[], 60);
+    let Done {
+        out, summary: v, ..
+    } = download(&w, &t, 9, &[], 60);
     assert_eq!(
         sha1_file(&out.join("one file.bin")),
         sha1_file(&root.join("one file.bin"))
@@ -221,7 +253,7 @@ fn a_multi_file_tree_with_empty_files_downloads_from_a_web_seed_alone() {
         ("z.bin", 65_536),
     ];
     let t = torrent_with(&w, "tree", &files, 32768, &[format!("{base}/")], 102);
-    let (out, _, _) = download(&w, &t, 9, &[], 60);
+    let out = download(&w, &t, 9, &[], 60).out;
     assert_same_tree(&root.join("tree"), &out.join("tree"));
 }
 
@@ -246,7 +278,9 @@ fn a_web_seed_and_a_libtorrent_seeder_both_contribute() {
         103,
     );
     w.lt_seed(&t, &root, 3, &["--no-tracker", "--upload-limit", "1048576"]);
-    let (out, v, _) = download(&w, &t, 9, &["--peer", &format!("{}:6881", (w.ip)(3))], 60);
+    let Done {
+        out, summary: v, ..
+    } = download(&w, &t, 9, &["--peer", &format!("{}:6881", (w.ip)(3))], 60);
     assert_eq!(
         sha1_file(&out.join("both.bin")),
         sha1_file(&root.join("both.bin"))
@@ -254,6 +288,104 @@ fn a_web_seed_and_a_libtorrent_seeder_both_contribute() {
     let (web, lt) = (bytes_from(&v, (w.ip)(2)), bytes_from(&v, (w.ip)(3)));
     assert!(web > 0 && lt > 0, "web seed {web}, libtorrent {lt}: {v}");
     assert_eq!(web + lt, 8_000_000, "{v}");
+}
+
+/// A magnet's `ws=` is a web seed too: the metadata comes from the
+/// libtorrent peer (web seeds do not serve it), then both send pieces.
+#[test]
+fn a_magnets_ws_is_used_beside_the_peer_that_gave_the_metadata() {
+    if !interop_ready(
+        "a_magnets_ws_is_used_beside_the_peer_that_gave_the_metadata",
+        &["lighttpd", LT],
+    ) {
+        return;
+    }
+    let mut w = World::new();
+    let root = w.path("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let base = lighttpd(&mut w, 2, &root, 1024);
+    // The torrent file names no web seed: only the magnet does.
+    let t = torrent_with(&w, "ws.bin", &[("ws.bin", 6_000_000)], 65536, &[], 105);
+    w.lt_seed(&t, &root, 3, &["--no-tracker", "--upload-limit", "1048576"]);
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&ws={}",
+        info_hash(&t),
+        url_escape(&format!("{base}/"))
+    );
+    let peer = format!("{}:6881", (w.ip)(3));
+    let Done {
+        out, summary: v, ..
+    } = download(&w, Path::new(&magnet), 9, &["--peer", &peer], 60);
+    assert_eq!(
+        sha1_file(&out.join("ws.bin")),
+        sha1_file(&root.join("ws.bin"))
+    );
+    let (web, lt) = (bytes_from(&v, (w.ip)(2)), bytes_from(&v, (w.ip)(3)));
+    assert!(web > 0 && lt > 0, "web seed {web}, libtorrent {lt}: {v}");
+    assert_eq!(web + lt, 6_000_000, "{v}");
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The daemon downloads from a web seed and shows it as one:
+/// `webseedsSendingToUs`, and a "web seed" entry among the peers.
+#[test]
+fn the_daemon_shows_a_web_seed_that_is_sending() {
+    if !interop_ready("the_daemon_shows_a_web_seed_that_is_sending", &["lighttpd"]) {
+        return;
+    }
+    let mut w = World::new();
+    let root = w.path("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let base = lighttpd(&mut w, 2, &root, 1024);
+    let t = torrent_with(
+        &w,
+        "d.bin",
+        &[("d.bin", 6_000_000)],
+        65536,
+        &[format!("{base}/")],
+        106,
+    );
+    let d = common::daemon::Daemon::start((w.ip)(9), &w.path("daemon"), None, &[]);
+    d.ok("torrent-add", serde_json::json!({"filename": t}));
+    let fields = [
+        "webseedsSendingToUs",
+        "peersSendingToUs",
+        "peers",
+        "percentDone",
+    ];
+    let list = d.wait_until(
+        Duration::from_secs(60),
+        "a web seed sending",
+        &fields,
+        |l| l.first().is_some_and(|t| t["webseedsSendingToUs"] == 1),
+    );
+    assert_eq!(list[0]["peersSendingToUs"], 0, "{list:?}");
+    let web = (w.ip)(2).to_string();
+    assert!(
+        list[0]["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["clientName"] == "web seed" && p["address"] == web.as_str()),
+        "{list:?}"
+    );
+    d.wait_until(Duration::from_secs(60), "done", &["percentDone"], |l| {
+        l.first().is_some_and(|t| t["percentDone"] == 1.0)
+    });
+    assert_eq!(
+        sha1_file(&w.path("daemon/downloads/d.bin")),
+        sha1_file(&root.join("d.bin"))
+    );
 }
 
 /// Five bad web seeds and one honest (slow) one: the download completes
@@ -275,7 +407,12 @@ fn bad_web_seeds_are_dropped_and_the_honest_one_finishes() {
     let mut seeds: Vec<String> = servers.iter().map(|(u, _)| format!("{u}/")).collect();
     seeds.push(format!("{honest}/"));
     let t = torrent_with(&w, "bad.bin", &[("bad.bin", 6_000_000)], 65536, &seeds, 104);
-    let (out, v, log) = download(&w, &t, 9, &[], 120);
+    let Done {
+        out,
+        summary: v,
+        log,
+        peak_kib,
+    } = download(&w, &t, 9, &[], 120);
     assert_eq!(
         sha1_file(&out.join("bad.bin")),
         sha1_file(&root.join("bad.bin"))
@@ -290,10 +427,17 @@ fn bad_web_seeds_are_dropped_and_the_honest_one_finishes() {
     };
     // Bad data: dropped by the web seed task, or banned by the engine
     // first when the download completes before the task looks again.
-    let corrupt_ip = servers[0].0.trim_start_matches("http://").split(':').next().unwrap();
+    let corrupt_ip = servers[0]
+        .0
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap();
     assert!(
-        log.lines().any(|l| (l.contains(servers[0].0.as_str()) && l.contains("hash check"))
-            || (l.contains("banning peer") && l.contains(corrupt_ip))),
+        log.lines().any(
+            |l| (l.contains(servers[0].0.as_str()) && l.contains("hash check"))
+                || (l.contains("banning peer") && l.contains(corrupt_ip))
+        ),
         "corrupt: neither dropped nor banned:\n{log}"
     );
     dropped("missing", "404");
@@ -310,6 +454,11 @@ fn bad_web_seeds_are_dropped_and_the_honest_one_finishes() {
         v["hash_failures"].as_u64().map(|n| n >= 1),
         Some(true),
         "{v}"
+    );
+    // Whole-file answers and bad data are not buffered beyond one span.
+    assert!(
+        peak_kib > 0 && peak_kib < 96 * 1024,
+        "peak RSS {peak_kib} KiB"
     );
 }
 
@@ -408,7 +557,7 @@ fn a_mktorrent_w_torrent_downloads_from_its_web_seed() {
         .status()
         .unwrap();
     assert!(st.success());
-    let (out, _, _) = download(&w, &t, 9, &["--tracker-timeout", "1"], 60);
+    let out = download(&w, &t, 9, &["--tracker-timeout", "1"], 60).out;
     assert_same_tree(&root.join("dir"), &out.join("dir"));
 }
 
@@ -449,7 +598,7 @@ fn no_web_seeds_ignores_them() {
     assert_eq!(p.wait_timeout(Duration::from_secs(20)).code(), Some(130));
     assert!(asked.lines().is_empty(), "{:?}", asked.lines());
     // Without the flag the same server is used.
-    let (out, _, _) = download(&w, &t, 10, &[], 60);
+    let out = download(&w, &t, 10, &[], 60).out;
     assert_eq!(
         sha1_file(&out.join("n.bin")),
         sha1_file(&root.join("n.bin"))

@@ -217,6 +217,8 @@ pub struct PeerInfo {
     pub incoming: bool,
     /// The connection runs RC4 (MSE/PE).
     pub encrypted: bool,
+    /// An HTTP server (BEP-19), not a BitTorrent peer.
+    pub web_seed: bool,
     /// Share of the torrent's pieces it has (0..=1).
     pub progress: f64,
     pub am_choking: bool,
@@ -509,6 +511,7 @@ impl Engine {
                 client: e.client.clone(),
                 incoming: !e.outgoing,
                 encrypted: e.encrypted,
+                web_seed: e.peer_id.is_web_seed(),
                 progress: f64::from(e.has.count()) / n,
                 am_choking: st.choker.is_choking(*k),
                 am_interested: e.am_interested,

@@ -218,16 +218,22 @@ impl<'a> Torrent<'a> {
             "eta" => json!(self.eta()),
             "etaIdle" => json!(-1),
             "peersConnected" => json!(s.connected),
-            "peersSendingToUs" => {
-                json!(self.peers().iter().filter(|p| p.down_rate > 0).count())
-            }
+            "peersSendingToUs" => json!(self
+                .peers()
+                .iter()
+                .filter(|p| p.down_rate > 0 && !p.web_seed)
+                .count()),
             "peersGettingFromUs" => {
                 json!(self.peers().iter().filter(|p| p.up_rate > 0).count())
             }
-            "webseedsSendingToUs" => json!(0),
+            "webseedsSendingToUs" => json!(self
+                .peers()
+                .iter()
+                .filter(|p| p.down_rate > 0 && p.web_seed)
+                .count()),
             "peersFrom" => {
                 let (mut inc, mut out) = (0, 0);
-                for p in self.peers() {
+                for p in self.peers().iter().filter(|p| !p.web_seed) {
                     if p.incoming {
                         inc += 1;
                     } else {

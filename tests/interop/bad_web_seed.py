@@ -8,7 +8,7 @@ serves the files below DIR (URL path = file path) with Range support, and:
   corrupt   flips a byte in every response that starts at or past 64 KiB
   missing   answers 404 to everything
   loop      redirects every request to itself
-  busy      answers 503 with Retry-After: 1 to the first 3 requests, then
+  busy      answers 503 with Retry-After: 1 to the first request, then
             serves honestly
   norange   ignores Range and sends the whole file with 200
   honest    behaves
@@ -28,7 +28,7 @@ import urllib.parse
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    busy_left = 3
+    busy_left = 1
     lock = threading.Lock()
 
     def log_message(self, fmt, *args):
