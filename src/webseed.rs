@@ -5,13 +5,20 @@
 //! ([`requests`]), and whether a response is the one asked for
 //! ([`check_response`]). The fetching task lives with the swarm.
 
+use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::engine::picker::PeerKey;
+use crate::engine::{Engine, PeerCommand};
 use crate::metainfo::{FileKind, Torrent};
+use crate::types::{Bitfield, BlockRef, Geometry, PeerId};
 
 /// What a path element may keep unescaped: RFC 3986 unreserved characters.
 const ELEMENT: &AsciiSet = &CONTROLS
@@ -292,29 +299,16 @@ pub enum Ended {
 /// download is complete, on `cancel`, or with the reason the server was
 /// dropped.
 pub async fn run(
-    engine: std::sync::Arc<crate::engine::Engine>,
-    t: std::sync::Arc<Torrent>,
+    engine: Arc<Engine>,
+    t: Arc<Torrent>,
     base: String,
     http: reqwest::Client,
-    cancel: tokio_util::sync::CancellationToken,
+    cancel: CancellationToken,
 ) -> Result<(), Ended> {
-    use crate::types::{Bitfield, BlockRef, PeerId};
-
     let urls = file_urls(&base, &t)?;
-    let host = urls.iter().flatten().next().map(|u| {
-        (
-            u.host_str().unwrap_or("").to_string(),
-            u.port_or_known_default().unwrap_or(80),
-        )
-    });
-    let Some((host, port)) = host else {
+    let Some(addr) = server_addr(&urls).await? else {
         return Ok(()); // nothing but pads and symlinks
     };
-    let addr = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| Ended::Resolve(e.to_string()))?
-        .next()
-        .ok_or_else(|| Ended::Resolve(host.clone()))?;
     let (tx, mut commands) = tokio::sync::mpsc::channel(64);
     let kill = cancel.child_token();
     let key = engine
@@ -327,21 +321,24 @@ pub async fn run(
             kill.clone(),
         )
         .map_err(|_| Ended::Banned)?;
-    engine
-        .stats
-        .web_seeds
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    engine.stats.web_seeds.fetch_add(1, Ordering::Relaxed);
     let _registered = Unregister(&engine, key);
     engine.set_client(key, "web seed");
     engine.on_bitfield(key, Bitfield::full(t.geometry().num_pieces));
     engine.peer_choking(key, false);
     engine.am_interested(key, true);
-    let geo = t.geometry();
+    let seed = Seed {
+        engine: &engine,
+        t: &t,
+        urls,
+        http,
+        key,
+    };
     let mut failures = 0u32;
-    let mut blocks: Vec<BlockRef> = Vec::new();
+    let mut blocks = Vec::new();
     loop {
         while let Ok(c) = commands.try_recv() {
-            if matches!(c, crate::engine::PeerCommand::Disconnect) {
+            if matches!(c, PeerCommand::Disconnect) {
                 return Ok(());
             }
         }
@@ -351,99 +348,141 @@ pub async fn run(
         if kill.is_cancelled() || engine.is_complete() {
             return Ok(());
         }
+        seed.pick(&mut blocks);
+        let wait = if blocks.is_empty() {
+            Duration::from_millis(250)
+        } else {
+            let fetched = tokio::select! {
+                r = seed.fetch(&blocks) => r,
+                _ = kill.cancelled() => return Ok(()),
+            };
+            match fetched {
+                Ok(()) => {
+                    failures = 0;
+                    continue;
+                }
+                Err(e) => backoff(&base, e, &mut failures)?,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = kill.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// The server's address, the key it is registered and banned under;
+/// `None` when no file has a URL.
+async fn server_addr(urls: &[Option<Url>]) -> Result<Option<SocketAddr>, Ended> {
+    let Some(url) = urls.iter().flatten().next() else {
+        return Ok(None);
+    };
+    let host = url.host_str().unwrap_or("");
+    let port = url.port_or_known_default().unwrap_or(80);
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Ended::Resolve(e.to_string()))?
+        .next()
+        .ok_or_else(|| Ended::Resolve(host.to_string()))
+        .map(Some)
+}
+
+/// How long to wait after a failed fetch, or why to give the server up.
+fn backoff(base: &str, e: Ended, failures: &mut u32) -> Result<Duration, Ended> {
+    match e {
+        Ended::Server(e) if e.is_fatal() => Err(e.into()),
+        Ended::Server(WebSeedError::Busy { after, .. }) => {
+            tracing::debug!(%base, ?after, "web seed busy");
+            Ok(after)
+        }
+        e => {
+            *failures += 1;
+            tracing::debug!(%base, failures, "web seed request failed: {e}");
+            if *failures >= MAX_FAILURES {
+                return Err(Ended::Failing(*failures));
+            }
+            Ok(Duration::from_secs(1 << (*failures).min(5)))
+        }
+    }
+}
+
+/// One web seed's view of the engine while it runs.
+struct Seed<'a> {
+    engine: &'a Arc<Engine>,
+    t: &'a Torrent,
+    urls: Vec<Option<Url>>,
+    http: reqwest::Client,
+    key: PeerKey,
+}
+
+impl Seed<'_> {
+    /// Up to `SPAN_BLOCKS` blocks from the picker, in stream order. Runs
+    /// of pieces make few, long requests: what the picker chose is
+    /// extended with the pieces that follow it.
+    fn pick(&self, blocks: &mut Vec<BlockRef>) {
+        let geo = self.t.geometry();
         blocks.clear();
-        engine.pick(key, SPAN_BLOCKS, None, &mut blocks);
-        // Runs of pieces make few, long requests: extend what the picker
-        // chose with the pieces that follow it.
+        self.engine.pick(self.key, SPAN_BLOCKS, None, blocks);
         if let Some(last) = blocks.iter().map(|b| b.piece).max() {
             if blocks.len() < SPAN_BLOCKS {
                 let next: Vec<u32> = (last + 1..geo.num_pieces).take(SPAN_BLOCKS).collect();
-                engine.pick(key, SPAN_BLOCKS - blocks.len(), Some(&next), &mut blocks);
+                let room = SPAN_BLOCKS - blocks.len();
+                self.engine.pick(self.key, room, Some(&next), blocks);
             }
-        }
-        if blocks.is_empty() {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = kill.cancelled() => return Ok(()),
-            }
-            continue;
         }
         blocks.sort_by_key(|b| geo.piece_offset(b.piece) + u64::from(b.offset));
+    }
+
+    /// Fetches each contiguous run of `blocks` and files its blocks with
+    /// the engine; blocks not delivered go back to the picker.
+    async fn fetch(&self, blocks: &[BlockRef]) -> Result<(), Ended> {
+        let geo = self.t.geometry();
         let mut done = 0;
         let mut result = Ok(());
-        for run in contiguous(&geo, &blocks) {
+        for run in contiguous(&geo, blocks) {
             let first = &run[0];
             let start = geo.piece_offset(first.piece) + u64::from(first.offset);
             let len: u64 = run.iter().map(|b| u64::from(b.len)).sum();
             let mut buf = vec![0u8; len as usize];
-            let fetched = tokio::select! {
-                r = fetch_span(&http, &t, &urls, start..start + len, &mut buf) => r,
-                _ = kill.cancelled() => return Ok(()),
-            };
-            if let Err(e) = fetched {
+            let span = start..start + len;
+            if let Err(e) = fetch_span(&self.http, self.t, &self.urls, span, &mut buf).await {
                 result = Err(e);
                 break;
             }
-            engine.acquire_download(len).await;
+            self.engine.acquire_download(len).await;
             let mut at = 0usize;
             for b in run {
-                engine
-                    .on_block(key, b.piece, b.offset, &buf[at..at + b.len as usize])
+                let data = &buf[at..at + b.len as usize];
+                self.engine
+                    .on_block(self.key, b.piece, b.offset, data)
                     .await;
                 at += b.len as usize;
             }
             done += run.len();
         }
         for b in &blocks[done..] {
-            engine.release(key, *b);
+            self.engine.release(self.key, *b);
         }
-        match result {
-            Ok(()) => failures = 0,
-            Err(Ended::Server(e)) if e.is_fatal() => return Err(e.into()),
-            Err(Ended::Server(WebSeedError::Busy { after, .. })) => {
-                tracing::debug!(%base, ?after, "web seed busy");
-                tokio::select! {
-                    _ = tokio::time::sleep(after) => {}
-                    _ = kill.cancelled() => return Ok(()),
-                }
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::debug!(%base, failures, "web seed request failed: {e}");
-                if failures >= MAX_FAILURES {
-                    return Err(Ended::Failing(failures));
-                }
-                let wait = Duration::from_secs(1 << failures.min(5));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = kill.cancelled() => return Ok(()),
-                }
-            }
-        }
+        result
     }
 }
 
-struct Unregister<'a>(&'a crate::engine::Engine, crate::engine::picker::PeerKey);
+struct Unregister<'a>(&'a Engine, PeerKey);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
         self.0.unregister(self.1);
-        self.0
-            .stats
-            .web_seeds
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.stats.web_seeds.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// `blocks` (sorted by stream offset) cut into runs without gaps.
 fn contiguous<'a>(
-    geo: &'a crate::types::Geometry,
-    blocks: &'a [crate::types::BlockRef],
-) -> impl Iterator<Item = &'a [crate::types::BlockRef]> + 'a {
-    let end = |b: &crate::types::BlockRef| {
-        geo.piece_offset(b.piece) + u64::from(b.offset) + u64::from(b.len)
-    };
-    let start = |b: &crate::types::BlockRef| geo.piece_offset(b.piece) + u64::from(b.offset);
+    geo: &'a Geometry,
+    blocks: &'a [BlockRef],
+) -> impl Iterator<Item = &'a [BlockRef]> + 'a {
+    let end = |b: &BlockRef| geo.piece_offset(b.piece) + u64::from(b.offset) + u64::from(b.len);
+    let start = |b: &BlockRef| geo.piece_offset(b.piece) + u64::from(b.offset);
     blocks.chunk_by(move |a, b| end(a) == start(b))
 }
 
