@@ -1,14 +1,12 @@
 //! The command line as a user meets it: `info`, `--help`, and clear errors
 //! for bad input (including a full disk).
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake_peer::{Behaviour, FakePeer};
-use common::*;
+use crate::common::fake_peer::{Behaviour, FakePeer};
+use crate::common::*;
 use xorrent::magnet::Magnet;
 use xorrent::metainfo::Torrent;
 

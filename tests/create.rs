@@ -5,14 +5,12 @@
 //! The comparisons with other tools need them (and root): see
 //! `interop_ready`; everything else runs anywhere.
 
-mod common;
-
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::*;
+use crate::common::*;
 use sha1::{Digest, Sha1};
 use xorrent::bencode;
 use xorrent::metainfo::create::{self, CreateOptions, PieceLength};

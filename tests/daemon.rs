@@ -2,15 +2,13 @@
 //! transmission-remote, the transmission-rpc Python library), by a real
 //! browser, and by hostile requests; killed with SIGKILL and restarted.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{basic, http, Daemon};
-use common::world::*;
-use common::*;
+use crate::common::daemon::{basic, http, Daemon};
+use crate::common::world::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const REMOTE: &str = "transmission-remote";

@@ -2,8 +2,6 @@
 //! fill, announce_peer and get_peers across the network, saved state, and
 //! a trackerless download between xorrent processes through them.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -177,8 +175,8 @@ async fn a_trackerless_torrent_downloads_through_the_dht_alone() {
     let nodes = network(20, &cancel).await;
     let boot = nodes[3].local_addr().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let data = common::random_bytes(3 * 1024 * 1024 + 17, 5);
-    let t = common::make_torrent(
+    let data = crate::common::random_bytes(3 * 1024 * 1024 + 17, 5);
+    let t = crate::common::make_torrent(
         "dht.bin",
         &[(vec!["dht.bin"], data.clone())],
         64 * 1024,
@@ -190,21 +188,21 @@ async fn a_trackerless_torrent_downloads_through_the_dht_alone() {
     let seed_dir = dir.path().join("seed");
     std::fs::create_dir_all(&seed_dir).unwrap();
     std::fs::write(seed_dir.join("dht.bin"), &data).unwrap();
-    let ip = common::loopback_block();
+    let ip = crate::common::loopback_block();
     let dht_on = |c: &mut std::process::Command, host: u8| {
         c.env("XORRENT_NO_DHT", "0")
             .args(["--bind", &ip(host).to_string(), "--port", "6881"])
             .args(["--dht-bootstrap", &boot, "--state-dir"])
             .arg(dir.path().join(format!("state-{host}")));
     };
-    let mut seed = common::xorrent_cmd();
+    let mut seed = crate::common::xorrent_cmd();
     seed.arg("seed").arg(&torrent).arg(&seed_dir).arg("-q");
     dht_on(&mut seed, 2);
-    let _seed = common::Proc::spawn("xorrent seed", &mut seed);
+    let _seed = crate::common::Proc::spawn("xorrent seed", &mut seed);
     // Let the seeder's first DHT lookup and announce finish.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let out = dir.path().join("out");
-    let mut dl = common::xorrent_cmd();
+    let mut dl = crate::common::xorrent_cmd();
     dl.arg("download")
         .arg(&torrent)
         .arg("-o")
@@ -213,7 +211,7 @@ async fn a_trackerless_torrent_downloads_through_the_dht_alone() {
     dl.env("XORRENT_LOG", "xorrent=info")
         .stderr(std::process::Stdio::piped());
     dht_on(&mut dl, 3);
-    let mut p = common::Proc::spawn("xorrent download", &mut dl);
+    let mut p = crate::common::Proc::spawn("xorrent download", &mut dl);
     let (st, err) =
         tokio::task::spawn_blocking(move || p.wait_with_stderr(Duration::from_secs(60)))
             .await
@@ -231,10 +229,10 @@ async fn a_trackerless_torrent_downloads_through_the_dht_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_port_message_goes_both_ways() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ip = common::loopback_block();
+    let ip = crate::common::loopback_block();
     let dir = tempfile::tempdir().unwrap();
-    let data = common::random_bytes(100_000, 9);
-    let t = common::make_torrent("p.bin", &[(vec!["p.bin"], data)], 16 * 1024, None, false);
+    let data = crate::common::random_bytes(100_000, 9);
+    let t = crate::common::make_torrent("p.bin", &[(vec!["p.bin"], data)], 16 * 1024, None, false);
     let torrent = dir.path().join("p.torrent");
     std::fs::write(&torrent, &t).unwrap();
     let ih = xorrent::metainfo::Torrent::from_bytes(&t)
@@ -245,7 +243,7 @@ async fn the_port_message_goes_both_ways() {
     let node_port = node.local_addr().unwrap().port();
     let peer = tokio::net::TcpListener::bind((ip(4), 0)).await.unwrap();
     let peer_addr = peer.local_addr().unwrap();
-    let mut dl = common::xorrent_cmd();
+    let mut dl = crate::common::xorrent_cmd();
     dl.env("XORRENT_NO_DHT", "0")
         .arg("download")
         .arg(&torrent)
@@ -258,7 +256,7 @@ async fn the_port_message_goes_both_ways() {
         .args(["--peer", &peer_addr.to_string()])
         // The bare peer below speaks plaintext only and takes one connection.
         .args(["--encryption", "disable"]);
-    let _p = common::Proc::spawn("xorrent download", &mut dl);
+    let _p = crate::common::Proc::spawn("xorrent download", &mut dl);
 
     let (mut s, _) = tokio::time::timeout(Duration::from_secs(10), peer.accept())
         .await

@@ -17,16 +17,14 @@
 //! nodes (never the public routers), inside a private network namespace.
 //! Needs root and the clients: see `interop_ready`.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::world::*;
-use common::*;
+use crate::common::world::*;
+use crate::common::*;
 
 /// A random file `data/<name>` and a torrent for it that names no tracker
 /// (64 KiB pieces). Returns the torrent, the data dir and the bytes.

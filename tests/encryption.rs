@@ -5,15 +5,13 @@
 //! listener and our dialler. Needs root and the clients: see
 //! `interop_ready`.
 
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::world::*;
-use common::*;
+use crate::common::world::*;
+use crate::common::*;
 use serde_json::Value;
 
 const PY: &str = "/usr/bin/python3";
@@ -539,8 +537,12 @@ fn the_daemon_requires_encryption_when_told() {
     let w = World::new();
     let (t, data, ih) = untracked(&w, "f.bin", 1 << 20, 78);
     let ip = (w.ip)(2);
-    let d =
-        common::daemon::Daemon::start(ip, &w.path("daemon"), None, &["--encryption", "require"]);
+    let d = crate::common::daemon::Daemon::start(
+        ip,
+        &w.path("daemon"),
+        None,
+        &["--encryption", "require"],
+    );
     let v = d.ok("session-get", serde_json::json!({"fields": ["encryption"]}));
     assert_eq!(v["encryption"], "required");
     let metainfo = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&t).unwrap());

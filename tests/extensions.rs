@@ -16,8 +16,6 @@
 //! 127.88/16; the leecher's own /24 where the allowed-fast set depends on
 //! it), the DHT off, and a bounded wait on every process and socket.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -26,8 +24,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fake_peer::*;
-use common::*;
+use crate::common::fake_peer::*;
+use crate::common::*;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

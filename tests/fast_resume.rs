@@ -4,15 +4,13 @@
 //! random moments losing only recent pieces, and catches records that
 //! claim pieces lying over holes or that are garbage.
 
-mod common;
-
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rand::Rng;
 use sha1::{Digest, Sha1};
 

@@ -2,16 +2,14 @@
 //! download completes with the right bytes from an honest peer, and the
 //! misbehaving connection is dropped.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake_peer::{Behaviour, FakePeer};
-use common::*;
+use crate::common::fake_peer::{Behaviour, FakePeer};
+use crate::common::*;
 use sha1::{Digest, Sha1};
 
 const PIECE: usize = 32 * 1024;

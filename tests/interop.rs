@@ -3,15 +3,13 @@
 //! own loopback address. Torrents are made by mktorrent. Results are
 //! compared byte for byte. Needs root and the clients: see `interop_ready`.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::world::*;
-use common::*;
+use crate::common::world::*;
+use crate::common::*;
 
 /// What a test with a `kind` seeder needs installed.
 fn seeder_needs(kind: &str) -> &'static [&'static str] {

@@ -26,8 +26,6 @@
 //! libtorrent needs and how fast its PEX is. Needs root and
 //! python3-libtorrent: see `interop_ready`.
 
-mod common;
-
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -35,8 +33,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use common::world::*;
-use common::*;
+use crate::common::world::*;
+use crate::common::*;
 
 /// A world whose addresses are 127.77.N.1, .2, ... with a fresh N for
 /// every test of this file.

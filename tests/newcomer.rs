@@ -4,16 +4,14 @@
 //! flag checks, URLs and standard input, completions and the man page,
 //! and aria2 magnets through our tracker (in tests/tracker_interop.rs).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::world::*;
-use common::*;
+use crate::common::world::*;
+use crate::common::*;
 
 fn fixture(name: &str) -> PathBuf {
     repo().join("fixtures/conformance/torrents").join(name)

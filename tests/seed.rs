@@ -2,8 +2,6 @@
 //! through opentracker, and a swarm of xorrent downloaders that trade
 //! pieces with each other while the seeder's upload is capped.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -11,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::world::*;
-use common::*;
+use crate::common::world::*;
+use crate::common::*;
 
 /// Starts `xorrent seed` on `host`:6881 and waits until it listens and has
 /// announced.

@@ -3,14 +3,12 @@
 //! `xorrent seed`, create only the files those pieces touch, and resume.
 //! Each test has its own loopback block, 127.66.N.x.
 
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use sha1::{Digest, Sha1};
 
 const PIECE: usize = 32 * 1024;

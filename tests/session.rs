@@ -2,8 +2,6 @@
 //! shares one port and one DHT node, and the library's torrent handles
 //! pause, resume and remove.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -12,10 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::fake_peer::{Behaviour, FakePeer};
-use common::fake_tracker::{announce_body, fake_tracker};
-use common::world::*;
-use common::*;
+use crate::common::fake_peer::{Behaviour, FakePeer};
+use crate::common::fake_tracker::{announce_body, fake_tracker};
+use crate::common::world::*;
+use crate::common::*;
 use xorrent::session::{Session, SessionConfig};
 use xorrent::torrent::{AddTorrent, Source, Stage};
 

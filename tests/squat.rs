@@ -16,8 +16,6 @@
 //! cannot solve any of this. Sockets are opened only inside a private
 //! network namespace (`scripts/netns-run`); outside one these tests skip.
 
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,10 +23,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fake_peer::{msg, triple_msg, Behaviour, FakePeer};
-use common::fake_tracker::{announce_body, fake_tracker};
-use common::world::*;
-use common::*;
+use crate::common::fake_peer::{msg, triple_msg, Behaviour, FakePeer};
+use crate::common::fake_tracker::{announce_body, fake_tracker};
+use crate::common::world::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 

@@ -2,14 +2,12 @@
 //! fall-through past a dead tier, and `stopped` on Ctrl-C. A scripted
 //! tracker records every request; a fake peer seeds.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake_peer::{Behaviour, FakePeer};
-use common::fake_tracker::{announce_body, fake_tracker};
-use common::*;
+use crate::common::fake_peer::{Behaviour, FakePeer};
+use crate::common::fake_tracker::{announce_body, fake_tracker};
+use crate::common::*;
 
 const PIECE: usize = 16 * 1024;
 

@@ -24,13 +24,11 @@
 //! - xorrent download: `started`, `completed`, `stopped` at exit; xorrent
 //!   seed: `started` with left 0, `stopped` on Ctrl-C.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::world::*;
-use common::*;
+use crate::common::world::*;
+use crate::common::*;
 
 /// One torrent's counts at one tracker, as `xorrent scrape --json` says.
 #[derive(Debug, PartialEq, Eq)]

@@ -2,15 +2,13 @@
 //! with an injected clock (peer expiry), and a malformed-request suite over
 //! real sockets against the `xorrent tracker` binary.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio_util::sync::CancellationToken;
 use xorrent::tracker::server::{StoreConfig, Tracker, TrackerOptions};
 use xorrent::tracker::udp_wire::{self, Reply};

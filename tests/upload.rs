@@ -2,15 +2,13 @@
 //! out-of-range, oversized and not-yet-had ones are refused, and a request
 //! flood is cut off, without the client falling over.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fake_peer::{Behaviour, FakePeer};
-use common::*;
+use crate::common::fake_peer::{Behaviour, FakePeer};
+use crate::common::*;
 
 const PIECE: usize = 32 * 1024;
 

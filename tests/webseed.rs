@@ -3,15 +3,13 @@
 //! misbehave (tests/interop/bad_web_seed.py), and writes a `url-list`
 //! that libtorrent and aria2 read; a `mktorrent -w` torrent works too.
 
-mod common;
-
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::world::*;
-use common::*;
+use crate::common::world::*;
+use crate::common::*;
 use serde_json::Value;
 
 const PY: &str = "/usr/bin/python3";
@@ -355,7 +353,7 @@ fn the_daemon_shows_a_web_seed_that_is_sending() {
         &[format!("{base}/")],
         106,
     );
-    let d = common::daemon::Daemon::start((w.ip)(9), &w.path("daemon"), None, &[]);
+    let d = crate::common::daemon::Daemon::start((w.ip)(9), &w.path("daemon"), None, &[]);
     d.ok("torrent-add", serde_json::json!({"filename": t}));
     let fields = [
         "webseedsSendingToUs",

@@ -16,7 +16,6 @@ pub struct Daemon {
     pub rpc: SocketAddr,
     pub auth: Option<(String, String)>,
     pub download_dir: PathBuf,
-    pub state_dir: PathBuf,
     pub err: Lines,
 }
 
@@ -178,7 +177,6 @@ impl Daemon {
             rpc,
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
             download_dir: download_dir.to_path_buf(),
-            state_dir: state_dir.to_path_buf(),
             err,
         }
     }

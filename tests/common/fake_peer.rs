@@ -126,12 +126,9 @@ pub enum Answer {
 /// One block request the fake received.
 #[derive(Debug, Clone)]
 pub struct Req {
-    /// Connection number (1 for the first accepted one).
-    pub conn: u64,
     pub at: Instant,
     pub piece: u32,
     pub offset: u32,
-    pub len: u32,
     /// The fake was choking the client when the request arrived.
     pub choking: bool,
     pub answer: Answer,
@@ -298,7 +295,7 @@ async fn serve(
             match sc.behaviour {
                 Behaviour::LongBitfield => bits.push(0),
                 Behaviour::SpareBits => {
-                    if num_pieces % 8 != 0 {
+                    if !num_pieces.is_multiple_of(8) {
                         *bits.last_mut().unwrap() |= 1;
                     } else {
                         bits.push(0x80);
@@ -388,11 +385,9 @@ async fn serve(
                         seen,
                     );
                     seen.log.lock().unwrap().push(Req {
-                        conn,
                         at: Instant::now(),
                         piece: p,
                         offset: off,
-                        len: l,
                         choking,
                         answer,
                     });
@@ -480,7 +475,7 @@ fn answer_request(
         *served_fast += 1;
     } else if sc.reject_alternate && !rejected.contains(&(p, off)) {
         *fresh += 1;
-        if *fresh % 2 == 0 {
+        if (*fresh).is_multiple_of(2) {
             rejected.insert((p, off));
             return refuse(out);
         }

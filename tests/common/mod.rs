@@ -1,6 +1,5 @@
 //! Shared helpers for integration tests: torrents built in memory, child
 //! processes that die with the test, and the interop gate.
-#![allow(dead_code)]
 
 pub mod daemon;
 pub mod fake_peer;
@@ -10,7 +9,7 @@ pub mod world;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
@@ -218,11 +217,14 @@ pub fn unsafe_kill(pid: u32, sig: i32) {
         .status();
 }
 
-/// A fresh block of loopback addresses for one test: 127.0.N.1, .2, ...
+/// A fresh block of loopback addresses for one test: 127.M.N.1, .2, ...
+/// with M from 100 up, apart from the fixed addresses some tests use
+/// (127.0.x, 127.66.x, 127.77.x, 127.88.x).
 pub fn loopback_block() -> impl Fn(u8) -> Ipv4Addr {
-    static NEXT: AtomicU8 = AtomicU8::new(10);
+    static NEXT: AtomicU16 = AtomicU16::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    move |host| Ipv4Addr::new(127, 0, n, host)
+    let (m, n) = (100 + (n / 250) as u8, 1 + (n % 250) as u8);
+    move |host| Ipv4Addr::new(127, m, n, host)
 }
 
 /// True inside a network namespace whose only interface is loopback.

@@ -472,7 +472,8 @@ impl World {
 /// (`tests/interop/lt_dht.py`): its stdout lines (`NODE`, `READY`, `SEEN`,
 /// `ANNOUNCED`, `PEERS`, `DONE`) and its log. It stops when dropped.
 pub struct LtDht {
-    pub proc: Proc,
+    /// Held so the node ends with the test.
+    _proc: Proc,
     pub out: Lines,
     pub err: Lines,
     /// Every session's DHT node (UDP) and peer (TCP) address, in order.
@@ -500,7 +501,8 @@ impl LtDht {
 
 /// A standalone `xorrent dht node`, its id and its stderr.
 pub struct XorrentDhtNode {
-    pub proc: Proc,
+    /// Held so the node ends with the test.
+    _proc: Proc,
     pub err: Lines,
     pub addr: SocketAddr,
     pub id: String,
@@ -530,7 +532,7 @@ impl World {
         let out = Lines::follow(p.child.stdout.take().unwrap());
         let err = Lines::follow(p.child.stderr.take().unwrap());
         let net = LtDht {
-            proc: p,
+            _proc: p,
             out,
             err,
             nodes,
@@ -569,7 +571,7 @@ impl World {
         let id = words.next().unwrap().to_string();
         assert_eq!(addr, SocketAddr::new((self.ip)(host).into(), 6881));
         XorrentDhtNode {
-            proc: p,
+            _proc: p,
             err,
             addr,
             id,
