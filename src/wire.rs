@@ -24,6 +24,26 @@ pub const RESERVED_EXTENSION: (usize, u8) = (5, 0x10);
 pub const RESERVED_FAST: (usize, u8) = (7, 0x04);
 pub const RESERVED_DHT: (usize, u8) = (7, 0x01);
 
+/// Message ids (BEP-3, BEP-6 fast extension, BEP-10 extended).
+pub mod id {
+    pub const CHOKE: u8 = 0;
+    pub const UNCHOKE: u8 = 1;
+    pub const INTERESTED: u8 = 2;
+    pub const NOT_INTERESTED: u8 = 3;
+    pub const HAVE: u8 = 4;
+    pub const BITFIELD: u8 = 5;
+    pub const REQUEST: u8 = 6;
+    pub const PIECE: u8 = 7;
+    pub const CANCEL: u8 = 8;
+    pub const PORT: u8 = 9;
+    pub const SUGGEST: u8 = 0x0D;
+    pub const HAVE_ALL: u8 = 0x0E;
+    pub const HAVE_NONE: u8 = 0x0F;
+    pub const REJECT: u8 = 0x10;
+    pub const ALLOWED_FAST: u8 = 0x11;
+    pub const EXTENDED: u8 = 20;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handshake {
     pub reserved: [u8; 8],
@@ -188,32 +208,32 @@ pub fn decode_message(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Mes
         }
     };
     match id {
-        0..=3 | 0x0E | 0x0F => fixed(1)?,
-        4 | 0x0D | 0x11 => fixed(5)?,
-        6 | 8 | 0x10 => fixed(13)?,
-        7 if len < 9 => return Err(WireError::BadLength { id, len }),
-        9 => fixed(3)?,
-        20 if len < 2 => return Err(WireError::BadLength { id, len }),
+        id::CHOKE..=id::NOT_INTERESTED | id::HAVE_ALL | id::HAVE_NONE => fixed(1)?,
+        id::HAVE | id::SUGGEST | id::ALLOWED_FAST => fixed(5)?,
+        id::REQUEST | id::CANCEL | id::REJECT => fixed(13)?,
+        id::PIECE if len < 9 => return Err(WireError::BadLength { id, len }),
+        id::PORT => fixed(3)?,
+        id::EXTENDED if len < 2 => return Err(WireError::BadLength { id, len }),
         _ => {}
     }
     buf.advance(5);
     let mut body = buf.split_to(len - 1);
     let msg = match id {
-        0 => Message::Choke,
-        1 => Message::Unchoke,
-        2 => Message::Interested,
-        3 => Message::NotInterested,
-        4 => Message::Have(body.get_u32()),
-        5 => Message::Bitfield(body.freeze()),
-        6 | 8 | 0x10 => {
+        id::CHOKE => Message::Choke,
+        id::UNCHOKE => Message::Unchoke,
+        id::INTERESTED => Message::Interested,
+        id::NOT_INTERESTED => Message::NotInterested,
+        id::HAVE => Message::Have(body.get_u32()),
+        id::BITFIELD => Message::Bitfield(body.freeze()),
+        id::REQUEST | id::CANCEL | id::REJECT => {
             let (piece, offset, len) = (body.get_u32(), body.get_u32(), body.get_u32());
             match id {
-                6 => Message::Request { piece, offset, len },
-                8 => Message::Cancel { piece, offset, len },
+                id::REQUEST => Message::Request { piece, offset, len },
+                id::CANCEL => Message::Cancel { piece, offset, len },
                 _ => Message::Reject { piece, offset, len },
             }
         }
-        7 => {
+        id::PIECE => {
             let (piece, offset) = (body.get_u32(), body.get_u32());
             Message::Piece {
                 piece,
@@ -221,12 +241,12 @@ pub fn decode_message(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Mes
                 data: body.freeze(),
             }
         }
-        9 => Message::Port(body.get_u16()),
-        0x0D => Message::Suggest(body.get_u32()),
-        0x0E => Message::HaveAll,
-        0x0F => Message::HaveNone,
-        0x11 => Message::AllowedFast(body.get_u32()),
-        20 => {
+        id::PORT => Message::Port(body.get_u16()),
+        id::SUGGEST => Message::Suggest(body.get_u32()),
+        id::HAVE_ALL => Message::HaveAll,
+        id::HAVE_NONE => Message::HaveNone,
+        id::ALLOWED_FAST => Message::AllowedFast(body.get_u32()),
+        id::EXTENDED => {
             let ext = body.get_u8();
             Message::Extended {
                 id: ext,
@@ -240,30 +260,30 @@ pub fn decode_message(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Mes
 
 impl Message {
     pub fn encode(&self, out: &mut BytesMut) {
-        let simple = |out: &mut BytesMut, id: u8| {
+        let simple = |out: &mut BytesMut, msg: u8| {
             out.put_u32(1);
-            out.put_u8(id);
+            out.put_u8(msg);
         };
         match self {
             Message::KeepAlive => out.put_u32(0),
-            Message::Choke => simple(out, 0),
-            Message::Unchoke => simple(out, 1),
-            Message::Interested => simple(out, 2),
-            Message::NotInterested => simple(out, 3),
-            Message::Have(i) => id_u32(out, 4, *i),
-            Message::Suggest(i) => id_u32(out, 0x0D, *i),
-            Message::AllowedFast(i) => id_u32(out, 0x11, *i),
-            Message::HaveAll => simple(out, 0x0E),
-            Message::HaveNone => simple(out, 0x0F),
+            Message::Choke => simple(out, id::CHOKE),
+            Message::Unchoke => simple(out, id::UNCHOKE),
+            Message::Interested => simple(out, id::INTERESTED),
+            Message::NotInterested => simple(out, id::NOT_INTERESTED),
+            Message::Have(i) => id_u32(out, id::HAVE, *i),
+            Message::Suggest(i) => id_u32(out, id::SUGGEST, *i),
+            Message::AllowedFast(i) => id_u32(out, id::ALLOWED_FAST, *i),
+            Message::HaveAll => simple(out, id::HAVE_ALL),
+            Message::HaveNone => simple(out, id::HAVE_NONE),
             Message::Extended { id, payload } => {
                 out.put_u32(2 + payload.len() as u32);
-                out.put_u8(20);
+                out.put_u8(id::EXTENDED);
                 out.put_u8(*id);
                 out.put_slice(payload);
             }
             Message::Bitfield(b) => {
                 out.put_u32(1 + b.len() as u32);
-                out.put_u8(5);
+                out.put_u8(id::BITFIELD);
                 out.put_slice(b);
             }
             Message::Request { piece, offset, len }
@@ -271,9 +291,9 @@ impl Message {
             | Message::Reject { piece, offset, len } => {
                 out.put_u32(13);
                 out.put_u8(match self {
-                    Message::Request { .. } => 6,
-                    Message::Cancel { .. } => 8,
-                    _ => 0x10,
+                    Message::Request { .. } => id::REQUEST,
+                    Message::Cancel { .. } => id::CANCEL,
+                    _ => id::REJECT,
                 });
                 out.put_u32(*piece);
                 out.put_u32(*offset);
@@ -285,14 +305,14 @@ impl Message {
                 data,
             } => {
                 out.put_u32(9 + data.len() as u32);
-                out.put_u8(7);
+                out.put_u8(id::PIECE);
                 out.put_u32(*piece);
                 out.put_u32(*offset);
                 out.put_slice(data);
             }
             Message::Port(p) => {
                 out.put_u32(3);
-                out.put_u8(9);
+                out.put_u8(id::PORT);
                 out.put_u16(*p);
             }
             Message::Unknown(_) => {}
