@@ -282,12 +282,18 @@ pub fn client(bind: Option<std::net::IpAddr>) -> reqwest::Client {
 pub enum Ended {
     #[error(transparent)]
     Server(#[from] WebSeedError),
-    #[error("{0}")]
-    Http(String),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("{url}: the body ended after {got} of {want} bytes")]
+    ShortBody { url: Url, got: usize, want: usize },
     #[error("the server sent data that failed the hash check")]
     Banned,
-    #[error("cannot resolve the server: {0}")]
-    Resolve(String),
+    #[error("cannot resolve {host}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
     #[error("{0} failures in a row")]
     Failing(u32),
 }
@@ -381,9 +387,15 @@ async fn server_addr(urls: &[Option<Url>]) -> Result<Option<SocketAddr>, Ended> 
     let port = url.port_or_known_default().unwrap_or(80);
     tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| Ended::Resolve(e.to_string()))?
+        .map_err(|e| Ended::Resolve {
+            host: host.to_string(),
+            source: Some(e),
+        })?
         .next()
-        .ok_or_else(|| Ended::Resolve(host.to_string()))
+        .ok_or_else(|| Ended::Resolve {
+            host: host.to_string(),
+            source: None,
+        })
         .map(Some)
 }
 
@@ -513,7 +525,7 @@ async fn fetch_span(
                         req.url
                     )))
                 } else {
-                    Ended::Http(e.to_string())
+                    Ended::Http(e)
                 }
             })?;
         let h = resp.headers();
@@ -530,7 +542,7 @@ async fn fetch_span(
         check_response(&head, &req)?;
         // Exactly the bytes asked for: never more than `out` holds.
         let mut filled = 0;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| Ended::Http(e.to_string()))? {
+        while let Some(chunk) = resp.chunk().await? {
             let room = out.len() - filled;
             if chunk.len() > room {
                 return Err(WebSeedError::WrongRange("more bytes than asked".into()).into());
@@ -539,11 +551,11 @@ async fn fetch_span(
             filled += chunk.len();
         }
         if filled != out.len() {
-            return Err(Ended::Http(format!(
-                "{}: the body ended after {filled} of {} bytes",
-                req.url,
-                out.len()
-            )));
+            return Err(Ended::ShortBody {
+                url: req.url,
+                got: filled,
+                want: out.len(),
+            });
         }
     }
     Ok(())
