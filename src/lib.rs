@@ -15,6 +15,8 @@
 //! - [`metadata`]: fetching an info dictionary from peers (BEP-9), verified
 //!   against the info-hash.
 //! - [`magnet`]: magnet URIs (BEP-9, BEP-53).
+//! - [`dht`]: the mainline DHT (BEP-5): KRPC codec, routing table,
+//!   lookups, the UDP node task and its peer store.
 //! - [`metafetch`]: the connections that fetch a magnet's metadata.
 //! - [`mse`]: the MSE/PE handshake (sans-IO) and its RC4 streams.
 //! - [`transport`]: dialling and accepting peer connections, plaintext or
@@ -33,6 +35,7 @@
 //!   with the caps that keep squatters out.
 //! - [`tracker`]: HTTP and UDP announce and scrape, the BEP-12 tier loop,
 //!   and the embedded tracker server.
+//! - [`config`]: the process-wide settings (plain data).
 //! - [`session`]: what the process shares (listener, DHT node, global
 //!   caps, task tracker); holds any number of torrents.
 //! - [`torrent`]: one torrent's actor and its handle (pause, resume,
@@ -46,6 +49,7 @@
 
 pub mod bencode;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod dht;
 pub mod engine;

@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -27,16 +26,17 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::config::{DhtOptions, SessionConfig};
 use crate::dht::{
     self,
     node::{Dht, DhtConfig},
 };
+use crate::engine;
 use crate::engine::ratelimit::RatePair;
-use crate::engine::{self, EngineConfig};
 use crate::listener::{self, Registry};
 use crate::swarm::Limits;
-use crate::torrent::{self, AddTorrent, TorrentError, TorrentHandle};
-use crate::types::{InfoHash, PeerId};
+use crate::torrent::{self, AddTorrent, Context, TorrentError, TorrentHandle};
+use crate::types::InfoHash;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -48,84 +48,15 @@ pub enum SessionError {
     },
 }
 
-/// Where the DHT node listens and how it joins.
-#[derive(Debug, Clone, Default)]
-pub struct DhtOptions {
-    /// UDP port [default: the peer listen port].
-    pub port: Option<u16>,
-    /// `host:port` nodes asked first.
-    pub bootstrap: Vec<String>,
-    /// Saved node id and nodes (read at start, written on exit).
-    pub state_file: Option<PathBuf>,
-}
-
-/// Process-wide settings.
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    pub port: Option<u16>,
-    pub bind: Option<IpAddr>,
-    /// The DHT; `None` turns it off (private torrents never use it).
-    pub dht: Option<DhtOptions>,
-    /// Global caps in bytes/s (0: none).
-    pub max_upload_rate: u64,
-    pub max_download_rate: u64,
-    /// Peer connections in all torrents together.
-    pub max_peers: usize,
-    /// Outgoing connects in flight in all torrents together.
-    pub max_half_open: usize,
-    /// Defaults for every torrent's engine (timeouts, per-torrent caps).
-    pub engine: EngineConfig,
-    pub numwant: u32,
-    /// HTTP tracker timeout, and the first wait before a UDP re-send.
-    pub tracker_timeout: Duration,
-    /// UDP tracker re-sends (waits double each time).
-    pub udp_retries: u32,
-    /// Resume records and fetched metadata live here (`None`: nowhere).
-    pub state_dir: Option<PathBuf>,
-    /// Longest time between two resume-record flushes of a downloading
-    /// torrent.
-    pub resume_every: Duration,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            port: None,
-            bind: None,
-            dht: None,
-            max_upload_rate: 0,
-            max_download_rate: 0,
-            max_peers: 500,
-            max_half_open: 64,
-            engine: EngineConfig::default(),
-            numwant: 80,
-            tracker_timeout: Duration::from_secs(15),
-            udp_retries: 1,
-            state_dir: None,
-            resume_every: Duration::from_secs(30),
-        }
-    }
-}
-
 /// The process's torrents and what they share. Cheap to clone.
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<Inner>,
 }
 
-/// What a torrent's actor sees of the session.
-pub(crate) struct Inner {
-    pub config: SessionConfig,
-    pub peer_id: PeerId,
-    pub listen_port: u16,
-    pub registry: Registry,
-    pub dht: Option<Dht>,
-    /// Peers' DHT nodes (BEP-5 `port`) to ping; bounded, overflow dropped.
-    pub dht_pings: Option<mpsc::Sender<SocketAddr>>,
-    pub shared: engine::Shared,
-    pub limits: Limits,
-    pub tasks: TaskTracker,
-    pub cancel: CancellationToken,
+struct Inner {
+    /// What every torrent's actor sees of the session.
+    ctx: Arc<Context>,
     torrents: Mutex<Vec<TorrentHandle>>,
     next_id: AtomicU64,
 }
@@ -193,24 +124,26 @@ impl Session {
         };
         let session = Session {
             inner: Arc::new(Inner {
-                config,
-                peer_id,
-                listen_port,
-                registry,
-                dht,
-                dht_pings,
-                shared,
-                limits,
-                tasks,
-                cancel,
+                ctx: Arc::new(Context {
+                    config,
+                    peer_id,
+                    listen_port,
+                    registry,
+                    dht,
+                    dht_pings,
+                    shared,
+                    limits,
+                    tasks,
+                    cancel,
+                }),
                 torrents: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
             }),
         };
         // Rates for every torrent: one wake-up a second for the process.
         let weak = Arc::downgrade(&session.inner);
-        let stop = session.inner.cancel.clone();
-        session.inner.tasks.spawn(async move {
+        let stop = session.inner.ctx.cancel.clone();
+        session.inner.ctx.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
@@ -227,15 +160,15 @@ impl Session {
     }
 
     pub fn listen_port(&self) -> u16 {
-        self.inner.listen_port
+        self.inner.ctx.listen_port
     }
 
     pub fn dht(&self) -> Option<&Dht> {
-        self.inner.dht.as_ref()
+        self.inner.ctx.dht.as_ref()
     }
 
     pub fn config(&self) -> &SessionConfig {
-        &self.inner.config
+        &self.inner.ctx.config
     }
 
     /// Adds a torrent and starts it (unless `add.paused`). The same
@@ -256,7 +189,7 @@ impl Session {
             return Err(AddError::Duplicate(h));
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let handle = torrent::spawn(self.inner.clone(), id, add)?;
+        let handle = torrent::spawn(self.inner.ctx.clone(), id, add)?;
         let mut list = self.inner.torrents();
         if list.iter().any(|t| t.info_hash() == handle.info_hash()) {
             handle.cancel();
@@ -311,29 +244,29 @@ impl Session {
 
     /// The global caps in bytes/s (0: none), effective at once.
     pub fn set_rate_limits(&self, up: u64, down: u64) {
-        self.inner.shared.rates.up.set_rate(up);
-        self.inner.shared.rates.down.set_rate(down);
+        self.inner.ctx.shared.rates.up.set_rate(up);
+        self.inner.ctx.shared.rates.down.set_rate(down);
     }
 
     pub fn rate_limits(&self) -> (u64, u64) {
-        let r = &self.inner.shared.rates;
+        let r = &self.inner.ctx.shared.rates;
         (r.up.rate(), r.down.rate())
     }
 
     /// Cancels everything and waits for the tasks to end (trackers told
     /// `stopped`, resume records flushed, DHT table saved).
     pub async fn shutdown(&self) {
-        self.inner.cancel.cancel();
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
-        if let Some(d) = &self.inner.dht {
+        self.inner.ctx.cancel.cancel();
+        self.inner.ctx.tasks.close();
+        self.inner.ctx.tasks.wait().await;
+        if let Some(d) = &self.inner.ctx.dht {
             d.stopped().await;
         }
     }
 
     /// Torrents whose peers the listener currently accepts.
     pub fn running(&self) -> usize {
-        self.inner.registry.len()
+        self.inner.ctx.registry.len()
     }
 }
 

@@ -26,19 +26,22 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::config::SessionConfig;
+use crate::dht::node::Dht;
 use crate::engine::ratelimit::RatePair;
-use crate::engine::{checker, Engine, EngineError, Phase, Setup, Stats};
+use crate::engine::{self, checker, Engine, EngineError, Phase, Setup, Stats};
+use crate::listener::Registry;
 use crate::magnet::Magnet;
 use crate::metafetch::{self, FetchConfig, FetchStatus};
 use crate::metainfo::select::{self, SelectError};
 use crate::metainfo::{self, FileKind, Torrent};
 use crate::resume;
-use crate::session::Inner;
 use crate::storage::{FileStorage, Storage};
-use crate::swarm;
+use crate::swarm::{self, Limits};
 use crate::tracker::{self, AnnounceConfig, AnnounceReport, Tiers, Totals};
-use crate::types::{Bitfield, InfoHash};
+use crate::types::{Bitfield, InfoHash, PeerId};
 
 /// First DHT re-lookup after this, then every `DHT_EVERY`.
 const DHT_FIRST_AGAIN: Duration = Duration::from_secs(5 * 60);
@@ -610,9 +613,25 @@ impl TorrentHandle {
     }
 }
 
+/// What a torrent's actor sees of the process: built once by the
+/// session, shared by every torrent.
+pub(crate) struct Context {
+    pub config: SessionConfig,
+    pub peer_id: PeerId,
+    pub listen_port: u16,
+    pub registry: Registry,
+    pub dht: Option<Dht>,
+    /// Peers' DHT nodes (BEP-5 `port`) to ping; bounded, overflow dropped.
+    pub dht_pings: Option<mpsc::Sender<SocketAddr>>,
+    pub shared: engine::Shared,
+    pub limits: Limits,
+    pub tasks: TaskTracker,
+    pub cancel: CancellationToken,
+}
+
 /// Starts a torrent's actor in the session's task tracker.
 pub(crate) fn spawn(
-    session: Arc<Inner>,
+    session: Arc<Context>,
     id: u64,
     add: AddTorrent,
 ) -> Result<TorrentHandle, TorrentError> {
@@ -672,7 +691,7 @@ pub(crate) fn spawn(
 }
 
 struct Actor {
-    session: Arc<Inner>,
+    session: Arc<Context>,
     add: AddTorrent,
     info_hash: Arc<OnceLock<InfoHash>>,
     status: Arc<Status>,
