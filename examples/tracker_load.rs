@@ -185,7 +185,7 @@ impl Ctx {
             // Trackers tell peers apart by address, and all of ours share one IP.
             port: 1024 + (p % 64_000) as u16,
             // Half seeders, so replies mix seeders and leechers.
-            left: if p % self.peers_per_swarm % 2 == 0 {
+            left: if (p % self.peers_per_swarm).is_multiple_of(2) {
                 0
             } else {
                 1 << 20

@@ -114,6 +114,46 @@ def scan(path):
     return code, fns
 
 
+def imports():
+    """Top-level module -> the top-level modules its code (not comments,
+    not tests) names through `crate::`."""
+    graph = {}
+    for root, _, names in os.walk(os.path.join(REPO, "src")):
+        for n in names:
+            if not n.endswith(".rs"):
+                continue
+            path = os.path.join(root, n)
+            top = os.path.relpath(path, os.path.join(REPO, "src")).split(os.sep)[0]
+            top = top[:-3] if top.endswith(".rs") else top
+            if top in ("main", "lib"):
+                continue
+            text = open(path, encoding="utf-8").read()
+            cut = text.find("#[cfg(test)]\nmod tests")
+            if cut >= 0:
+                text = text[:cut]
+            code = "\n".join(l for l in text.split("\n") if not l.lstrip().startswith("//"))
+            used = set(re.findall(r"crate::(\w+)", code))
+            for group in re.findall(r"crate::\{([^}]*)\}", code):
+                used.update(re.findall(r"(?:^|,)\s*(\w+)", group))
+            graph.setdefault(top, set()).update(used - {top, "self"})
+    return graph
+
+
+def cycles(graph):
+    """Pairs of modules that import each other, directly or through others."""
+    reach = {}
+    for m in graph:
+        seen, stack = set(), [m]
+        while stack:
+            for n in graph.get(stack.pop(), ()):
+                if n not in seen:
+                    seen.add(n)
+                    stack.append(n)
+        reach[m] = seen
+    return sorted({tuple(sorted((a, b))) for a in graph for b in reach[a]
+                   if a != b and a in reach.get(b, ())})
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--top", type=int, default=15)
@@ -144,6 +184,8 @@ def main():
     print(f"source files: {len(files)}, lines outside tests: {sum(c for _, c in files)}")
     print(f"files over 600 lines: {len(over600)}; functions over 80 lines: {len(over80)}")
     print(f"integration-test binaries: {binaries}")
+    loops = cycles(imports())
+    print(f"module cycles: {len(loops)}" + "".join(f"\n  {x} <-> {y}" for x, y in loops))
     print(f"\nlargest files (lines outside tests):")
     for rel, code in files[:a.top]:
         print(f"  {code:5}  {rel}")

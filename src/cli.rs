@@ -311,7 +311,7 @@ pub struct SeedArgs {
     /// The .torrent file.
     pub torrent: PathBuf,
     /// Directory holding the content as `download -o PATH` writes it
-    /// (PATH/<name>), or the content file or directory itself.
+    /// (PATH/NAME), or the content file or directory itself.
     pub path: PathBuf,
     /// Hash all data, even where the resume record vouches for it.
     #[arg(long)]
@@ -414,7 +414,7 @@ pub struct InfoArgs {
 pub struct CreateArgs {
     /// The file or directory to share.
     pub path: PathBuf,
-    /// Where to write the .torrent [default: <name>.torrent in the current
+    /// Where to write the .torrent [default: NAME.torrent in the current
     /// directory].
     #[arg(short, long, value_name = "FILE.torrent")]
     pub output: Option<PathBuf>,

@@ -8,7 +8,7 @@
 //!   torrent and seeded from where it is; the .torrent is kept under the
 //!   state directory and served at `/torrents/<info-hash>.torrent`.
 //!
-//! Both wait until an entry has not changed for [`SETTLE`], so a file
+//! Both wait until an entry has not changed for `SETTLE` (2 s), so a file
 //! still being copied in is not taken half-written.
 
 use std::collections::HashMap;

@@ -299,7 +299,7 @@ impl Picker {
         offset: u32,
         data: &[u8],
     ) -> BlockOutcome {
-        if offset % BLOCK_LEN != 0 {
+        if !offset.is_multiple_of(BLOCK_LEN) {
             return BlockOutcome::Unrequested;
         }
         let Some(partial) = self.partial.get_mut(&piece) else {

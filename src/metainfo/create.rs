@@ -45,7 +45,7 @@
 //!
 //! # Output
 //! Canonical bencode (dictionary keys sorted byte-wise, BEP-3), from serde
-//! structs kept apart from [`Torrent`](super::Torrent). `info` holds
+//! structs kept apart from [`super::Torrent`]. `info` holds
 //! `files` (a list of `{length, path}`) or `length`, `name`,
 //! `piece length`, `pieces`, `private` (`1`, only when set) and `source`
 //! (only when given); the top level holds `announce`, `announce-list`,
