@@ -157,97 +157,125 @@ pub async fn run(
     encryption: Encryption,
     cancel: CancellationToken,
 ) {
-    let half_open = Arc::new(Mutex::new(HalfOpen::default()));
-    let waiting = Arc::new(Semaphore::new(MAX_WAITING));
+    let ctx = Incoming {
+        registry,
+        limits,
+        encryption,
+        cancel,
+        half_open: Arc::new(Mutex::new(HalfOpen::default())),
+        waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = ctx.cancel.cancelled() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             r = listener.accept() => {
                 let Ok((stream, addr)) = r else { continue };
                 let _ = stream.set_nodelay(true);
-                let admitted = half_open.lock().unwrap_or_else(|e| e.into_inner()).admit(addr.ip());
+                let admitted = ctx.half_open().admit(addr.ip());
                 let Some((id, evicted)) = admitted else { continue };
-                let (registry, cancel, half_open, limits, waiting) = (
-                    registry.clone(),
-                    cancel.clone(),
-                    half_open.clone(),
-                    limits.clone(),
-                    waiting.clone(),
-                );
-                tasks.spawn(async move {
-                    let lookup = |h: &[u8; 20]| registry.by_req2(h);
-                    let read = transport::handshake_in(stream, encryption, lookup);
-                    let got = tokio::select! {
-                        h = tokio::time::timeout(HANDSHAKE_TIMEOUT, read) => h.ok(),
-                        _ = evicted.cancelled() => None,
-                        _ = cancel.cancelled() => None,
-                    };
-                    half_open.lock().unwrap_or_else(|e| e.into_inner()).conns.remove(&id);
-                    let (link, hs, buf) = match got {
-                        Some(Ok(x)) => x,
-                        Some(Err(e)) => {
-                            tracing::debug!(%addr, error = %e, "incoming handshake failed");
-                            return;
-                        }
-                        None => return,
-                    };
-                    let Some(mut slot) = registry.get(&hs.info_hash) else {
-                        tracing::debug!(%addr, "incoming peer for an unknown torrent");
-                        return;
-                    };
-                    let current = slot.borrow_and_update().clone();
-                    let entry = match current {
-                        Some(e) => e,
-                        None => {
-                            // Checking or paused: wait a little, bounded.
-                            let Ok(_permit) = waiting.try_acquire() else {
-                                tracing::debug!(%addr, "incoming peer refused: too many waiting");
-                                return;
-                            };
-                            let up = async {
-                                loop {
-                                    if slot.changed().await.is_err() {
-                                        return None;
-                                    }
-                                    if let Some(e) = slot.borrow_and_update().clone() {
-                                        return Some(e);
-                                    }
-                                }
-                            };
-                            let got = tokio::select! {
-                                e = tokio::time::timeout(WAIT_FOR_RUN, up) => e.ok().flatten(),
-                                _ = cancel.cancelled() => None,
-                            };
-                            let Some(e) = got else {
-                                tracing::debug!(%addr, "incoming peer refused: its torrent is not running");
-                                return;
-                            };
-                            e
-                        }
-                    };
-                    let engine = entry.engine;
-                    if engine.is_banned(addr.ip())
-                        || engine.peers_from(addr.ip()) >= engine.config.max_per_ip
-                    {
-                        tracing::debug!(%addr, "incoming peer refused: banned or too many from its IP");
-                        return;
-                    }
-                    let full = engine.peer_count() >= engine.config.max_peers || !limits.has_room();
-                    if full && engine.evict_idle(1) == 0 {
-                        tracing::debug!(%addr, "incoming peer refused: no free slot");
-                        return;
-                    }
-                    let _slot = PeerSlot::take(&limits);
-                    let token = entry.run.child_token();
-                    let encrypted = link.encrypted();
-                    tracing::debug!(%addr, encrypted, "incoming peer handshaken");
-                    let outcome = crate::peer::run(engine, link, addr, token, hs, buf, false).await;
-                    tracing::debug!(%addr, result = ?outcome.result, "incoming peer ended");
-                });
+                tasks.spawn(ctx.clone().serve(stream, addr, id, evicted));
             }
         }
     }
     tasks.shutdown().await;
+}
+
+/// What every incoming connection's task shares.
+#[derive(Clone)]
+struct Incoming {
+    registry: Registry,
+    limits: Limits,
+    encryption: Encryption,
+    cancel: CancellationToken,
+    half_open: Arc<Mutex<HalfOpen>>,
+    /// Bounds the connections waiting for their torrent to run.
+    waiting: Arc<Semaphore>,
+}
+
+impl Incoming {
+    fn half_open(&self) -> MutexGuard<'_, HalfOpen> {
+        self.half_open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One incoming connection: its handshake (half-open slot `id`, closed
+    /// early when `evicted`), the torrent it names, then the peer's life.
+    async fn serve(
+        self,
+        stream: tokio::net::TcpStream,
+        addr: std::net::SocketAddr,
+        id: u64,
+        evicted: CancellationToken,
+    ) {
+        let lookup = |h: &[u8; 20]| self.registry.by_req2(h);
+        let read = transport::handshake_in(stream, self.encryption, lookup);
+        let got = tokio::select! {
+            h = tokio::time::timeout(HANDSHAKE_TIMEOUT, read) => h.ok(),
+            _ = evicted.cancelled() => None,
+            _ = self.cancel.cancelled() => None,
+        };
+        self.half_open().conns.remove(&id);
+        let (link, hs, buf) = match got {
+            Some(Ok(x)) => x,
+            Some(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "incoming handshake failed");
+                return;
+            }
+            None => return,
+        };
+        let Some(entry) = self.running(&hs.info_hash, addr).await else {
+            return;
+        };
+        let engine = entry.engine;
+        if engine.is_banned(addr.ip()) || engine.peers_from(addr.ip()) >= engine.config.max_per_ip {
+            tracing::debug!(%addr, "incoming peer refused: banned or too many from its IP");
+            return;
+        }
+        let full = engine.peer_count() >= engine.config.max_peers || !self.limits.has_room();
+        if full && engine.evict_idle(1) == 0 {
+            tracing::debug!(%addr, "incoming peer refused: no free slot");
+            return;
+        }
+        let _slot = PeerSlot::take(&self.limits);
+        let token = entry.run.child_token();
+        let encrypted = link.encrypted();
+        tracing::debug!(%addr, encrypted, "incoming peer handshaken");
+        let outcome = crate::peer::run(engine, link, addr, token, hs, buf, false).await;
+        tracing::debug!(%addr, result = ?outcome.result, "incoming peer ended");
+    }
+
+    /// The running torrent `ih` names; while it is checking or paused the
+    /// connection waits a little (bounded in number and time).
+    async fn running(&self, ih: &InfoHash, addr: std::net::SocketAddr) -> Option<Entry> {
+        let Some(mut slot) = self.registry.get(ih) else {
+            tracing::debug!(%addr, "incoming peer for an unknown torrent");
+            return None;
+        };
+        if let Some(e) = slot.borrow_and_update().clone() {
+            return Some(e);
+        }
+        let Ok(_permit) = self.waiting.try_acquire() else {
+            tracing::debug!(%addr, "incoming peer refused: too many waiting");
+            return None;
+        };
+        let up = async {
+            loop {
+                if slot.changed().await.is_err() {
+                    return None;
+                }
+                if let Some(e) = slot.borrow_and_update().clone() {
+                    return Some(e);
+                }
+            }
+        };
+        let got = tokio::select! {
+            e = tokio::time::timeout(WAIT_FOR_RUN, up) => e.ok().flatten(),
+            _ = self.cancel.cancelled() => None,
+        };
+        if got.is_none() {
+            tracing::debug!(%addr, "incoming peer refused: its torrent is not running");
+        }
+        got
+    }
 }

@@ -85,22 +85,7 @@ impl Session {
             Some(d) => start_dht(d, config.bind, listen_port, cancel.clone()).await,
             None => None,
         };
-        let dht_pings = dht.as_ref().map(|d| {
-            let (tx, mut rx) = mpsc::channel::<SocketAddr>(64);
-            let (d, stop) = (d.clone(), cancel.clone());
-            tasks.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        a = rx.recv() => match a {
-                            Some(a) => d.ping(a).await,
-                            None => return,
-                        },
-                    }
-                }
-            });
-            tx
-        });
+        let dht_pings = dht.as_ref().map(|d| spawn_dht_pings(d, &tasks, &cancel));
         let registry = Registry::default();
         let limits = Limits::new(config.max_peers, config.max_half_open);
         tasks.spawn(listener::run(
@@ -140,10 +125,15 @@ impl Session {
                 next_id: AtomicU64::new(1),
             }),
         };
-        // Rates for every torrent: one wake-up a second for the process.
-        let weak = Arc::downgrade(&session.inner);
-        let stop = session.inner.ctx.cancel.clone();
-        session.inner.ctx.tasks.spawn(async move {
+        session.spawn_sampler();
+        Ok(session)
+    }
+
+    /// Rates for every torrent: one wake-up a second for the process.
+    fn spawn_sampler(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let stop = self.inner.ctx.cancel.clone();
+        self.inner.ctx.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
@@ -156,7 +146,6 @@ impl Session {
                 }
             }
         });
-        Ok(session)
     }
 
     pub fn listen_port(&self) -> u16 {
@@ -276,6 +265,29 @@ pub enum AddError {
     Duplicate(TorrentHandle),
     #[error(transparent)]
     Torrent(#[from] TorrentError),
+}
+
+/// The task that pings peers' DHT nodes (BEP-5 `port` messages); its
+/// channel is bounded and what does not fit is dropped.
+fn spawn_dht_pings(
+    d: &Dht,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> mpsc::Sender<SocketAddr> {
+    let (tx, mut rx) = mpsc::channel::<SocketAddr>(64);
+    let (d, stop) = (d.clone(), cancel.clone());
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                a = rx.recv() => match a {
+                    Some(a) => d.ping(a).await,
+                    None => return,
+                },
+            }
+        }
+    });
+    tx
 }
 
 /// Starts the session's DHT node; a failure costs only the DHT.

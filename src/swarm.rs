@@ -85,6 +85,10 @@ struct Known {
     plain_worked: bool,
 }
 
+/// What one dial task reports: the address, how the connection went, and
+/// whether it fell back to plaintext.
+type Dialled = (SocketAddr, Outcome, bool);
+
 /// Runs the connection manager on the channel peer sources feed until
 /// `cancel` fires; `initial` addresses are dialled first.
 pub async fn run(
@@ -94,143 +98,176 @@ pub async fn run(
     initial: Vec<SocketAddr>,
     cancel: CancellationToken,
 ) {
-    let mut known: HashMap<SocketAddr, Known> = HashMap::new();
-    let mut tasks: JoinSet<(SocketAddr, Outcome, bool)> = JoinSet::new();
-    let half_open = Arc::new(AtomicUsize::new(0));
-    let mut next_turnover = Instant::now();
-    learn(&mut known, initial, Instant::now());
+    let mut s = Swarm {
+        engine,
+        limits,
+        known: HashMap::new(),
+        tasks: JoinSet::new(),
+        half_open: Arc::new(AtomicUsize::new(0)),
+        next_turnover: Instant::now(),
+        cancel: cancel.clone(),
+    };
+    learn(&mut s.known, initial, Instant::now());
     loop {
         let now = Instant::now();
-        let dialling = engine.config.connect_when_complete || !engine.is_complete();
-        let mut wake: Option<Instant> = None;
-        if dialling {
-            let full = tasks.len() >= engine.config.max_peers || !limits.has_room();
-            if full && now >= next_turnover && known.values().any(|k| k.fresh && !k.busy) {
-                next_turnover = now + TURNOVER_EVERY;
-                let waiting = known.values().filter(|k| k.fresh && !k.busy).count();
-                engine.evict_idle(waiting);
-            }
-            // Never-dialled addresses first, then those that failed least:
-            // room made by turnover must not go back to the peers just
-            // closed.
-            let mut order: Vec<(bool, u32, SocketAddr)> = Vec::new();
-            if tasks.len() < engine.config.max_peers && limits.has_room() {
-                for (addr, k) in &known {
-                    if k.busy || k.dead {
-                        continue;
-                    }
-                    if k.retry_at > now {
-                        wake = Some(wake.map_or(k.retry_at, |w| w.min(k.retry_at)));
-                        continue;
-                    }
-                    order.push((!k.fresh, k.fails, *addr));
-                }
-                order.sort_unstable_by_key(|&(stale, fails, _)| (stale, fails));
-            }
-            for (_, _, addr) in order {
-                if tasks.len() >= engine.config.max_peers
-                    || !limits.has_room()
-                    || half_open.load(Ordering::Relaxed) >= engine.config.max_half_open
-                {
-                    break;
-                }
-                let Some(k) = known.get_mut(&addr) else {
-                    continue;
-                };
-                if engine.is_banned(addr.ip()) {
-                    continue;
-                }
-                if engine.peers_from(addr.ip()) >= engine.config.max_per_ip {
-                    continue;
-                }
-                // It dialled us already: a second connection would only be
-                // refused as a duplicate.
-                if engine.connected_to(addr) {
-                    continue;
-                }
-                k.busy = true;
-                k.fresh = false;
-                let plain_worked = k.plain_worked;
-                let (engine, addr, cancel, half_open, limits) = (
-                    engine.clone(),
-                    addr,
-                    cancel.child_token(),
-                    half_open.clone(),
-                    limits.clone(),
-                );
-                half_open.fetch_add(1, Ordering::Relaxed);
-                tasks.spawn(async move {
-                    let permit = tokio::select! {
-                        p = limits.half_open.clone().acquire_owned() => p.ok(),
-                        _ = cancel.cancelled() => None,
-                    };
-                    let opened = match permit {
-                        Some(_) => peer::open(&engine, addr, plain_worked).await,
-                        None => Err(PeerError::Closed),
-                    };
-                    drop(permit);
-                    half_open.fetch_sub(1, Ordering::Relaxed);
-                    match opened {
-                        Ok(o) => {
-                            let _slot = PeerSlot::take(&limits);
-                            let outcome =
-                                peer::run(engine, o.link, addr, cancel, o.theirs, o.buf, true)
-                                    .await;
-                            (addr, outcome, o.fell_back)
-                        }
-                        Err(e) => (addr, peer::failed(e), false),
-                    }
-                });
-            }
-            // Full now (perhaps filled just above): come back for turnover.
-            let full = tasks.len() >= engine.config.max_peers || !limits.has_room();
-            if full && known.values().any(|k| k.fresh && !k.busy) {
-                wake = Some(wake.map_or(next_turnover, |w| w.min(next_turnover)));
-            }
-        }
-        engine.stats.known.store(known.len(), Ordering::Relaxed);
+        let dialling = s.engine.config.connect_when_complete || !s.engine.is_complete();
+        let wake = if dialling { s.dial(now) } else { None };
+        s.engine.stats.known.store(s.known.len(), Ordering::Relaxed);
         // Sleep until something can change: an address, a finished
         // connection, a retry coming due, or (while full) a turnover.
         let wake = wake.map(|w| w.max(now + Duration::from_millis(50)));
+        let may_dial = dialling && s.known.values().any(|k| !k.busy && !k.dead);
         let sleep = async {
             match wake {
                 Some(t) => tokio::time::sleep_until(t).await,
                 // Another torrent may free a session slot: look again.
-                None if dialling && known.values().any(|k| !k.busy && !k.dead) => {
-                    tokio::time::sleep(Duration::from_secs(5)).await
-                }
+                None if may_dial => tokio::time::sleep(Duration::from_secs(5)).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = cancel.cancelled() => break,
             addrs = rx.recv() => match addrs {
-                Some(addrs) => learn(&mut known, addrs, now),
+                Some(addrs) => learn(&mut s.known, addrs, now),
                 None => {
                     // Every source is gone; keep the connections we have.
-                    if tasks.is_empty() { cancel.cancelled().await; break; }
+                    if s.tasks.is_empty() { cancel.cancelled().await; break; }
                 }
             },
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                let Ok((addr, outcome, fell_back)) = done else { continue };
-                if let Some(k) = known.get_mut(&addr) {
-                    k.plain_worked |= fell_back && outcome.handshaked;
-                    settle(k, &outcome);
-                }
-                if let Err(e) = &outcome.result {
-                    tracing::debug!(%addr, error = %e, handshaked = outcome.handshaked, "peer ended");
+            Some(done) = s.tasks.join_next(), if !s.tasks.is_empty() => {
+                if let Ok(done) = done {
+                    finished(&mut s.known, done);
                 }
             }
             _ = sleep => {}
         }
     }
     // Peers see the token and end on their own; a straggler is aborted.
-    let drain = async { while tasks.join_next().await.is_some() {} };
+    let drain = async { while s.tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(2), drain)
         .await
         .is_err()
     {
-        tasks.shutdown().await;
+        s.tasks.shutdown().await;
+    }
+}
+
+/// One torrent's dialling state.
+struct Swarm {
+    engine: Arc<Engine>,
+    limits: Limits,
+    known: HashMap<SocketAddr, Known>,
+    tasks: JoinSet<Dialled>,
+    half_open: Arc<AtomicUsize>,
+    next_turnover: Instant,
+    cancel: CancellationToken,
+}
+
+impl Swarm {
+    fn full(&self) -> bool {
+        self.tasks.len() >= self.engine.config.max_peers || !self.limits.has_room()
+    }
+
+    fn fresh_waiting(&self) -> bool {
+        self.known.values().any(|k| k.fresh && !k.busy)
+    }
+
+    /// Dials what it may now; returns when to look again (a retry coming
+    /// due, or a turnover while full).
+    fn dial(&mut self, now: Instant) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        if self.full() && now >= self.next_turnover && self.fresh_waiting() {
+            self.next_turnover = now + TURNOVER_EVERY;
+            let waiting = self.known.values().filter(|k| k.fresh && !k.busy).count();
+            self.engine.evict_idle(waiting);
+        }
+        // Never-dialled addresses first, then those that failed least:
+        // room made by turnover must not go back to the peers just closed.
+        let mut order: Vec<(bool, u32, SocketAddr)> = Vec::new();
+        if !self.full() {
+            for (addr, k) in &self.known {
+                if k.busy || k.dead {
+                    continue;
+                }
+                if k.retry_at > now {
+                    wake = Some(wake.map_or(k.retry_at, |w| w.min(k.retry_at)));
+                    continue;
+                }
+                order.push((!k.fresh, k.fails, *addr));
+            }
+            order.sort_unstable_by_key(|&(stale, fails, _)| (stale, fails));
+        }
+        for (_, _, addr) in order {
+            if self.full()
+                || self.half_open.load(Ordering::Relaxed) >= self.engine.config.max_half_open
+            {
+                break;
+            }
+            let e = &self.engine;
+            // A peer that dialled us already would only be refused as a
+            // duplicate.
+            if e.is_banned(addr.ip())
+                || e.peers_from(addr.ip()) >= e.config.max_per_ip
+                || e.connected_to(addr)
+            {
+                continue;
+            }
+            let Some(k) = self.known.get_mut(&addr) else {
+                continue;
+            };
+            k.busy = true;
+            k.fresh = false;
+            let plain_worked = k.plain_worked;
+            self.spawn_dial(addr, plain_worked);
+        }
+        // Full now (perhaps filled just above): come back for turnover.
+        if self.full() && self.fresh_waiting() {
+            wake = Some(wake.map_or(self.next_turnover, |w| w.min(self.next_turnover)));
+        }
+        wake
+    }
+
+    /// One connection attempt and, once open, the peer's whole life.
+    fn spawn_dial(&mut self, addr: SocketAddr, plain_worked: bool) {
+        let (engine, cancel, half_open, limits) = (
+            self.engine.clone(),
+            self.cancel.child_token(),
+            self.half_open.clone(),
+            self.limits.clone(),
+        );
+        half_open.fetch_add(1, Ordering::Relaxed);
+        self.tasks.spawn(async move {
+            let permit = tokio::select! {
+                p = limits.half_open.clone().acquire_owned() => p.ok(),
+                _ = cancel.cancelled() => None,
+            };
+            let opened = match permit {
+                Some(_) => peer::open(&engine, addr, plain_worked).await,
+                None => Err(PeerError::Closed),
+            };
+            drop(permit);
+            half_open.fetch_sub(1, Ordering::Relaxed);
+            match opened {
+                Ok(o) => {
+                    let _slot = PeerSlot::take(&limits);
+                    let outcome =
+                        peer::run(engine, o.link, addr, cancel, o.theirs, o.buf, true).await;
+                    (addr, outcome, o.fell_back)
+                }
+                Err(e) => (addr, peer::failed(e), false),
+            }
+        });
+    }
+}
+
+/// Files a finished connection's outcome against its address.
+fn finished(known: &mut HashMap<SocketAddr, Known>, (addr, outcome, fell_back): Dialled) {
+    if let Some(k) = known.get_mut(&addr) {
+        k.plain_worked |= fell_back && outcome.handshaked;
+        settle(k, &outcome);
+    }
+    if let Err(e) = &outcome.result {
+        tracing::debug!(%addr, error = %e, handshaked = outcome.handshaked, "peer ended");
     }
 }
 

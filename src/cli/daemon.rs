@@ -240,68 +240,8 @@ pub async fn remote(a: RemoteArgs) -> Result<()> {
             sources,
             paused,
             download_dir,
-        } => {
-            for s in sources {
-                let mut args = json!({"paused": paused});
-                if let Some(d) = &download_dir {
-                    args["download-dir"] = json!(d);
-                }
-                let p = Path::new(&s);
-                if !crate::magnet::is_magnet(&s) && !s.contains("://") {
-                    let bytes = std::fs::read(p).with_context(|| format!("cannot read {s}"))?;
-                    args["metainfo"] =
-                        json!(base64::engine::general_purpose::STANDARD.encode(bytes));
-                } else {
-                    args["filename"] = json!(s);
-                }
-                let r = c.call("torrent-add", args).await?;
-                let (what, t) = match (r.get("torrent-added"), r.get("torrent-duplicate")) {
-                    (Some(t), _) => ("added", t),
-                    (None, Some(t)) => ("already there", t),
-                    _ => bail!("torrent-add: unexpected answer {r}"),
-                };
-                out!(
-                    "{what}: {} {} {}",
-                    t["id"],
-                    t["hashString"].as_str().unwrap_or(""),
-                    t["name"].as_str().unwrap_or("")
-                );
-            }
-        }
-        RemoteCommand::List => {
-            let r = c
-                .call(
-                    "torrent-get",
-                    json!({"fields": ["id", "name", "status", "percentDone", "sizeWhenDone",
-                                      "rateDownload", "rateUpload", "eta", "uploadRatio",
-                                      "error", "errorString"]}),
-                )
-                .await?;
-            out!(
-                "{:>4}  {:>6}  {:>10}  {:<11}  {:>10}  {:>10}  {:>6}  Name",
-                "ID",
-                "Done",
-                "Size",
-                "Status",
-                "Down",
-                "Up",
-                "Ratio"
-            );
-            for t in r["torrents"].as_array().into_iter().flatten() {
-                let status = status_text(&t["status"], &t["error"]);
-                out!(
-                    "{:>4}  {:>5.1}%  {:>10}  {:<11}  {:>8}/s  {:>8}/s  {:>6}  {}",
-                    t["id"],
-                    t["percentDone"].as_f64().unwrap_or(0.0) * 100.0,
-                    size(t["sizeWhenDone"].as_u64().unwrap_or(0)),
-                    status,
-                    size(t["rateDownload"].as_u64().unwrap_or(0)),
-                    size(t["rateUpload"].as_u64().unwrap_or(0)),
-                    ratio_text(t["uploadRatio"].as_f64().unwrap_or(-1.0)),
-                    t["name"].as_str().unwrap_or("")
-                );
-            }
-        }
+        } => add(&mut c, sources, paused, download_dir).await?,
+        RemoteCommand::List => list(&mut c).await?,
         RemoteCommand::Start { ids } => {
             c.call("torrent-start", with_ids(ids_arg(&ids)?, json!({})))
                 .await?;
@@ -317,66 +257,139 @@ pub async fn remote(a: RemoteArgs) -> Result<()> {
             )
             .await?;
         }
-        RemoteCommand::Info { id } => {
-            let r = c
-                .call(
-                    "torrent-get",
-                    with_ids(
-                        ids_arg(&[id])?,
-                        json!({"fields": ["id", "name", "hashString", "status", "error",
-                                          "errorString", "percentDone", "sizeWhenDone", "totalSize",
-                                          "leftUntilDone", "rateDownload", "rateUpload", "eta",
-                                          "peersConnected", "uploadedEver", "downloadedEver",
-                                          "uploadRatio", "downloadDir", "magnetLink", "pieceCount",
-                                          "pieceSize", "files", "wanted"]}),
-                    ),
-                )
-                .await?;
-            let Some(t) = r["torrents"].as_array().and_then(|l| l.first()) else {
-                bail!("no such torrent");
-            };
-            let s = |k: &str| t[k].as_str().unwrap_or("").to_string();
-            let n = |k: &str| t[k].as_u64().unwrap_or(0);
-            out!("Name: {}", s("name"));
-            out!("Id: {}", t["id"]);
-            out!("Hash: {}", s("hashString"));
-            out!("Magnet: {}", s("magnetLink"));
-            out!("Location: {}", s("downloadDir"));
-            out!("State: {}", status_text(&t["status"], &t["error"]));
-            if !s("errorString").is_empty() {
-                out!("Error: {}", s("errorString"));
-            }
-            out!(
-                "Progress: {:.1}% of {} ({} left)",
-                t["percentDone"].as_f64().unwrap_or(0.0) * 100.0,
-                size(n("sizeWhenDone")),
-                size(n("leftUntilDone"))
-            );
-            out!(
-                "Rates: {}/s down, {}/s up; peers {}",
-                size(n("rateDownload")),
-                size(n("rateUpload")),
-                n("peersConnected")
-            );
-            out!(
-                "Totals: {} down, {} up, ratio {}",
-                size(n("downloadedEver")),
-                size(n("uploadedEver")),
-                ratio_text(t["uploadRatio"].as_f64().unwrap_or(-1.0))
-            );
-            out!("Pieces: {} x {}", n("pieceCount"), size(n("pieceSize")));
-            let wanted = t["wanted"].as_array().cloned().unwrap_or_default();
-            for (i, f) in t["files"].as_array().into_iter().flatten().enumerate() {
-                let w = wanted.get(i).and_then(Value::as_i64).unwrap_or(1) != 0;
-                out!(
-                    "  {i:>3}: {:>5.1}% {:>10} {} {}",
-                    pct(f["bytesCompleted"].as_u64(), f["length"].as_u64()),
-                    size(f["length"].as_u64().unwrap_or(0)),
-                    if w { " " } else { "-" },
-                    f["name"].as_str().unwrap_or("")
-                );
-            }
+        RemoteCommand::Info { id } => info(&mut c, id).await?,
+    }
+    Ok(())
+}
+
+async fn add(
+    c: &mut Client,
+    sources: Vec<String>,
+    paused: bool,
+    dir: Option<PathBuf>,
+) -> Result<()> {
+    for s in sources {
+        let mut args = json!({"paused": paused});
+        if let Some(d) = &dir {
+            args["download-dir"] = json!(d);
         }
+        let p = Path::new(&s);
+        if !crate::magnet::is_magnet(&s) && !s.contains("://") {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {s}"))?;
+            args["metainfo"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+        } else {
+            args["filename"] = json!(s);
+        }
+        let r = c.call("torrent-add", args).await?;
+        let (what, t) = match (r.get("torrent-added"), r.get("torrent-duplicate")) {
+            (Some(t), _) => ("added", t),
+            (None, Some(t)) => ("already there", t),
+            _ => bail!("torrent-add: unexpected answer {r}"),
+        };
+        out!(
+            "{what}: {} {} {}",
+            t["id"],
+            t["hashString"].as_str().unwrap_or(""),
+            t["name"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn list(c: &mut Client) -> Result<()> {
+    let r = c
+        .call(
+            "torrent-get",
+            json!({"fields": ["id", "name", "status", "percentDone", "sizeWhenDone",
+                              "rateDownload", "rateUpload", "eta", "uploadRatio",
+                              "error", "errorString"]}),
+        )
+        .await?;
+    out!(
+        "{:>4}  {:>6}  {:>10}  {:<11}  {:>10}  {:>10}  {:>6}  Name",
+        "ID",
+        "Done",
+        "Size",
+        "Status",
+        "Down",
+        "Up",
+        "Ratio"
+    );
+    for t in r["torrents"].as_array().into_iter().flatten() {
+        let status = status_text(&t["status"], &t["error"]);
+        out!(
+            "{:>4}  {:>5.1}%  {:>10}  {:<11}  {:>8}/s  {:>8}/s  {:>6}  {}",
+            t["id"],
+            t["percentDone"].as_f64().unwrap_or(0.0) * 100.0,
+            size(t["sizeWhenDone"].as_u64().unwrap_or(0)),
+            status,
+            size(t["rateDownload"].as_u64().unwrap_or(0)),
+            size(t["rateUpload"].as_u64().unwrap_or(0)),
+            ratio_text(t["uploadRatio"].as_f64().unwrap_or(-1.0)),
+            t["name"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn info(c: &mut Client, id: String) -> Result<()> {
+    let r = c
+        .call(
+            "torrent-get",
+            with_ids(
+                ids_arg(&[id])?,
+                json!({"fields": ["id", "name", "hashString", "status", "error",
+                                  "errorString", "percentDone", "sizeWhenDone", "totalSize",
+                                  "leftUntilDone", "rateDownload", "rateUpload", "eta",
+                                  "peersConnected", "uploadedEver", "downloadedEver",
+                                  "uploadRatio", "downloadDir", "magnetLink", "pieceCount",
+                                  "pieceSize", "files", "wanted"]}),
+            ),
+        )
+        .await?;
+    let Some(t) = r["torrents"].as_array().and_then(|l| l.first()) else {
+        bail!("no such torrent");
+    };
+    let s = |k: &str| t[k].as_str().unwrap_or("").to_string();
+    let n = |k: &str| t[k].as_u64().unwrap_or(0);
+    out!("Name: {}", s("name"));
+    out!("Id: {}", t["id"]);
+    out!("Hash: {}", s("hashString"));
+    out!("Magnet: {}", s("magnetLink"));
+    out!("Location: {}", s("downloadDir"));
+    out!("State: {}", status_text(&t["status"], &t["error"]));
+    if !s("errorString").is_empty() {
+        out!("Error: {}", s("errorString"));
+    }
+    out!(
+        "Progress: {:.1}% of {} ({} left)",
+        t["percentDone"].as_f64().unwrap_or(0.0) * 100.0,
+        size(n("sizeWhenDone")),
+        size(n("leftUntilDone"))
+    );
+    out!(
+        "Rates: {}/s down, {}/s up; peers {}",
+        size(n("rateDownload")),
+        size(n("rateUpload")),
+        n("peersConnected")
+    );
+    out!(
+        "Totals: {} down, {} up, ratio {}",
+        size(n("downloadedEver")),
+        size(n("uploadedEver")),
+        ratio_text(t["uploadRatio"].as_f64().unwrap_or(-1.0))
+    );
+    out!("Pieces: {} x {}", n("pieceCount"), size(n("pieceSize")));
+    let wanted = t["wanted"].as_array().cloned().unwrap_or_default();
+    for (i, f) in t["files"].as_array().into_iter().flatten().enumerate() {
+        let w = wanted.get(i).and_then(Value::as_i64).unwrap_or(1) != 0;
+        out!(
+            "  {i:>3}: {:>5.1}% {:>10} {} {}",
+            pct(f["bytesCompleted"].as_u64(), f["length"].as_u64()),
+            size(f["length"].as_u64().unwrap_or(0)),
+            if w { " " } else { "-" },
+            f["name"].as_str().unwrap_or("")
+        );
     }
     Ok(())
 }

@@ -76,6 +76,12 @@ use sha1::{Digest, Sha1};
 use super::{sanitize_element, Torrent, MAX_PATH_DEPTH, MAX_PIECES};
 use crate::types::InfoHash;
 
+mod hashing;
+mod options;
+
+use hashing::*;
+pub use options::*;
+
 /// Smallest piece length we write (one block).
 pub const MIN_PIECE_LENGTH: u32 = 16 * 1024;
 /// Largest piece length we write.
@@ -120,117 +126,6 @@ pub enum CreateError {
     Encode(String),
     #[error("the new torrent does not load back: {0}")]
     SelfCheck(String),
-}
-
-/// `--piece-length`: `auto` or a fixed power of two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PieceLength {
-    #[default]
-    Auto,
-    Fixed(u32),
-}
-
-impl PieceLength {
-    /// The piece length for `total` bytes.
-    pub fn resolve(self, total: u64) -> u32 {
-        match self {
-            PieceLength::Auto => auto_piece_length(total),
-            PieceLength::Fixed(n) => n,
-        }
-    }
-}
-
-impl FromStr for PieceLength {
-    type Err = CreateError;
-    fn from_str(s: &str) -> Result<PieceLength, CreateError> {
-        if s.trim().eq_ignore_ascii_case("auto") {
-            Ok(PieceLength::Auto)
-        } else {
-            parse_piece_length(s).map(PieceLength::Fixed)
-        }
-    }
-}
-
-/// Parses `262144`, `256K`, `256KB`, `256KiB`, `1M`, `1MiB` (case-insensitive,
-/// K = KB = KiB = 1024) and checks it is a power of two from 16 KiB to 16 MiB.
-pub fn parse_piece_length(s: &str) -> Result<u32, CreateError> {
-    let bad = || CreateError::InvalidPieceLength(s.to_string());
-    let t = s.trim().to_ascii_lowercase();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let num: u64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim_start() {
-        "" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        _ => return Err(bad()),
-    };
-    let n = num.checked_mul(mult).ok_or_else(bad)?;
-    if !n.is_power_of_two() || n < u64::from(MIN_PIECE_LENGTH) || n > u64::from(MAX_PIECE_LENGTH) {
-        return Err(bad());
-    }
-    Ok(n as u32)
-}
-
-/// The `auto` rule: the smallest power of two from 16 KiB to 16 MiB giving
-/// at most [`AUTO_MAX_PIECES`] pieces (clamped to the range).
-pub fn auto_piece_length(total: u64) -> u32 {
-    let mut p = MIN_PIECE_LENGTH;
-    while p < MAX_PIECE_LENGTH && total.div_ceil(u64::from(p)) > AUTO_MAX_PIECES {
-        p *= 2;
-    }
-    p
-}
-
-/// Splits `-t` values into BEP-12 tiers: each value is a tier, `sep`
-/// separates URLs within it (an empty `sep` means one URL per value).
-/// Blank parts are ignored, repeated URLs dropped, every URL must parse.
-pub fn parse_tiers(values: &[String], sep: &str) -> Result<Vec<Vec<String>>, CreateError> {
-    let mut seen = HashSet::new();
-    let mut tiers = Vec::new();
-    for v in values {
-        let parts: Vec<&str> = if sep.is_empty() {
-            vec![v.as_str()]
-        } else {
-            v.split(sep).collect()
-        };
-        let urls: Vec<&str> = parts
-            .into_iter()
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .collect();
-        if urls.is_empty() {
-            return Err(CreateError::InvalidUrl {
-                url: v.clone(),
-                reason: "no tracker URL in it".into(),
-            });
-        }
-        let mut tier = Vec::new();
-        for u in urls {
-            check_url(u)?;
-            if seen.insert(u.to_string()) {
-                tier.push(u.to_string());
-            }
-        }
-        if !tier.is_empty() {
-            tiers.push(tier);
-        }
-    }
-    Ok(tiers)
-}
-
-fn check_url(u: &str) -> Result<(), CreateError> {
-    match url::Url::parse(u) {
-        Ok(p) if p.has_host() => Ok(()),
-        Ok(_) => Err(CreateError::InvalidUrl {
-            url: u.to_string(),
-            reason: "it has no host".into(),
-        }),
-        Err(e) => Err(CreateError::InvalidUrl {
-            url: u.to_string(),
-            reason: e.to_string(),
-        }),
-    }
 }
 
 /// What to put in the torrent besides the files.
@@ -638,122 +533,6 @@ impl Layout {
             trackers: opts.trackers.clone(),
             torrent: loaded,
         })
-    }
-}
-
-/// SHA-1 of every piece, concatenated. Workers take indexes from a shared
-/// counter; each holds one piece-sized buffer.
-fn hash_pieces(
-    files: &[SourceFile],
-    total: u64,
-    piece_length: u32,
-    threads: usize,
-    progress: &AtomicU64,
-    cancel: &AtomicBool,
-) -> Result<Vec<u8>, CreateError> {
-    let count = total.div_ceil(u64::from(piece_length)) as usize;
-    let threads = threads.clamp(1, count.max(1));
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let work = || -> Result<Vec<(usize, [u8; 20])>, CreateError> {
-        let mut reader = Reader { files, open: None };
-        let mut buf = vec![0u8; piece_length as usize];
-        let mut out = Vec::new();
-        loop {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(CreateError::Cancelled);
-            }
-            if failed.load(Ordering::Relaxed) {
-                return Ok(out);
-            }
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= count {
-                return Ok(out);
-            }
-            let start = i as u64 * u64::from(piece_length);
-            let len = (total - start).min(u64::from(piece_length)) as usize;
-            if let Err(e) = reader.read_at(start, &mut buf[..len]) {
-                failed.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
-            out.push((i, Sha1::digest(&buf[..len]).into()));
-            progress.fetch_add(len as u64, Ordering::Relaxed);
-        }
-    };
-    let results: Vec<_> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    let mut pieces = vec![0u8; count * 20];
-    for r in results {
-        for (i, h) in r? {
-            pieces[i * 20..(i + 1) * 20].copy_from_slice(&h);
-        }
-    }
-    Ok(pieces)
-}
-
-/// Positional reads of the torrent byte stream, keeping the last file open.
-struct Reader<'a> {
-    files: &'a [SourceFile],
-    open: Option<(usize, File)>,
-}
-
-impl Reader<'_> {
-    fn read_at(&mut self, mut offset: u64, mut buf: &mut [u8]) -> Result<(), CreateError> {
-        while !buf.is_empty() {
-            // The file holding `offset`; empty files are passed over.
-            let i = self
-                .files
-                .partition_point(|f| f.offset + f.length <= offset);
-            let f = &self.files[i];
-            let at = offset - f.offset;
-            let n = ((f.length - at) as usize).min(buf.len());
-            let (now, rest) = buf.split_at_mut(n);
-            let file = self.file(i)?;
-            file.read_exact_at(now, at).map_err(|source| {
-                if source.kind() == std::io::ErrorKind::UnexpectedEof {
-                    CreateError::Changed {
-                        path: f.disk.clone(),
-                    }
-                } else {
-                    CreateError::Io {
-                        path: f.disk.clone(),
-                        source,
-                    }
-                }
-            })?;
-            buf = rest;
-            offset += n as u64;
-        }
-        Ok(())
-    }
-
-    fn file(&mut self, i: usize) -> Result<&File, CreateError> {
-        if self.open.as_ref().map(|(j, _)| *j) != Some(i) {
-            let f = &self.files[i];
-            let mut o = std::fs::OpenOptions::new();
-            o.read(true);
-            if f.nofollow {
-                // Never through a link; and a FIFO swapped in since the
-                // scan must not block the open (it is refused below).
-                o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-            }
-            let file = o.open(&f.disk).map_err(|source| CreateError::Io {
-                path: f.disk.clone(),
-                source,
-            })?;
-            if !file.metadata().is_ok_and(|m| m.is_file()) {
-                return Err(CreateError::Changed {
-                    path: f.disk.clone(),
-                });
-            }
-            self.open = Some((i, file));
-        }
-        Ok(&self.open.as_ref().expect("just opened").1)
     }
 }
 

@@ -408,31 +408,7 @@ fn build(raw: &RawMeta<'_>) -> Result<Torrent, Error> {
         name = info_hash.to_hex();
     }
 
-    let (files, multi_file) = match (info.files, info.length) {
-        (Some(list), _) => (multi_files(list, &name)?, true),
-        (None, Some(len)) => {
-            let length = match len.as_int() {
-                Some(n) if n >= 0 => n as u64,
-                _ => {
-                    return Err(Error::InvalidLength(
-                        "'length' is not a non-negative integer".into(),
-                    ))
-                }
-            };
-            let file = FileInfo {
-                path: PathBuf::from(&name),
-                length,
-                offset: 0,
-                kind: FileKind::Regular,
-            };
-            (vec![file], false)
-        }
-        (None, None) => {
-            return Err(Error::InvalidLength(
-                "neither 'length' nor 'files' is present".into(),
-            ))
-        }
-    };
+    let (files, multi_file) = file_list(info, &name)?;
     let total_length = files.last().map_or(0, |f| f.offset + f.length);
     if total_length == 0 {
         return Err(Error::InvalidLength("the torrent holds no data".into()));
@@ -443,20 +419,7 @@ fn build(raw: &RawMeta<'_>) -> Result<Torrent, Error> {
         // the wrong number of v1 hashes, and the mismatch is the cause.
         check_hybrid(info, &files, piece_length)?;
     }
-    let count = total_length.div_ceil(u64::from(piece_length));
-    if count > MAX_PIECES {
-        return Err(Error::TooManyPieces { count });
-    }
-    if pieces.len() as u64 != count * 20 {
-        return Err(Error::WrongPieceHashCount {
-            expected: count,
-            got: pieces.len(),
-        });
-    }
-    let piece_hashes = pieces
-        .chunks_exact(20)
-        .map(|c| c.try_into().expect("chunks of 20"))
-        .collect();
+    let piece_hashes = piece_hashes(pieces, total_length.div_ceil(u64::from(piece_length)))?;
     let payload_length = files
         .iter()
         .filter(|f| f.kind == FileKind::Regular)
@@ -483,6 +446,50 @@ fn build(raw: &RawMeta<'_>) -> Result<Torrent, Error> {
         creation_date: raw.creation_date,
         info_bytes: raw.info_raw.to_vec(),
     })
+}
+
+/// The files, laid out in order, and whether the torrent is multi-file.
+fn file_list(info: &RawInfo<'_>, name: &str) -> Result<(Vec<FileInfo>, bool), Error> {
+    match (info.files, info.length) {
+        (Some(list), _) => Ok((multi_files(list, name)?, true)),
+        (None, Some(len)) => {
+            let length = match len.as_int() {
+                Some(n) if n >= 0 => n as u64,
+                _ => {
+                    return Err(Error::InvalidLength(
+                        "'length' is not a non-negative integer".into(),
+                    ))
+                }
+            };
+            let file = FileInfo {
+                path: PathBuf::from(name),
+                length,
+                offset: 0,
+                kind: FileKind::Regular,
+            };
+            Ok((vec![file], false))
+        }
+        (None, None) => Err(Error::InvalidLength(
+            "neither 'length' nor 'files' is present".into(),
+        )),
+    }
+}
+
+/// `pieces` cut into hashes; there must be one for each of `count` pieces.
+fn piece_hashes(pieces: &[u8], count: u64) -> Result<Vec<[u8; 20]>, Error> {
+    if count > MAX_PIECES {
+        return Err(Error::TooManyPieces { count });
+    }
+    if pieces.len() as u64 != count * 20 {
+        return Err(Error::WrongPieceHashCount {
+            expected: count,
+            got: pieces.len(),
+        });
+    }
+    Ok(pieces
+        .chunks_exact(20)
+        .map(|c| c.try_into().expect("chunks of 20"))
+        .collect())
 }
 
 fn attr_has(entry: &Value<'_>, flag: u8) -> bool {

@@ -177,9 +177,17 @@ impl<'a> Torrent<'a> {
     /// The value of one field; `None` for a name we do not know (left out,
     /// as Transmission does).
     pub fn field(&mut self, name: &str) -> Option<Value> {
+        self.progress_field(name)
+            .or_else(|| self.sources_field(name))
+            .or_else(|| self.metainfo_field(name))
+            .or_else(|| self.files_field(name))
+            .or_else(|| self.settings_field(name))
+    }
+
+    /// Identity, state and transfer progress.
+    fn progress_field(&mut self, name: &str) -> Option<Value> {
         let e = self.e;
         let s = &self.snap;
-        let num_files = self.meta.as_ref().map_or(0, |t| t.files.len());
         Some(match name {
             "id" => json!(e.id),
             "name" => json!(if s.name.is_empty() {
@@ -217,6 +225,17 @@ impl<'a> Torrent<'a> {
             "rateUpload" => json!(s.up_rate),
             "eta" => json!(self.eta()),
             "etaIdle" => json!(-1),
+            "uploadedEver" => json!(e.uploaded_ever()),
+            "downloadedEver" => json!(e.downloaded_ever()),
+            "uploadRatio" => json!(self.ratio()),
+            _ => return None,
+        })
+    }
+
+    /// Peers, web seeds and trackers.
+    fn sources_field(&mut self, name: &str) -> Option<Value> {
+        let s = &self.snap;
+        Some(match name {
             "peersConnected" => json!(s.connected),
             "peersSendingToUs" => json!(self
                 .peers()
@@ -243,9 +262,50 @@ impl<'a> Torrent<'a> {
                 json!({"fromCache": 0, "fromDht": 0, "fromIncoming": inc, "fromLpd": 0,
                        "fromLtep": 0, "fromPex": 0, "fromTracker": out})
             }
-            "uploadedEver" => json!(e.uploaded_ever()),
-            "downloadedEver" => json!(e.downloaded_ever()),
-            "uploadRatio" => json!(self.ratio()),
+            "peers" => {
+                let list: Vec<Value> = self.peers().iter().map(peer_json).collect();
+                json!(list)
+            }
+            "trackers" => json!(self
+                .trackers()
+                .iter()
+                .enumerate()
+                .map(|(id, (tier, url))| json!({
+                    "announce": url,
+                    "id": id,
+                    "scrape": scrape_url(url),
+                    "sitename": sitename(url),
+                    "tier": tier,
+                }))
+                .collect::<Vec<_>>()),
+            "trackerList" => {
+                let mut text = String::new();
+                let mut last = None;
+                for (tier, url) in self.trackers() {
+                    if last.is_some_and(|t| t != tier) {
+                        text.push('\n');
+                    }
+                    text.push_str(&url);
+                    text.push('\n');
+                    last = Some(tier);
+                }
+                json!(text)
+            }
+            "trackerStats" => json!(self.tracker_stats()),
+            "webseeds" => json!(self
+                .meta
+                .as_ref()
+                .map(|t| t.web_seeds.clone())
+                .unwrap_or_default()),
+            _ => return None,
+        })
+    }
+
+    /// Dates, the metainfo's own fields and the pieces.
+    fn metainfo_field(&mut self, name: &str) -> Option<Value> {
+        let e = self.e;
+        let s = &self.snap;
+        Some(match name {
             "downloadDir" => json!(e.record.download_dir.to_string_lossy()),
             "addedDate" => json!(e.record.added),
             "doneDate" => json!(e.record.done),
@@ -289,6 +349,26 @@ impl<'a> Torrent<'a> {
                     .unwrap_or_default();
                 json!(base64::engine::general_purpose::STANDARD.encode(b))
             }
+            "availability" => {
+                let n = self.meta.as_ref().map_or(0, |t| t.num_pieces());
+                let have = self.pieces().cloned();
+                json!((0..n)
+                    .map(|p| if have.as_ref().is_some_and(|h| h.get(p)) {
+                        -1
+                    } else {
+                        0
+                    })
+                    .collect::<Vec<i64>>())
+            }
+            _ => return None,
+        })
+    }
+
+    /// The files and their selection.
+    fn files_field(&mut self, name: &str) -> Option<Value> {
+        let e = self.e;
+        let num_files = self.meta.as_ref().map_or(0, |t| t.files.len());
+        Some(match name {
             "file-count" => json!(num_files),
             "files" => {
                 let done = self.file_done();
@@ -326,41 +406,14 @@ impl<'a> Torrent<'a> {
                 .map(|i| i32::from(!e.record.unwanted.contains(&i)))
                 .collect::<Vec<_>>()),
             "priorities" => json!(vec![0; num_files]),
-            "peers" => {
-                let list: Vec<Value> = self.peers().iter().map(peer_json).collect();
-                json!(list)
-            }
-            "trackers" => json!(self
-                .trackers()
-                .iter()
-                .enumerate()
-                .map(|(id, (tier, url))| json!({
-                    "announce": url,
-                    "id": id,
-                    "scrape": scrape_url(url),
-                    "sitename": sitename(url),
-                    "tier": tier,
-                }))
-                .collect::<Vec<_>>()),
-            "trackerList" => {
-                let mut text = String::new();
-                let mut last = None;
-                for (tier, url) in self.trackers() {
-                    if last.is_some_and(|t| t != tier) {
-                        text.push('\n');
-                    }
-                    text.push_str(&url);
-                    text.push('\n');
-                    last = Some(tier);
-                }
-                json!(text)
-            }
-            "trackerStats" => json!(self.tracker_stats()),
-            "webseeds" => json!(self
-                .meta
-                .as_ref()
-                .map(|t| t.web_seeds.clone())
-                .unwrap_or_default()),
+            _ => return None,
+        })
+    }
+
+    /// Labels, queue, limits and the fields we answer with defaults.
+    fn settings_field(&mut self, name: &str) -> Option<Value> {
+        let e = self.e;
+        Some(match name {
             "labels" => json!(e.record.labels),
             "queuePosition" => json!(self.ctx.queue.iter().position(|&i| i == e.id).unwrap_or(0)),
             "seedRatioLimit" => json!(e.record.seed_ratio),
@@ -380,17 +433,6 @@ impl<'a> Torrent<'a> {
             "secondsDownloading" | "secondsSeeding" => json!(0),
             "primary-mime-type" => json!("application/octet-stream"),
             "group" => json!(""),
-            "availability" => {
-                let n = self.meta.as_ref().map_or(0, |t| t.num_pieces());
-                let have = self.pieces().cloned();
-                json!((0..n)
-                    .map(|p| if have.as_ref().is_some_and(|h| h.get(p)) {
-                        -1
-                    } else {
-                        0
-                    })
-                    .collect::<Vec<i64>>())
-            }
             _ => return None,
         })
     }

@@ -316,15 +316,8 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
                 Some((url, resp)) => {
                     failures = 0;
                     let wait = resp.interval.max(resp.min_interval.unwrap_or_default()).max(INTERVAL_FLOOR);
-                    let now = std::time::SystemTime::now();
-                    (cfg.on_announce)(AnnounceReport {
-                        url: Some(url.clone()),
-                        peers: resp.peers.len(),
-                        seeders: resp.seeders,
-                        leechers: resp.leechers,
-                        at: now,
-                        next: now + wait,
-                    });
+                    let counts = (resp.peers.len(), resp.seeders, resp.leechers);
+                    report(&cfg, Some(url.clone()), counts, wait);
                     working = Some(url);
                     if event == Some(Event::Completed) { completed_sent = true; }
                     event = None;
@@ -334,33 +327,13 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
                 None => {
                     failures += 1;
                     let wait = backoff(failures);
-                    let now = std::time::SystemTime::now();
-                    (cfg.on_announce)(AnnounceReport {
-                        url: None,
-                        peers: 0,
-                        seeders: None,
-                        leechers: None,
-                        at: now,
-                        next: now + wait,
-                    });
+                    report(&cfg, None, (0, None, None), wait);
                     wait
                 }
             },
         };
-        let sleep = tokio::time::sleep(wait);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = &mut sleep => break,
-                c = cfg.complete.changed(), if !completed_sent => {
-                    if c.is_ok() && *cfg.complete.borrow() {
-                        event = Some(Event::Completed);
-                        break;
-                    }
-                    if c.is_err() { completed_sent = true; }
-                }
-            }
+        if wait_or_completed(wait, &mut cfg, &cancel, &mut completed_sent).await {
+            event = Some(Event::Completed);
         }
         if cancel.is_cancelled() {
             break;
@@ -383,6 +356,50 @@ pub async fn run_announcer(mut tiers: Tiers, mut cfg: AnnounceConfig, cancel: Ca
             Err(_) => tracing::debug!(tracker = %url, "{} announce timed out", ev.as_str()),
         }
     }
+}
+
+/// Sleeps `wait`, or less: true when the download completes meanwhile
+/// (and `completed` is still to be sent). A closed completion channel
+/// means it never will.
+async fn wait_or_completed(
+    wait: Duration,
+    cfg: &mut AnnounceConfig,
+    cancel: &CancellationToken,
+    completed_sent: &mut bool,
+) -> bool {
+    let sleep = tokio::time::sleep(wait);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = &mut sleep => return false,
+            c = cfg.complete.changed(), if !*completed_sent => {
+                if c.is_ok() && *cfg.complete.borrow() {
+                    return true;
+                }
+                if c.is_err() { *completed_sent = true; }
+            }
+        }
+    }
+}
+
+/// Tells `on_announce` how an announce went: the tracker that answered
+/// (none: all failed), peers/seeders/leechers, and when the next is due.
+fn report(
+    cfg: &AnnounceConfig,
+    url: Option<String>,
+    (peers, seeders, leechers): (usize, Option<u32>, Option<u32>),
+    wait: Duration,
+) {
+    let now = std::time::SystemTime::now();
+    (cfg.on_announce)(AnnounceReport {
+        url,
+        peers,
+        seeders,
+        leechers,
+        at: now,
+        next: now + wait,
+    });
 }
 
 /// 15 s, 30 s, 60 s ... capped at 10 minutes, with ±25 % jitter.

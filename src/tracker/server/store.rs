@@ -82,6 +82,48 @@ struct Swarm {
 }
 
 impl Swarm {
+    /// Up to `want` live peers for `client` into `out`, from a random
+    /// start: never the client itself, only one address family when `v6`
+    /// says so. A seeder gets the leechers first, then other seeders, as
+    /// opentracker does: aria2 announces left=0 while it still fetches a
+    /// magnet's metadata, and needs a seeder for that.
+    fn sample(
+        &self,
+        client: SocketAddr,
+        seeder: bool,
+        want: usize,
+        v6: Option<bool>,
+        now: Instant,
+        out: &mut Vec<(SocketAddr, PeerId)>,
+    ) {
+        let n = self.peers.len();
+        if want == 0 || n == 0 {
+            return;
+        }
+        let start = rand::thread_rng().gen_range(0..n);
+        let passes: &[Option<bool>] = if seeder {
+            &[Some(false), Some(true)]
+        } else {
+            &[None]
+        };
+        for only in passes {
+            for i in 0..n {
+                let p = &self.peers[(start + i) % n];
+                if p.addr == client
+                    || p.expires <= now
+                    || only.is_some_and(|s| p.seeder != s)
+                    || v6.is_some_and(|v6| p.addr.is_ipv6() != v6)
+                {
+                    continue;
+                }
+                out.push((p.addr, p.peer_id));
+                if out.len() == want {
+                    return;
+                }
+            }
+        }
+    }
+
     fn stats(&self) -> ScrapeStats {
         ScrapeStats {
             seeders: self.seeders,
@@ -204,34 +246,7 @@ impl Store {
             .numwant
             .unwrap_or(self.cfg.default_numwant)
             .min(self.cfg.max_numwant) as usize;
-        let n = swarm.peers.len();
-        if want > 0 && n > 0 {
-            let start = rand::thread_rng().gen_range(0..n);
-            // A seeder gets the leechers first, then other seeders, as
-            // opentracker does: aria2 announces left=0 while it still
-            // fetches a magnet's metadata, and needs a seeder for that.
-            let passes: &[Option<bool>] = if seeder {
-                &[Some(false), Some(true)]
-            } else {
-                &[None]
-            };
-            'fill: for only in passes {
-                for i in 0..n {
-                    let p = &swarm.peers[(start + i) % n];
-                    if p.addr == a.addr
-                        || p.expires <= now
-                        || only.is_some_and(|s| p.seeder != s)
-                        || v6.is_some_and(|v6| p.addr.is_ipv6() != v6)
-                    {
-                        continue;
-                    }
-                    out.push((p.addr, p.peer_id));
-                    if out.len() == want {
-                        break 'fill;
-                    }
-                }
-            }
-        }
+        swarm.sample(a.addr, seeder, want, v6, now, out);
         Ok(swarm.stats())
     }
 

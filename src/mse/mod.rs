@@ -23,6 +23,10 @@ use sha1::{Digest, Sha1};
 
 use crate::types::InfoHash;
 
+mod responder;
+
+pub use responder::Responder;
+
 /// The specified 768-bit safe prime; the generator is 2.
 const PRIME: U768 = U768::from_be_hex(concat!(
     "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74",
@@ -334,327 +338,124 @@ impl Initiator {
         out: &mut Vec<u8>,
     ) -> Result<Option<Established>, MseError> {
         loop {
-            match std::mem::replace(&mut self.state, Init::Done) {
-                Init::Key => {
-                    if input.len() < KEY_LEN {
-                        self.state = Init::Key;
-                        return Ok(None);
-                    }
-                    let secret = self.keys.shared(&input[..KEY_LEN])?;
-                    input.advance(KEY_LEN);
-                    let req3 = hash(&[b"req3", &secret]);
-                    out.extend_from_slice(&hash(&[b"req1", &secret]));
-                    out.extend_from_slice(&xor20(&req2(&self.skey), &req3));
-                    let mut write = Cipher::new(b"keyA", &secret, &self.skey);
-                    let start = out.len();
-                    out.extend_from_slice(&[0u8; VC_LEN]);
-                    out.extend_from_slice(&self.provide.to_be_bytes());
-                    out.extend_from_slice(&0u16.to_be_bytes()); // no PadC
-                    out.extend_from_slice(&(self.ia.len() as u16).to_be_bytes());
-                    out.extend_from_slice(&self.ia);
-                    write.apply(&mut out[start..]);
-                    let mut marker = [0u8; VC_LEN];
-                    Cipher::new(b"keyB", &secret, &self.skey).apply(&mut marker);
-                    let read = Cipher::new(b"keyB", &secret, &self.skey);
-                    self.state = Init::Sync {
-                        read,
-                        write,
-                        marker,
-                    };
+            let state = std::mem::replace(&mut self.state, Init::Done);
+            match self.step(state, input, out)? {
+                Step::Wait(s) => {
+                    self.state = s;
+                    return Ok(None);
                 }
-                Init::Sync {
-                    mut read,
-                    write,
-                    marker,
-                } => match find(input, &marker, MAX_PAD + VC_LEN)? {
-                    None => {
-                        self.state = Init::Sync {
-                            read,
-                            write,
-                            marker,
-                        };
-                        return Ok(None);
-                    }
-                    Some(at) => {
-                        input.advance(at);
-                        skip(input, &mut read, VC_LEN);
-                        self.state = Init::Select { read, write };
-                    }
-                },
-                Init::Select { mut read, write } => {
-                    let Some(head) = take::<6>(input, &mut read) else {
-                        self.state = Init::Select { read, write };
-                        return Ok(None);
-                    };
-                    let select = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-                    let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
-                    let one = select == CRYPTO_PLAIN || select == CRYPTO_RC4;
-                    if !one || select & self.provide == 0 {
-                        return Err(MseError::BadSelect);
-                    }
-                    if len > MAX_PAD {
-                        return Err(MseError::PadTooLong);
-                    }
-                    self.state = Init::PadD {
-                        read,
-                        write,
-                        select,
-                        len,
-                    };
-                }
-                Init::PadD {
-                    mut read,
-                    write,
-                    select,
-                    len,
-                } => {
-                    if input.len() < len {
-                        self.state = Init::PadD {
-                            read,
-                            write,
-                            select,
-                            len,
-                        };
-                        return Ok(None);
-                    }
-                    skip(input, &mut read, len);
-                    let (read, write) = if select == CRYPTO_RC4 {
-                        read.apply(input);
-                        (Some(read), Some(write))
-                    } else {
-                        (None, None)
-                    };
-                    return Ok(Some(Established {
-                        info_hash: self.skey,
-                        read,
-                        write,
-                    }));
-                }
-                Init::Done => return Ok(None),
+                Step::Next(s) => self.state = s,
+                Step::Done(e) => return Ok(Some(*e)),
             }
         }
     }
-}
 
-enum Resp {
-    /// Waiting for Ya.
-    Key,
-    /// Looking for H(req1, S) after PadA.
-    Sync {
-        secret: Box<[u8; KEY_LEN]>,
-    },
-    /// Waiting for the obfuscated SKEY.
-    Skey {
-        secret: Box<[u8; KEY_LEN]>,
-    },
-    /// Waiting for VC, crypto_provide and len(PadC).
-    Provide {
-        skey: InfoHash,
-        read: Cipher,
-        write: Cipher,
-    },
-    /// Waiting for PadC and len(IA).
-    PadC {
-        skey: InfoHash,
-        read: Cipher,
-        write: Cipher,
-        select: u32,
-        len: usize,
-    },
-    /// Waiting for the whole initial payload.
-    Ia {
-        skey: InfoHash,
-        read: Cipher,
-        write: Cipher,
-        select: u32,
-        len: usize,
-    },
-    Done,
-}
-
-/// The side that accepts: finds the torrent from the obfuscated SKEY.
-pub struct Responder {
-    keys: KeyPair,
-    accept: u32,
-    pad: usize,
-    state: Resp,
-}
-
-impl Responder {
-    /// Accepts the `crypto_provide` methods in `accept` (RC4 is chosen
-    /// when both sides allow it).
-    pub fn new(accept: u32) -> Responder {
-        let pad = rand::thread_rng().gen_range(0..=MAX_PAD);
-        Responder::with(KeyPair::random(), pad, accept)
-    }
-
-    fn with(keys: KeyPair, pad: usize, accept: u32) -> Responder {
-        Responder {
-            keys,
-            accept,
-            pad,
-            state: Resp::Key,
-        }
-    }
-
-    /// Consumes what it can of `input`, appending replies to `out`;
-    /// `lookup` maps `H(req2, SKEY)` to a torrent we serve. When done,
-    /// `input` holds the plaintext of the initial payload and whatever
-    /// followed it.
-    pub fn receive(
-        &mut self,
+    fn step(
+        &self,
+        state: Init,
         input: &mut BytesMut,
         out: &mut Vec<u8>,
-        lookup: impl Fn(&[u8; 20]) -> Option<InfoHash>,
-    ) -> Result<Option<Established>, MseError> {
-        loop {
-            match std::mem::replace(&mut self.state, Resp::Done) {
-                Resp::Key => {
-                    if input.len() < KEY_LEN {
-                        self.state = Resp::Key;
-                        return Ok(None);
-                    }
-                    let secret = self.keys.shared(&input[..KEY_LEN])?;
-                    input.advance(KEY_LEN);
-                    out.extend_from_slice(&self.keys.public);
-                    padding(out, self.pad);
-                    self.state = Resp::Sync {
-                        secret: Box::new(secret),
-                    };
-                }
-                Resp::Sync { secret } => {
-                    let req1 = hash(&[b"req1", &secret[..]]);
-                    match find(input, &req1, MAX_PAD + 20)? {
-                        None => {
-                            self.state = Resp::Sync { secret };
-                            return Ok(None);
-                        }
-                        Some(at) => {
-                            input.advance(at + 20);
-                            self.state = Resp::Skey { secret };
-                        }
-                    }
-                }
-                Resp::Skey { secret } => {
-                    if input.len() < 20 {
-                        self.state = Resp::Skey { secret };
-                        return Ok(None);
-                    }
-                    let req3 = hash(&[b"req3", &secret[..]]);
-                    let skey =
-                        lookup(&xor20(&input[..20], &req3)).ok_or(MseError::UnknownTorrent)?;
-                    input.advance(20);
-                    self.state = Resp::Provide {
-                        skey,
-                        read: Cipher::new(b"keyA", &secret, &skey),
-                        write: Cipher::new(b"keyB", &secret, &skey),
-                    };
-                }
-                Resp::Provide {
-                    skey,
-                    mut read,
+    ) -> Result<Step<Init>, MseError> {
+        Ok(match state {
+            Init::Key if input.len() < KEY_LEN => Step::Wait(Init::Key),
+            Init::Key => Step::Next(self.send_provide(input, out)?),
+            Init::Sync {
+                mut read,
+                write,
+                marker,
+            } => match find(input, &marker, MAX_PAD + VC_LEN)? {
+                None => Step::Wait(Init::Sync {
+                    read,
                     write,
-                } => {
-                    let Some(head) = take::<14>(input, &mut read) else {
-                        self.state = Resp::Provide { skey, read, write };
-                        return Ok(None);
-                    };
-                    if head[..VC_LEN] != [0u8; VC_LEN] {
-                        return Err(MseError::BadVc);
-                    }
-                    let provide = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
-                    let len = usize::from(u16::from_be_bytes([head[12], head[13]]));
-                    if len > MAX_PAD {
-                        return Err(MseError::PadTooLong);
-                    }
-                    let common = provide & self.accept;
-                    let select = if common & CRYPTO_RC4 != 0 {
-                        CRYPTO_RC4
-                    } else if common & CRYPTO_PLAIN != 0 {
-                        CRYPTO_PLAIN
-                    } else {
-                        return Err(MseError::NoCommonMethod);
-                    };
-                    self.state = Resp::PadC {
-                        skey,
-                        read,
-                        write,
-                        select,
-                        len,
-                    };
+                    marker,
+                }),
+                Some(at) => {
+                    input.advance(at);
+                    skip(input, &mut read, VC_LEN);
+                    Step::Next(Init::Select { read, write })
                 }
-                Resp::PadC {
-                    skey,
-                    mut read,
-                    mut write,
-                    select,
-                    len,
-                } => {
-                    if input.len() < len + 2 {
-                        self.state = Resp::PadC {
-                            skey,
-                            read,
-                            write,
-                            select,
-                            len,
-                        };
-                        return Ok(None);
-                    }
-                    skip(input, &mut read, len);
-                    let ia = take::<2>(input, &mut read).expect("length checked");
-                    let start = out.len();
-                    out.extend_from_slice(&[0u8; VC_LEN]);
-                    out.extend_from_slice(&select.to_be_bytes());
-                    out.extend_from_slice(&0u16.to_be_bytes()); // no PadD
-                    write.apply(&mut out[start..]);
-                    self.state = Resp::Ia {
-                        skey,
-                        read,
-                        write,
-                        select,
-                        len: usize::from(u16::from_be_bytes(ia)),
-                    };
-                }
-                Resp::Ia {
-                    skey,
-                    mut read,
+            },
+            Init::Select { mut read, write } => match take::<6>(input, &mut read) {
+                None => Step::Wait(Init::Select { read, write }),
+                Some(head) => Step::Next(self.selected(head, read, write)?),
+            },
+            s @ Init::PadD { len, .. } if input.len() < len => Step::Wait(s),
+            Init::PadD {
+                mut read,
+                write,
+                select,
+                len,
+            } => {
+                skip(input, &mut read, len);
+                let (read, write) = if select == CRYPTO_RC4 {
+                    read.apply(input);
+                    (Some(read), Some(write))
+                } else {
+                    (None, None)
+                };
+                Step::Done(Box::new(Established {
+                    info_hash: self.skey,
+                    read,
                     write,
-                    select,
-                    len,
-                } => {
-                    if input.len() < len {
-                        self.state = Resp::Ia {
-                            skey,
-                            read,
-                            write,
-                            select,
-                            len,
-                        };
-                        return Ok(None);
-                    }
-                    // The IA is always encrypted; what follows only if
-                    // RC4 was selected.
-                    let upto = if select == CRYPTO_RC4 {
-                        input.len()
-                    } else {
-                        len
-                    };
-                    read.apply(&mut input[..upto]);
-                    let (read, write) = if select == CRYPTO_RC4 {
-                        (Some(read), Some(write))
-                    } else {
-                        (None, None)
-                    };
-                    return Ok(Some(Established {
-                        info_hash: skey,
-                        read,
-                        write,
-                    }));
-                }
-                Resp::Done => return Ok(None),
+                }))
             }
-        }
+            Init::Done => Step::Wait(Init::Done),
+        })
     }
+
+    /// Yb arrived: sends H(req1, S), the obfuscated SKEY and, encrypted,
+    /// VC, crypto_provide and the initial payload.
+    fn send_provide(&self, input: &mut BytesMut, out: &mut Vec<u8>) -> Result<Init, MseError> {
+        let secret = self.keys.shared(&input[..KEY_LEN])?;
+        input.advance(KEY_LEN);
+        let req3 = hash(&[b"req3", &secret]);
+        out.extend_from_slice(&hash(&[b"req1", &secret]));
+        out.extend_from_slice(&xor20(&req2(&self.skey), &req3));
+        let mut write = Cipher::new(b"keyA", &secret, &self.skey);
+        let start = out.len();
+        out.extend_from_slice(&[0u8; VC_LEN]);
+        out.extend_from_slice(&self.provide.to_be_bytes());
+        out.extend_from_slice(&0u16.to_be_bytes()); // no PadC
+        out.extend_from_slice(&(self.ia.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.ia);
+        write.apply(&mut out[start..]);
+        let mut marker = [0u8; VC_LEN];
+        Cipher::new(b"keyB", &secret, &self.skey).apply(&mut marker);
+        let read = Cipher::new(b"keyB", &secret, &self.skey);
+        Ok(Init::Sync {
+            read,
+            write,
+            marker,
+        })
+    }
+
+    /// crypto_select and len(PadD) arrived.
+    fn selected(&self, head: [u8; 6], read: Cipher, write: Cipher) -> Result<Init, MseError> {
+        let select = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+        let one = select == CRYPTO_PLAIN || select == CRYPTO_RC4;
+        if !one || select & self.provide == 0 {
+            return Err(MseError::BadSelect);
+        }
+        if len > MAX_PAD {
+            return Err(MseError::PadTooLong);
+        }
+        Ok(Init::PadD {
+            read,
+            write,
+            select,
+            len,
+        })
+    }
+}
+
+/// What one step of a handshake's state machine did.
+enum Step<S> {
+    /// Needs more input; the state to keep meanwhile.
+    Wait(S),
+    /// Moved on: the next state may proceed at once.
+    Next(S),
+    Done(Box<Established>),
 }
 
 #[cfg(test)]

@@ -1,0 +1,263 @@
+//! Pieces: what a peer has, which blocks it is asked for, and arriving
+//! blocks through hashing and writing to the verdict on the piece.
+
+use super::*;
+
+impl Engine {
+    /// Records a peer's bitfield; returns whether it has pieces we need.
+    pub fn on_bitfield(&self, key: PeerKey, has: Bitfield) -> bool {
+        let mut st = self.state();
+        let st = &mut *st;
+        let Some(entry) = st.peers.get_mut(&key) else {
+            return false;
+        };
+        st.picker.remove_availability(&entry.has);
+        st.picker.add_availability(&has);
+        entry.has = has;
+        st.picker.is_interesting(&entry.has)
+    }
+
+    /// Records a `have`; returns whether that piece is one we want and lack.
+    pub fn on_have(&self, key: PeerKey, piece: PieceIndex) -> bool {
+        let mut st = self.state();
+        let st = &mut *st;
+        let Some(entry) = st.peers.get_mut(&key) else {
+            return false;
+        };
+        if entry.has.set(piece) {
+            st.picker.add_have(piece);
+        }
+        st.picker.needs(piece)
+    }
+
+    /// Whether the peer still has anything we need.
+    pub fn is_interesting(&self, key: PeerKey) -> bool {
+        let st = self.state();
+        st.peers
+            .get(&key)
+            .is_some_and(|e| st.picker.is_interesting(&e.has))
+    }
+
+    /// Appends up to `max` requests for this peer to `out`; with `only`,
+    /// just from those pieces (BEP-6 allowed fast, while choked).
+    pub fn pick(&self, key: PeerKey, max: usize, only: Option<&[u32]>, out: &mut Vec<BlockRef>) {
+        let mut st = self.state();
+        let st = &mut *st;
+        let Some(entry) = st.peers.get(&key) else {
+            return;
+        };
+        if st.banned.contains(&entry.ip) {
+            // Banned, its task not yet gone: no new requests.
+            return;
+        }
+        match only {
+            None => st.picker.pick(key, &entry.has, max, out),
+            Some(pieces) => {
+                let mut allowed = Bitfield::new(self.geometry.num_pieces);
+                for &p in pieces {
+                    if entry.has.get(p) {
+                        allowed.set(p);
+                    }
+                }
+                if allowed.count() > 0 {
+                    st.picker.pick(key, &allowed, max, out);
+                }
+            }
+        }
+    }
+
+    pub fn release_all(&self, key: PeerKey) {
+        self.state().picker.release_all(key);
+    }
+
+    pub fn release(&self, key: PeerKey, block: BlockRef) {
+        self.state().picker.release(key, block);
+    }
+
+    /// Files an arriving block. Returns whether it was one we asked for.
+    /// A completed piece is queued for hashing; this waits only when every
+    /// hash worker is busy.
+    pub async fn on_block(
+        self: &Arc<Self>,
+        key: PeerKey,
+        piece: u32,
+        offset: u32,
+        data: &[u8],
+    ) -> bool {
+        self.stats
+            .received
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let outcome = {
+            let mut st = self.state();
+            let banned = st.ips.get(&key).is_some_and(|ip| st.banned.contains(ip));
+            if banned {
+                // Still arriving from a banned peer: never mixed into a piece.
+                BlockOutcome::Unrequested
+            } else {
+                st.picker.on_block(key, piece, offset, data)
+            }
+        };
+        match outcome {
+            BlockOutcome::Unrequested => {
+                self.stats
+                    .wasted
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                false
+            }
+            BlockOutcome::Stored { cancel, complete } => {
+                {
+                    let mut st = self.state();
+                    if let Some(e) = st.peers.get_mut(&key) {
+                        e.last_data = Instant::now();
+                        e.exchanged = true;
+                        e.down += data.len() as u64;
+                    }
+                    if let Some(addr) = st.peers.get(&key).map(|e| e.addr) {
+                        *st.contributed.entry(addr).or_default() += data.len() as u64;
+                    }
+                    st.choker
+                        .record_download(key, data.len() as u64, std::time::Instant::now());
+                }
+                if !cancel.is_empty() {
+                    let block = BlockRef {
+                        piece,
+                        offset,
+                        len: data.len() as u32,
+                    };
+                    let st = self.state();
+                    for k in cancel {
+                        if let Some(e) = st.peers.get(&k) {
+                            // A lost cancel only costs a duplicate block.
+                            let _ = e.tx.try_send(PeerCommand::Cancel(block));
+                        }
+                    }
+                }
+                if let Some(c) = complete {
+                    self.verify(c).await;
+                }
+                true
+            }
+        }
+    }
+
+    pub(super) async fn verify(self: &Arc<Engine>, c: Complete) {
+        let Ok(permit) = self.shared.hash_permits.clone().acquire_owned().await else {
+            return;
+        };
+        let engine = self.clone();
+        self.verifying.fetch_add(1, Ordering::SeqCst);
+        // Not awaited: the peer goes on reading while the piece is hashed.
+        tokio::task::spawn_blocking(move || {
+            let expected = engine.piece_hashes[c.piece as usize];
+            let ok = <[u8; 20]>::from(Sha1::digest(&*c.data)) == expected;
+            let written = if ok {
+                let offset = engine.geometry.piece_offset(c.piece);
+                engine.storage.write_at(offset, &c.data)
+            } else {
+                Ok(())
+            };
+            drop(permit);
+            engine.finish_piece(c, ok, written);
+            if engine.verifying.fetch_sub(1, Ordering::SeqCst) == 1 {
+                engine.verified_all.notify_waiters();
+            }
+        });
+    }
+
+    /// Waits until no piece is being hashed or written, so the verified
+    /// set read next is final (a run ending must not lose a piece whose
+    /// write is still under way).
+    pub async fn settle(&self) {
+        loop {
+            let woken = self.verified_all.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.verifying.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    pub(super) fn finish_piece(&self, c: Complete, ok: bool, written: std::io::Result<()>) {
+        let len = c.data.len() as u64;
+        if let Err(source) = written {
+            let piece = c.piece;
+            let err = if source.raw_os_error() == Some(libc::ENOSPC) {
+                EngineError::DiskFull { piece, source }
+            } else {
+                EngineError::Write { piece, source }
+            };
+            self.state().picker.piece_failed(c.piece, c.data);
+            self.fail(err);
+            return;
+        }
+        if ok {
+            let mut st = self.state();
+            st.picker.piece_verified(c.piece, c.data);
+            st.verified_log.push(c.piece);
+            let n = st.verified_log.len();
+            let complete = st.picker.is_complete();
+            drop(st);
+            self.stats.downloaded.fetch_add(len, Ordering::Relaxed);
+            self.have_count.send_replace(n);
+            if complete {
+                self.phase.send_if_modified(|p| {
+                    if matches!(p, Phase::Running) {
+                        *p = Phase::Complete;
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+        } else {
+            self.stats.hash_failures.fetch_add(1, Ordering::Relaxed);
+            self.stats.wasted.fetch_add(len, Ordering::Relaxed);
+            let mut st = self.state();
+            let st = &mut *st;
+            st.picker.piece_failed(c.piece, c.data);
+            let sole = c.contributors.len() == 1;
+            // A piece an already banned address took part in is explained
+            // by it: the others who shared it get no strike (otherwise an
+            // honest peer sharing the liar's in-flight pieces is banned too).
+            let ips: Vec<IpAddr> = c
+                .contributors
+                .iter()
+                .filter_map(|k| st.ips.get(k).copied())
+                .collect();
+            let liar_known = ips.iter().any(|ip| st.banned.contains(ip));
+            for ip in ips {
+                if liar_known {
+                    continue;
+                }
+                let strikes = st.strikes.entry(ip).or_insert(0);
+                *strikes += if sole { 2 } else { 1 };
+                if *strikes >= BAN_STRIKES && st.banned.insert(ip) {
+                    tracing::warn!(%ip, "banning peer: it sent data that failed the hash check");
+                    for (k, e) in st.peers.iter().filter(|(_, e)| e.ip == ip) {
+                        e.kill.cancel();
+                        // Its requests go to others now, not when its task ends.
+                        st.picker.release_all(*k);
+                    }
+                }
+            }
+            tracing::debug!(piece = c.piece, "piece failed its hash check");
+        }
+    }
+
+    /// Stops the download with an error.
+    pub fn fail(&self, err: EngineError) {
+        tracing::debug!(error = %err, "engine failed");
+        let err = Arc::new(err);
+        self.phase.send_if_modified(|p| {
+            if matches!(p, Phase::Running) {
+                *p = Phase::Failed(err);
+                true
+            } else {
+                false
+            }
+        });
+        self.cancel.cancel();
+    }
+}
