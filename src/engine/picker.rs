@@ -6,6 +6,10 @@
 //! missing block is requested, end-game: a block may be requested from a
 //! second peer and the losers are cancelled when it arrives.
 //!
+//! The rarest choice does not scan the torrent: [`Rarity`] keeps every
+//! piece ordered by availability, so a pick walks the rarest levels and
+//! stops at the first piece the peer has.
+//!
 //! Only wanted pieces (those of the selected files; all by default) are
 //! ever started, and completion means every wanted piece is had. Pieces
 //! outside the selection may still be had (resume, shared with a wanted
@@ -67,8 +71,8 @@ pub struct Picker {
     wanted: Bitfield,
     /// Wanted pieces not had yet: completion is this reaching zero.
     wanted_missing: u32,
-    /// How many connected peers have each piece.
-    availability: Vec<u16>,
+    /// How many connected peers have each piece, ordered for picking.
+    rarity: Rarity,
     partial: HashMap<PieceIndex, Partial>,
     /// Complete and being hashed/written; not pickable.
     verifying: Bitfield,
@@ -92,12 +96,13 @@ impl Picker {
             "wanted mask of the wrong size"
         );
         let n = wanted.count();
+        let rarity = Rarity::new(&wanted);
         Picker {
             geo,
             have: Bitfield::new(geo.num_pieces),
             wanted,
             wanted_missing: n,
-            availability: vec![0; geo.num_pieces as usize],
+            rarity,
             partial: HashMap::new(),
             verifying: Bitfield::new(geo.num_pieces),
             unstarted: n,
@@ -135,24 +140,31 @@ impl Picker {
                 self.unstarted -= 1;
             }
             self.verifying.clear(piece);
+            self.rarity.set_candidate(piece, false);
         }
     }
 
     pub fn add_availability(&mut self, bits: &Bitfield) {
+        if bits.len() == self.geo.num_pieces && bits.is_full() && self.rarity.add_everywhere() {
+            return;
+        }
         for i in bits.iter_ones() {
-            self.availability[i as usize] = self.availability[i as usize].saturating_add(1);
+            self.rarity.increment(i);
         }
     }
 
     pub fn remove_availability(&mut self, bits: &Bitfield) {
+        if bits.len() == self.geo.num_pieces && bits.is_full() && self.rarity.remove_everywhere() {
+            return;
+        }
         for i in bits.iter_ones() {
-            self.availability[i as usize] = self.availability[i as usize].saturating_sub(1);
+            self.rarity.decrement(i);
         }
     }
 
     pub fn add_have(&mut self, piece: PieceIndex) {
-        if let Some(a) = self.availability.get_mut(piece as usize) {
-            *a = a.saturating_add(1);
+        if piece < self.geo.num_pieces {
+            self.rarity.increment(piece);
         }
     }
 
@@ -220,31 +232,7 @@ impl Picker {
     }
 
     fn rarest_unstarted(&mut self, peer_has: &Bitfield) -> Option<PieceIndex> {
-        let mut best: Option<PieceIndex> = None;
-        let mut best_avail = u16::MAX;
-        let mut ties = 0u32;
-        for p in peer_has.iter_ones() {
-            if !self.wanted.get(p)
-                || self.have.get(p)
-                || self.verifying.get(p)
-                || self.partial.contains_key(&p)
-            {
-                continue;
-            }
-            let a = self.availability[p as usize];
-            if a < best_avail {
-                best = Some(p);
-                best_avail = a;
-                ties = 1;
-            } else if a == best_avail {
-                // Reservoir sampling: each tie wins with equal probability.
-                ties += 1;
-                if self.rng.gen_range(0..ties) == 0 {
-                    best = Some(p);
-                }
-            }
-        }
-        best
+        self.rarity.rarest(peer_has, &mut self.rng)
     }
 
     fn start(&mut self, p: PieceIndex) {
@@ -262,6 +250,7 @@ impl Picker {
                 received: 0,
             },
         );
+        self.rarity.set_candidate(p, false);
         self.unstarted -= 1;
     }
 
@@ -359,6 +348,7 @@ impl Picker {
         if self.have.set(piece) && self.wanted.get(piece) {
             self.wanted_missing -= 1;
         }
+        self.rarity.set_candidate(piece, false);
         self.recycle(buf);
     }
 
@@ -366,6 +356,9 @@ impl Picker {
     pub fn piece_failed(&mut self, piece: PieceIndex, buf: AlignedBuf) {
         self.verifying.clear(piece);
         self.unstarted += 1;
+        if self.needs(piece) && !self.partial.contains_key(&piece) {
+            self.rarity.set_candidate(piece, true);
+        }
         self.recycle(buf);
     }
 
@@ -396,6 +389,210 @@ impl Picker {
         }
         bytes
     }
+}
+
+/// Every piece ordered by availability, so that the rarest candidate a peer
+/// has is found without scanning the torrent (libtorrent's layout).
+///
+/// Level `a`, the pieces `a` connected peers have, is the slice
+/// `order[start[a]..start[a + 1]]`: first its candidates (wanted and
+/// neither had, started nor verifying) up to `split[a]`, then the others.
+/// Every piece stays in `order`, so a piece changes level or candidacy by
+/// at most three swaps at level and split boundaries: O(1), whatever the
+/// piece count.
+struct Rarity {
+    /// Peers having each piece, saturating like the counts it replaced.
+    avail: Vec<u16>,
+    /// A permutation of the pieces, sorted by `avail`.
+    order: Vec<PieceIndex>,
+    /// Each piece's index in `order`.
+    pos: Vec<u32>,
+    /// Where each level begins, then one entry for the end of `order`.
+    /// Levels are added as availability grows; an empty lowest level goes
+    /// when a seeder leaves.
+    start: Vec<u32>,
+    /// Where each level's non-candidates begin.
+    split: Vec<u32>,
+}
+
+impl Rarity {
+    /// All pieces at availability 0; the `candidates` first.
+    fn new(candidates: &Bitfield) -> Rarity {
+        let n = candidates.len();
+        let mut order: Vec<PieceIndex> = candidates.iter_ones().collect();
+        let split = order.len() as u32;
+        order.extend((0..n).filter(|&p| !candidates.get(p)));
+        let mut pos = vec![0u32; n as usize];
+        for (i, &p) in order.iter().enumerate() {
+            pos[p as usize] = i as u32;
+        }
+        Rarity {
+            avail: vec![0; n as usize],
+            order,
+            pos,
+            start: vec![0, n],
+            split: vec![split],
+        }
+    }
+
+    fn is_candidate(&self, p: PieceIndex) -> bool {
+        self.pos[p as usize] < self.split[usize::from(self.avail[p as usize])]
+    }
+
+    fn swap(&mut self, i: u32, j: u32) {
+        let (a, b) = (self.order[i as usize], self.order[j as usize]);
+        self.order[i as usize] = b;
+        self.order[j as usize] = a;
+        self.pos[a as usize] = j;
+        self.pos[b as usize] = i;
+    }
+
+    /// Moves `p` into or out of its level's candidates.
+    fn set_candidate(&mut self, p: PieceIndex, candidate: bool) {
+        if self.is_candidate(p) == candidate {
+            return;
+        }
+        let a = usize::from(self.avail[p as usize]);
+        if candidate {
+            self.swap(self.pos[p as usize], self.split[a]);
+            self.split[a] += 1;
+        } else {
+            self.swap(self.pos[p as usize], self.split[a] - 1);
+            self.split[a] -= 1;
+        }
+    }
+
+    /// A seeder arrived: every level moves up one without reordering, under
+    /// a new empty level 0. False (nothing done) if a count could saturate.
+    fn add_everywhere(&mut self) -> bool {
+        if self.split.len() > usize::from(u16::MAX) {
+            return false;
+        }
+        self.avail.iter_mut().for_each(|a| *a += 1);
+        self.start.insert(0, 0);
+        self.split.insert(0, 0);
+        true
+    }
+
+    /// A seeder left: every level moves down one. False (nothing done) if
+    /// some piece is at availability 0, which stays there.
+    fn remove_everywhere(&mut self) -> bool {
+        if self.split.len() < 2 || self.start[1] != 0 {
+            return false;
+        }
+        self.avail.iter_mut().for_each(|a| *a -= 1);
+        self.start.remove(0);
+        self.split.remove(0);
+        true
+    }
+
+    /// One more peer has `p`: it becomes the first piece of the next level.
+    fn increment(&mut self, p: PieceIndex) {
+        let a = usize::from(self.avail[p as usize]);
+        if a == usize::from(u16::MAX) {
+            return;
+        }
+        if a + 1 == self.split.len() {
+            let end = self.order.len() as u32;
+            self.split.push(end);
+            self.start.push(end);
+        }
+        let candidate = self.is_candidate(p);
+        let last = self.start[a + 1] - 1;
+        if candidate {
+            // Via the last candidate's slot, keeping level `a`'s split.
+            let c = self.split[a] - 1;
+            self.swap(self.pos[p as usize], c);
+            self.swap(c, last);
+            self.split[a] -= 1;
+        } else {
+            self.swap(self.pos[p as usize], last);
+        }
+        self.start[a + 1] -= 1;
+        if !candidate {
+            // The level begins with its candidates: step past them.
+            let c = self.split[a + 1] - 1;
+            self.swap(last, c);
+            self.split[a + 1] -= 1;
+        }
+        self.avail[p as usize] += 1;
+    }
+
+    /// One peer fewer has `p`: it becomes the last piece of the level below.
+    fn decrement(&mut self, p: PieceIndex) {
+        let a = usize::from(self.avail[p as usize]);
+        if a == 0 {
+            return;
+        }
+        let candidate = self.is_candidate(p);
+        let first = self.start[a];
+        if candidate {
+            self.swap(self.pos[p as usize], first);
+        } else {
+            // Via the first non-candidate's slot, keeping level `a`'s split.
+            let s = self.split[a];
+            self.swap(self.pos[p as usize], s);
+            self.swap(s, first);
+            self.split[a] += 1;
+        }
+        self.start[a] += 1;
+        if candidate {
+            // The level ends with its non-candidates: step before them.
+            let s = self.split[a - 1];
+            self.swap(first, s);
+            self.split[a - 1] += 1;
+        }
+        self.avail[p as usize] -= 1;
+    }
+
+    /// A candidate in `peer_has` of the lowest availability, random among
+    /// equals so that peers spread over the rarest pieces.
+    fn rarest(&self, peer_has: &Bitfield, rng: &mut StdRng) -> Option<PieceIndex> {
+        for a in 0..self.split.len() {
+            let level = &self.order[self.start[a] as usize..self.split[a] as usize];
+            let found = if level.len() <= EXACT_LEVEL {
+                exact_choice(level, peer_has, rng)
+            } else {
+                // From a random offset, wrapping: for a peer with most
+                // pieces this ends within a few steps.
+                let offset = rng.gen_range(0..level.len() as u32);
+                let (before, after) = level.split_at(offset as usize);
+                after
+                    .iter()
+                    .chain(before)
+                    .copied()
+                    .find(|&p| peer_has.get(p))
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+}
+
+/// Levels this small are sampled exactly uniformly (reservoir sampling in
+/// piece order, as small torrents always picked): the offset scan favours
+/// pieces that follow runs the peer lacks, a skew that is worst in a small
+/// level.
+const EXACT_LEVEL: usize = 16;
+
+fn exact_choice(level: &[PieceIndex], peer_has: &Bitfield, rng: &mut StdRng) -> Option<PieceIndex> {
+    let mut mine = [0; EXACT_LEVEL];
+    let mut n = 0;
+    for &p in level.iter().filter(|&&p| peer_has.get(p)) {
+        mine[n] = p;
+        n += 1;
+    }
+    let mine = &mut mine[..n];
+    mine.sort_unstable();
+    let mut best = None;
+    for (ties, &p) in (1u32..).zip(mine.iter()) {
+        if ties == 1 || rng.gen_range(0..ties) == 0 {
+            best = Some(p);
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -708,5 +905,182 @@ mod model {
                 assert_eq!(p.have().get(i), wanted.get(i), "seed {seed} piece {i}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod rarity {
+    use super::*;
+    use rand::Rng;
+
+    impl Picker {
+        /// Panics unless `rarity` is a sorted permutation whose candidates
+        /// are exactly the unstarted wanted pieces, with `counts` as levels.
+        fn check_rarity(&self, counts: &[u32]) {
+            let r = &self.rarity;
+            let n = self.geo.num_pieces;
+            assert_eq!(r.order.len(), n as usize);
+            for (i, &p) in r.order.iter().enumerate() {
+                assert_eq!(r.pos[p as usize], i as u32, "position of {p}");
+            }
+            assert_eq!(r.start.len(), r.split.len() + 1);
+            assert_eq!((r.start[0], *r.start.last().unwrap()), (0, n));
+            for a in 0..r.split.len() {
+                assert!(r.start[a] <= r.split[a] && r.split[a] <= r.start[a + 1]);
+                for i in r.start[a]..r.start[a + 1] {
+                    assert_eq!(usize::from(r.avail[r.order[i as usize] as usize]), a);
+                }
+            }
+            for p in 0..n {
+                assert_eq!(u32::from(r.avail[p as usize]), counts[p as usize]);
+                let unstarted =
+                    self.needs(p) && !self.verifying.get(p) && !self.partial.contains_key(&p);
+                assert_eq!(r.is_candidate(p), unstarted, "piece {p}");
+            }
+            let candidates: u32 = (0..r.split.len()).map(|a| r.split[a] - r.start[a]).sum();
+            assert_eq!(candidates, self.unstarted);
+        }
+    }
+
+    fn random_bits(n: u32, rng: &mut StdRng) -> Bitfield {
+        let density = rng.gen_range(0.0..=1.0);
+        let mut b = Bitfield::new(n);
+        for i in 0..n {
+            if rng.gen_bool(density) {
+                b.set(i);
+            }
+        }
+        b
+    }
+
+    /// Random peers come and go, announce pieces and deliver, pieces fail,
+    /// verify or turn up on disk; after each step `check` sees the picker,
+    /// the per-piece peer counts, and a random peer's bitfield.
+    fn random_steps(seeds: u64, mut check: impl FnMut(&mut Picker, &[u32], &Bitfield)) {
+        for seed in 0..seeds {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let n = rng.gen_range(1..60);
+            let g = Geometry::new(u64::from(n) * 16_384 - 1, 16_384);
+            let mut wanted = Bitfield::full(n);
+            if seed % 2 == 1 {
+                wanted = random_bits(n, &mut rng);
+            }
+            let mut p = Picker::with_wanted(g, wanted, seed);
+            let mut peers: Vec<Bitfield> = Vec::new();
+            let mut counts = vec![0u32; n as usize];
+            let mut verifying: Vec<Complete> = Vec::new();
+            for _ in 0..300 {
+                match rng.gen_range(0..9) {
+                    0 | 8 => {
+                        // Some seeders: whole levels move at once.
+                        let b = match rng.gen_bool(0.5) {
+                            true => random_bits(n, &mut rng),
+                            false => Bitfield::full(n),
+                        };
+                        b.iter_ones().for_each(|i| counts[i as usize] += 1);
+                        p.add_availability(&b);
+                        peers.push(b);
+                    }
+                    1 if !peers.is_empty() => {
+                        let b = peers.swap_remove(rng.gen_range(0..peers.len()));
+                        b.iter_ones().for_each(|i| counts[i as usize] -= 1);
+                        p.remove_availability(&b);
+                    }
+                    2 if !peers.is_empty() => {
+                        let k = rng.gen_range(0..peers.len());
+                        let i = rng.gen_range(0..n);
+                        if peers[k].set(i) {
+                            counts[i as usize] += 1;
+                            p.add_have(i);
+                        }
+                    }
+                    3 | 4 => {
+                        // Whole pieces are delivered at once or not at all.
+                        let has = random_bits(n, &mut rng);
+                        let mut out = Vec::new();
+                        p.pick(1, &has, rng.gen_range(1..4), &mut out);
+                        if rng.gen_bool(0.5) {
+                            for b in out {
+                                let data = vec![0u8; b.len as usize];
+                                if let BlockOutcome::Stored {
+                                    complete: Some(c), ..
+                                } = p.on_block(1, b.piece, b.offset, &data)
+                                {
+                                    verifying.push(c);
+                                }
+                            }
+                        } else {
+                            p.release_all(1);
+                        }
+                    }
+                    5 if !verifying.is_empty() => {
+                        let c = verifying.swap_remove(rng.gen_range(0..verifying.len()));
+                        if rng.gen_bool(0.5) {
+                            p.piece_failed(c.piece, c.data);
+                        } else {
+                            p.piece_verified(c.piece, c.data);
+                        }
+                    }
+                    6 => {
+                        let i = rng.gen_range(0..n);
+                        if !verifying.iter().any(|c| c.piece == i) {
+                            p.mark_have(i);
+                        }
+                    }
+                    _ => {}
+                }
+                let has = random_bits(n, &mut rng);
+                check(&mut p, &counts, &has);
+            }
+        }
+    }
+
+    #[test]
+    fn levels_stay_sorted_and_candidates_exact_through_random_changes() {
+        random_steps(300, |p, counts, _| p.check_rarity(counts));
+    }
+
+    #[test]
+    fn a_new_piece_is_as_rare_as_the_rarest_candidate_the_peer_has() {
+        random_steps(300, |p, counts, has| {
+            let rarest = (0..p.geo.num_pieces)
+                .filter(|&i| has.get(i) && p.rarity.is_candidate(i))
+                .map(|i| counts[i as usize])
+                .min();
+            let got = p.rarity.rarest(has, &mut p.rng);
+            if let Some(i) = got {
+                assert!(has.get(i) && p.rarity.is_candidate(i), "piece {i}");
+            }
+            assert_eq!(got.map(|i| counts[i as usize]), rarest);
+        });
+    }
+
+    #[test]
+    fn availability_saturates_and_steps_back_from_the_top() {
+        let g = Geometry::new(3 * 16_384, 16_384);
+        let mut p = Picker::new(g, 1);
+        for _ in 0..=u16::MAX {
+            p.add_have(1);
+        }
+        let mut counts = vec![0, u32::from(u16::MAX), 0];
+        p.check_rarity(&counts);
+        let mut one = Bitfield::new(3);
+        one.set(1);
+        p.remove_availability(&one);
+        counts[1] -= 1;
+        p.check_rarity(&counts);
+        // Seeders: one piece by one at the top level, whole levels below.
+        let all = Bitfield::full(3);
+        for _ in 0..2 {
+            p.add_availability(&all);
+        }
+        counts = vec![2, u32::from(u16::MAX), 2];
+        p.check_rarity(&counts);
+        p.remove_availability(&all);
+        counts = vec![1, u32::from(u16::MAX) - 1, 1];
+        p.check_rarity(&counts);
+        let mut out = Vec::new();
+        p.pick(1, &Bitfield::full(3), 1, &mut out);
+        assert_ne!(out[0].piece, 1, "the common piece comes last");
     }
 }
