@@ -7,11 +7,12 @@
 //! list taken from a peer has a fixed cap, so a hostile payload costs at most
 //! its own length plus small constants.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 
-use crate::bencode::{self, encode_bytes, Limits, Value};
+use crate::bencode::{self, Dict, Limits, Value};
+use crate::compact::{self, Family};
 
 /// Extended message id of the handshake.
 pub const HANDSHAKE: u8 = 0;
@@ -157,7 +158,10 @@ impl ExtHandshake {
             reqq: get_int("reqq")
                 .and_then(|r| u32::try_from(r).ok())
                 .filter(|&r| r != 0),
-            your_ip: v.get("yourip").and_then(Value::as_bytes).and_then(parse_ip),
+            your_ip: v
+                .get("yourip")
+                .and_then(Value::as_bytes)
+                .and_then(compact::decode_ip),
             metadata_size: get_int("metadata_size").and_then(|s| u64::try_from(s).ok()),
             upload_only: get_int("upload_only").is_some_and(|u| u != 0),
             encryption: get_int("e").is_some_and(|e| e != 0),
@@ -167,54 +171,39 @@ impl ExtHandshake {
     /// Canonical bencode (keys sorted). `m` is always present, as BEP-10
     /// makes it the one key every handshake carries.
     pub fn encode(&self) -> Vec<u8> {
-        let mut m: Vec<&(String, u8)> = self.m.iter().collect();
-        m.sort_by(|a, b| a.0.cmp(&b.0));
-        m.dedup_by(|a, b| a.0 == b.0);
-
-        let mut out = Vec::with_capacity(64 + 16 * m.len());
-        out.push(b'd');
+        // The writer keeps the first of duplicate names.
+        let mut m = Dict::with_capacity(16 * self.m.len());
+        for (name, id) in &self.m {
+            m.int(name, i64::from(*id));
+        }
+        let mut d = Dict::with_capacity(64 + 16 * self.m.len());
         if self.encryption {
-            key("e", &mut out);
-            int(1, &mut out);
+            d.int("e", 1);
         }
-        key("m", &mut out);
-        out.push(b'd');
-        for (name, id) in m {
-            encode_bytes(name.as_bytes(), &mut out);
-            int(i64::from(*id), &mut out);
-        }
-        out.push(b'e');
+        d.dict("m", &m);
         if let Some(size) = self.metadata_size {
-            key("metadata_size", &mut out);
             // Sizes past i64 cannot be bencoded for our decoder; no real
             // info dictionary comes near.
-            int(i64::try_from(size).unwrap_or(i64::MAX), &mut out);
+            d.int("metadata_size", i64::try_from(size).unwrap_or(i64::MAX));
         }
         if let Some(p) = self.listen_port {
-            key("p", &mut out);
-            int(i64::from(p), &mut out);
+            d.int("p", i64::from(p));
         }
         if let Some(r) = self.reqq {
-            key("reqq", &mut out);
-            int(i64::from(r), &mut out);
+            d.int("reqq", i64::from(r));
         }
         if self.upload_only {
-            key("upload_only", &mut out);
-            int(1, &mut out);
+            d.int("upload_only", 1);
         }
         if let Some(v) = &self.client {
-            key("v", &mut out);
-            encode_bytes(v.as_bytes(), &mut out);
+            d.bytes("v", v);
         }
         if let Some(ip) = self.your_ip {
-            key("yourip", &mut out);
-            match ip {
-                IpAddr::V4(ip) => encode_bytes(&ip.octets(), &mut out),
-                IpAddr::V6(ip) => encode_bytes(&ip.octets(), &mut out),
-            }
+            let mut b = Vec::with_capacity(16);
+            compact::encode_ip(ip, &mut b);
+            d.bytes("yourip", b);
         }
-        out.push(b'e');
-        out
+        d.finish()
     }
 
     /// The id the sender assigned to extension `name`; `None` when it is
@@ -298,22 +287,15 @@ impl MetadataMsg {
             MetadataMsg::Data { data, .. } => data.len(),
             _ => 0,
         };
+        let mut d = Dict::new();
+        d.int("msg_type", msg_type).int("piece", i64::from(*piece));
+        if let MetadataMsg::Data { total_size, .. } = self {
+            d.int("total_size", i64::try_from(*total_size).unwrap_or(i64::MAX));
+        }
         let mut out = Vec::with_capacity(64 + data_len);
-        out.push(b'd');
-        key("msg_type", &mut out);
-        int(msg_type, &mut out);
-        key("piece", &mut out);
-        int(i64::from(*piece), &mut out);
-        if let MetadataMsg::Data {
-            total_size, data, ..
-        } = self
-        {
-            key("total_size", &mut out);
-            int(i64::try_from(*total_size).unwrap_or(i64::MAX), &mut out);
-            out.push(b'e');
+        d.write(&mut out);
+        if let MetadataMsg::Data { data, .. } = self {
             out.extend_from_slice(data);
-        } else {
-            out.push(b'e');
         }
         out
     }
@@ -340,22 +322,19 @@ impl PexMsg {
         let bytes = |k| v.get(k).and_then(Value::as_bytes).unwrap_or_default();
         // Flags line up with entries by position, so pair them before any
         // entry is filtered out; a short `.f` leaves the rest at 0.
-        let with_flags = |list: &'static str, flags: &'static str, width| {
+        let with_flags = |list: &'static str, flags: &'static str, family| {
             let f = bytes(flags);
-            bytes(list)
-                .chunks_exact(width)
+            compact::decode_peers(bytes(list), family)
                 .enumerate()
-                .filter_map(move |(i, c)| Some((parse_compact(c)?, f.get(i).copied().unwrap_or(0))))
+                .map(move |(i, a)| (a, f.get(i).copied().unwrap_or(0)))
         };
-        let added = with_flags("added", "added.f", 6)
-            .chain(with_flags("added6", "added6.f", 18))
+        let added = with_flags("added", "added.f", Family::V4)
+            .chain(with_flags("added6", "added6.f", Family::V6))
             .filter(|(a, _)| a.port() != 0)
             .take(PEX_MAX_DECODE)
             .collect();
-        let dropped = bytes("dropped")
-            .chunks_exact(6)
-            .chain(bytes("dropped6").chunks_exact(18))
-            .filter_map(parse_compact)
+        let dropped = compact::decode_peers(bytes("dropped"), Family::V4)
+            .chain(compact::decode_peers(bytes("dropped6"), Family::V6))
             .filter(|a| a.port() != 0)
             .take(PEX_MAX_DECODE)
             .collect();
@@ -372,11 +351,11 @@ impl PexMsg {
         for (addr, flags) in &self.added {
             match addr {
                 SocketAddr::V4(_) => {
-                    push_compact(addr, &mut added);
+                    compact::encode_peer(addr, &mut added);
                     added_f.push(*flags);
                 }
                 SocketAddr::V6(_) => {
-                    push_compact(addr, &mut added6);
+                    compact::encode_peer(addr, &mut added6);
                     added6_f.push(*flags);
                 }
             }
@@ -385,14 +364,13 @@ impl PexMsg {
         let mut dropped6 = Vec::new();
         for addr in &self.dropped {
             match addr {
-                SocketAddr::V4(_) => push_compact(addr, &mut dropped),
-                SocketAddr::V6(_) => push_compact(addr, &mut dropped6),
+                SocketAddr::V4(_) => compact::encode_peer(addr, &mut dropped),
+                SocketAddr::V6(_) => compact::encode_peer(addr, &mut dropped6),
             }
         }
 
-        let mut out =
-            Vec::with_capacity(64 + added.len() + added_f.len() + added6.len() + added6_f.len());
-        out.push(b'd');
+        let mut d =
+            Dict::with_capacity(64 + added.len() + added_f.len() + added6.len() + added6_f.len());
         for (k, b) in [
             ("added", &added),
             ("added.f", &added_f),
@@ -402,54 +380,18 @@ impl PexMsg {
             ("dropped6", &dropped6),
         ] {
             if !b.is_empty() {
-                key(k, &mut out);
-                encode_bytes(b, &mut out);
+                d.bytes(k, b);
             }
         }
-        out.push(b'e');
-        out
+        d.finish()
     }
-}
-
-fn parse_ip(b: &[u8]) -> Option<IpAddr> {
-    match b.len() {
-        4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b).ok()?))),
-        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))),
-        _ => None,
-    }
-}
-
-/// A 6-byte (IPv4) or 18-byte (IPv6) compact peer.
-fn parse_compact(c: &[u8]) -> Option<SocketAddr> {
-    let (ip, port) = c.split_at(c.len().checked_sub(2)?);
-    let port = u16::from_be_bytes([port[0], port[1]]);
-    Some(match parse_ip(ip)? {
-        IpAddr::V4(ip) => SocketAddr::V4(SocketAddrV4::new(ip, port)),
-        IpAddr::V6(ip) => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
-    })
-}
-
-fn push_compact(addr: &SocketAddr, out: &mut Vec<u8>) {
-    match addr.ip() {
-        IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
-        IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
-    }
-    out.extend_from_slice(&addr.port().to_be_bytes());
-}
-
-fn key(k: &str, out: &mut Vec<u8>) {
-    encode_bytes(k.as_bytes(), out);
-}
-
-fn int(i: i64, out: &mut Vec<u8>) {
-    out.push(b'i');
-    out.extend_from_slice(i.to_string().as_bytes());
-    out.push(b'e');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bencode::encode_bytes;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn handshake_round_trips(h: &ExtHandshake) {
         let out = h.encode();

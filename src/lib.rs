@@ -3,10 +3,13 @@
 //!
 //! # Layout
 //! Dependencies point one way:
-//! `cli → rpc → daemon → session → torrent → {engine, swarm, peer, tracker, dht} → {wire, metainfo, storage} → {bencode, types}`.
+//! `cli → rpc → daemon → session → torrent → {engine, swarm, peer, tracker, dht} → {wire, metainfo, storage} → {bencode, compact, types}`.
 //!
 //! - [`types`]: info-hash, peer id, bitfield, piece/block geometry.
-//! - [`bencode`]: a bounded decoder that keeps each value's raw bytes.
+//! - [`bencode`]: a bounded decoder that keeps each value's raw bytes, and
+//!   the one writer (dictionaries that sort their own keys).
+//! - [`compact`]: compact peers (BEP-23, BEP-7) and DHT nodes (BEP-5), the
+//!   one encoder and decoder for them.
 //! - [`metainfo`]: `.torrent` parsing into a flat, sanitised [`metainfo::Torrent`].
 //! - [`wire`]: BEP-3 handshake and message codec, with the BEP-6 fast
 //!   extension messages and BEP-10 extended messages.
@@ -49,6 +52,7 @@
 
 pub mod bencode;
 pub mod cli;
+pub mod compact;
 pub mod config;
 pub mod daemon;
 pub mod dht;

@@ -2,9 +2,10 @@
 //! each. Pure: bytes in, values out.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 
-use crate::bencode::{self, encode_bytes, Limits, Value};
+use crate::bencode::{self, Dict, Limits, List, Value};
+use crate::compact;
 use crate::types::InfoHash;
 
 /// A 160-bit node id; distance is XOR, compared as a big-endian number.
@@ -276,59 +277,35 @@ pub fn decode(buf: &[u8]) -> Result<Message, KrpcError> {
 
 /// Compact node info; a ragged tail is ignored.
 pub fn parse_nodes(b: &[u8]) -> Vec<NodeInfo> {
-    b.chunks_exact(26)
-        .map(|c| NodeInfo {
-            id: NodeId(c[..20].try_into().expect("20 bytes")),
-            addr: SocketAddrV4::new(
-                Ipv4Addr::new(c[20], c[21], c[22], c[23]),
-                u16::from_be_bytes([c[24], c[25]]),
-            ),
+    compact::decode_nodes_v4(b)
+        .map(|(id, addr)| NodeInfo {
+            id: NodeId(id),
+            addr,
         })
         .collect()
 }
 
+/// A `values` entry: only a 6-byte (IPv4) peer counts.
 fn parse_peer(b: &[u8]) -> Option<SocketAddr> {
-    (b.len() == 6).then(|| {
-        SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::new(b[0], b[1], b[2], b[3]),
-            u16::from_be_bytes([b[4], b[5]]),
-        ))
-    })
-}
-
-fn push_compact_v4(a: &SocketAddrV4, out: &mut Vec<u8>) {
-    out.extend_from_slice(&a.ip().octets());
-    out.extend_from_slice(&a.port().to_be_bytes());
-}
-
-fn key(k: &str, out: &mut Vec<u8>) {
-    encode_bytes(k.as_bytes(), out);
-}
-
-fn int(i: i64, out: &mut Vec<u8>) {
-    out.push(b'i');
-    out.extend_from_slice(i.to_string().as_bytes());
-    out.push(b'e');
+    (b.len() == compact::V4_LEN)
+        .then(|| compact::decode_peer(b))
+        .flatten()
 }
 
 /// Canonical encoding (keys in sorted order at every level).
 pub fn encode(m: &Message, out: &mut Vec<u8>) {
-    out.push(b'd');
+    let mut d = Dict::with_capacity(128);
     match &m.body {
         Body::Query { id, query } => {
-            key("a", out);
-            out.push(b'd');
-            key("id", out);
-            encode_bytes(&id.0, out);
+            let mut a = Dict::new();
+            a.bytes("id", id.0);
             match query {
                 Query::Ping => {}
                 Query::FindNode { target } => {
-                    key("target", out);
-                    encode_bytes(&target.0, out);
+                    a.bytes("target", target.0);
                 }
                 Query::GetPeers { info_hash } => {
-                    key("info_hash", out);
-                    encode_bytes(&info_hash.0, out);
+                    a.bytes("info_hash", info_hash.0);
                 }
                 Query::AnnouncePeer {
                     info_hash,
@@ -336,86 +313,63 @@ pub fn encode(m: &Message, out: &mut Vec<u8>) {
                     implied_port,
                     token,
                 } => {
-                    key("implied_port", out);
-                    int(i64::from(*implied_port), out);
-                    key("info_hash", out);
-                    encode_bytes(&info_hash.0, out);
-                    key("port", out);
-                    int(i64::from(*port), out);
-                    key("token", out);
-                    encode_bytes(token, out);
+                    a.int("implied_port", i64::from(*implied_port))
+                        .bytes("info_hash", info_hash.0)
+                        .int("port", i64::from(*port))
+                        .bytes("token", token);
                 }
             }
-            out.push(b'e');
-            key("q", out);
-            key(query.method(), out);
+            d.dict("a", &a).bytes("q", query.method());
         }
         Body::Response(r) => {
-            key("r", out);
-            out.push(b'd');
-            key("id", out);
-            encode_bytes(&r.id.0, out);
+            let mut rd = Dict::new();
+            rd.bytes("id", r.id.0);
             if !r.nodes.is_empty() {
-                key("nodes", out);
-                let mut b = Vec::with_capacity(26 * r.nodes.len());
+                let mut b = Vec::with_capacity(compact::NODE_V4_LEN * r.nodes.len());
                 for n in &r.nodes {
-                    b.extend_from_slice(&n.id.0);
-                    push_compact_v4(&n.addr, &mut b);
+                    compact::encode_node_v4(&n.id.0, &n.addr, &mut b);
                 }
-                encode_bytes(&b, out);
+                rd.bytes("nodes", b);
             }
             if let Some(t) = &r.token {
-                key("token", out);
-                encode_bytes(t, out);
+                rd.bytes("token", t);
             }
-            let v4: Vec<&SocketAddrV4> = r
-                .values
-                .iter()
-                .filter_map(|a| match a {
-                    SocketAddr::V4(a) => Some(a),
-                    SocketAddr::V6(_) => None,
-                })
-                .collect();
-            if !v4.is_empty() {
-                key("values", out);
-                out.push(b'l');
-                for a in v4 {
-                    let mut b = Vec::with_capacity(6);
-                    push_compact_v4(a, &mut b);
-                    encode_bytes(&b, out);
-                }
-                out.push(b'e');
+            let mut values = List::new();
+            for a in r.values.iter().filter_map(|a| match a {
+                SocketAddr::V4(a) => Some(a),
+                SocketAddr::V6(_) => None,
+            }) {
+                let mut b = Vec::with_capacity(compact::V4_LEN);
+                compact::encode_v4(a, &mut b);
+                values.bytes(b);
             }
-            out.push(b'e');
+            if !values.is_empty() {
+                rd.list("values", &values);
+            }
+            d.dict("r", &rd);
         }
         Body::Error { code, message } => {
-            key("e", out);
-            out.push(b'l');
-            int(*code, out);
-            encode_bytes(message.as_bytes(), out);
-            out.push(b'e');
+            let mut e = List::new();
+            e.int(*code).bytes(message);
+            d.list("e", &e);
         }
     }
     if m.read_only {
-        key("ro", out);
-        int(1, out);
+        d.int("ro", 1);
     }
-    key("t", out);
-    encode_bytes(&m.t, out);
+    d.bytes("t", &m.t);
     if let Some(v) = &m.v {
-        key("v", out);
-        encode_bytes(v, out);
+        d.bytes("v", v);
     }
-    key("y", out);
-    key(
+    d.bytes(
+        "y",
         match m.body {
             Body::Query { .. } => "q",
             Body::Response(_) => "r",
             Body::Error { .. } => "e",
         },
-        out,
     );
-    out.push(b'e');
+    d.write(out);
 }
 
 #[cfg(test)]

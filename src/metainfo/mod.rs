@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use sha1::{Digest, Sha1};
 
-use crate::bencode::{self, Limits, Value};
+use crate::bencode::{self, Dict, Limits, List, Value};
 use crate::types::{Geometry, InfoHash};
 
 /// Largest .torrent file we read (libtorrent's default).
@@ -199,10 +199,9 @@ impl Torrent {
         // Trailing bytes would leave the hash short of the input (or, once
         // wrapped, be read as more top-level keys): refuse them first.
         bencode::decode_with(info, Limits::LENIENT_KEYS)?;
-        let mut doc = Vec::with_capacity(info.len() + 8);
-        doc.extend_from_slice(b"d4:info");
-        doc.extend_from_slice(info);
-        doc.push(b'e');
+        let mut doc = Dict::with_capacity(info.len() + 8);
+        doc.raw("info", info);
+        let doc = doc.finish();
         let t = Torrent::from_bytes(&doc)?;
         debug_assert_eq!(t.info_bytes, info);
         Ok(t)
@@ -215,68 +214,45 @@ impl Torrent {
     /// Top-level keys a `Torrent` does not keep (v2 `piece layers`, unknown
     /// ones) are not written.
     pub fn to_file_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.info_bytes.len() + 512);
-        let text = |out: &mut Vec<u8>, key: &str, v: &str| {
-            bencode::encode_bytes(key.as_bytes(), out);
-            bencode::encode_bytes(v.as_bytes(), out);
-        };
-        let list = |out: &mut Vec<u8>, key: &str, items: &[String]| {
-            bencode::encode_bytes(key.as_bytes(), out);
-            out.push(b'l');
-            for s in items {
-                bencode::encode_bytes(s.as_bytes(), out);
-            }
-            out.push(b'e');
-        };
-        out.push(b'd');
+        let mut d = Dict::with_capacity(self.info_bytes.len() + 512);
         if let Some(first) = self.trackers.iter().flatten().next() {
-            text(&mut out, "announce", first);
+            d.bytes("announce", first);
         }
         // One URL needs no list (as `create` writes it); the reader takes
         // `announce` alone as one tier.
         if self.trackers.iter().flatten().nth(1).is_some() {
-            bencode::encode_bytes(b"announce-list", &mut out);
-            out.push(b'l');
+            let mut tiers = List::new();
             for tier in self.trackers.iter().filter(|t| !t.is_empty()) {
-                out.push(b'l');
-                for url in tier {
-                    bencode::encode_bytes(url.as_bytes(), &mut out);
-                }
-                out.push(b'e');
+                tiers.list(&tier.iter().collect());
             }
-            out.push(b'e');
+            d.list("announce-list", &tiers);
         }
         if let Some(c) = &self.comment {
-            text(&mut out, "comment", c);
+            d.bytes("comment", c);
         }
         if let Some(c) = &self.created_by {
-            text(&mut out, "created by", c);
+            d.bytes("created by", c);
         }
-        if let Some(d) = self.creation_date {
-            bencode::encode_bytes(b"creation date", &mut out);
-            Value::Int(d).encode(&mut out);
+        if let Some(date) = self.creation_date {
+            d.int("creation date", date);
         }
         if !self.http_seeds.is_empty() {
-            list(&mut out, "httpseeds", &self.http_seeds);
+            d.list("httpseeds", &self.http_seeds.iter().collect());
         }
-        bencode::encode_bytes(b"info", &mut out);
-        out.extend_from_slice(&self.info_bytes);
+        d.raw("info", &self.info_bytes);
         if !self.nodes.is_empty() {
-            bencode::encode_bytes(b"nodes", &mut out);
-            out.push(b'l');
+            let mut nodes = List::new();
             for (host, port) in &self.nodes {
-                out.push(b'l');
-                bencode::encode_bytes(host.as_bytes(), &mut out);
-                Value::Int(i64::from(*port)).encode(&mut out);
-                out.push(b'e');
+                let mut node = List::new();
+                node.bytes(host).int(i64::from(*port));
+                nodes.list(&node);
             }
-            out.push(b'e');
+            d.list("nodes", &nodes);
         }
         if !self.web_seeds.is_empty() {
-            list(&mut out, "url-list", &self.web_seeds);
+            d.list("url-list", &self.web_seeds.iter().collect());
         }
-        out.push(b'e');
-        out
+        d.finish()
     }
 }
 

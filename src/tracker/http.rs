@@ -1,6 +1,6 @@
 //! HTTP(S) announce (BEP-3, BEP-23 compact peers, BEP-7 `peers6`).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
@@ -9,6 +9,7 @@ use serde_bytes::ByteBuf;
 
 use super::{AnnounceRequest, AnnounceResponse, ScrapeStats, TrackerError};
 use crate::bencode::{self, Limits, Value};
+use crate::compact::{self, Family};
 use crate::mse::Encryption;
 use crate::types::InfoHash;
 
@@ -206,7 +207,9 @@ pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
     }
     let mut peers = Vec::new();
     match raw.peers {
-        Some(RawPeers::Compact(b)) => peers.extend(compact_v4(&b)),
+        Some(RawPeers::Compact(b)) => {
+            peers.extend(compact::decode_peers(&b, Family::V4).take(MAX_PEERS))
+        }
         Some(RawPeers::Dicts(list)) => {
             for p in list.iter().take(MAX_PEERS) {
                 let ip = std::str::from_utf8(&p.ip)
@@ -220,7 +223,7 @@ pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
         None => {}
     }
     if let Some(b) = raw.peers6 {
-        peers.extend(compact_v6(&b));
+        peers.extend(compact::decode_peers(&b, Family::V6).take(MAX_PEERS));
     }
     peers.truncate(MAX_PEERS);
     let secs = |v: Option<i64>| {
@@ -236,27 +239,6 @@ pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
             .map(|w| String::from_utf8_lossy(&w).into_owned()),
         seeders: raw.complete.and_then(|n| u32::try_from(n).ok()),
         leechers: raw.incomplete.and_then(|n| u32::try_from(n).ok()),
-    })
-}
-
-/// BEP-23: 6 bytes a peer; a ragged tail is ignored.
-pub fn compact_v4(b: &[u8]) -> impl Iterator<Item = SocketAddr> + '_ {
-    b.chunks_exact(6).take(MAX_PEERS).map(|c| {
-        SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(c[0], c[1], c[2], c[3])),
-            u16::from_be_bytes([c[4], c[5]]),
-        )
-    })
-}
-
-/// BEP-7: 18 bytes a peer.
-pub fn compact_v6(b: &[u8]) -> impl Iterator<Item = SocketAddr> + '_ {
-    b.chunks_exact(18).take(MAX_PEERS).map(|c| {
-        let ip: [u8; 16] = c[..16].try_into().expect("16 bytes");
-        SocketAddr::new(
-            IpAddr::V6(Ipv6Addr::from(ip)),
-            u16::from_be_bytes([c[16], c[17]]),
-        )
     })
 }
 

@@ -1,9 +1,10 @@
 //! BEP-15 packets, both directions: the client encodes requests and decodes
 //! replies, the embedded tracker does the reverse. Pure: bytes in, values out.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use super::{AnnounceRequest, Event, ScrapeStats};
+use crate::compact::{self, Family};
 use crate::types::{InfoHash, PeerId};
 
 /// The magic connection id of a connect request.
@@ -245,7 +246,7 @@ pub fn encode_reply(r: &Reply, out: &mut Vec<u8>) {
             }
             let v6 = peers.first().is_some_and(|p| p.is_ipv6());
             for p in peers.iter().filter(|p| p.is_ipv6() == v6) {
-                push_compact(p, out);
+                compact::encode_peer(p, out);
             }
         }
         Reply::Scrape { tid, stats } => {
@@ -263,15 +264,6 @@ pub fn encode_reply(r: &Reply, out: &mut Vec<u8>) {
     }
 }
 
-/// BEP-23/BEP-7 compact form: 4 or 16 address bytes, then the port.
-pub fn push_compact(p: &SocketAddr, out: &mut Vec<u8>) {
-    match p.ip() {
-        IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
-        IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
-    }
-    out.extend_from_slice(&p.port().to_be_bytes());
-}
-
 /// Decodes a tracker's reply. `v6`: the tracker was reached over IPv6, so
 /// announce peers are 18 bytes each.
 pub fn decode_reply(b: &[u8], v6: bool) -> Result<Reply, WireError> {
@@ -286,28 +278,8 @@ pub fn decode_reply(b: &[u8], v6: bool) -> Result<Reply, WireError> {
             conn_id: u64_at(b, 8),
         }),
         ANNOUNCE if b.len() >= 20 => {
-            let peers = if v6 {
-                b[20..]
-                    .chunks_exact(18)
-                    .map(|c| {
-                        let ip: [u8; 16] = c[..16].try_into().expect("16 bytes");
-                        SocketAddr::new(
-                            Ipv6Addr::from(ip).into(),
-                            u16::from_be_bytes([c[16], c[17]]),
-                        )
-                    })
-                    .collect()
-            } else {
-                b[20..]
-                    .chunks_exact(6)
-                    .map(|c| {
-                        SocketAddr::new(
-                            Ipv4Addr::new(c[0], c[1], c[2], c[3]).into(),
-                            u16::from_be_bytes([c[4], c[5]]),
-                        )
-                    })
-                    .collect()
-            };
+            let family = if v6 { Family::V6 } else { Family::V4 };
+            let peers = compact::decode_peers(&b[20..], family).collect();
             Ok(Reply::Announce {
                 tid,
                 interval: u32_at(b, 8),

@@ -13,7 +13,8 @@ use tokio_util::task::TaskTracker;
 
 use super::store::{PeerAnnounce, Store};
 use super::Shared;
-use crate::bencode::encode_bytes;
+use crate::bencode::{Dict, List};
+use crate::compact;
 use crate::tracker::Event;
 use crate::types::{InfoHash, PeerId};
 
@@ -31,10 +32,12 @@ pub struct Response {
 }
 
 fn failure(msg: &str) -> Response {
-    let mut body = b"d14:failure reason".to_vec();
-    encode_bytes(msg.as_bytes(), &mut body);
-    body.push(b'e');
-    Response { status: 200, body }
+    let mut d = Dict::new();
+    d.bytes("failure reason", msg);
+    Response {
+        status: 200,
+        body: d.finish(),
+    }
 }
 
 /// Strict percent-decoding: a `%` must be followed by two hex digits.
@@ -172,48 +175,40 @@ fn announce(store: &Mutex<Store>, query: &str, from: IpAddr, now: Instant) -> Re
         Err(e) => return failure(&e.to_string()),
     };
     drop(s);
-    let mut b = Vec::with_capacity(128 + peers.len() * 24);
-    // Keys in sorted order, as bencode requires.
-    b.extend_from_slice(
-        format!(
-            "d8:completei{}e10:downloadedi{}e10:incompletei{}e8:intervali{}e12:min intervali{}e",
-            st.seeders,
-            st.completed,
-            st.leechers,
-            interval,
-            (interval / 2).max(1)
-        )
-        .as_bytes(),
-    );
+    let mut d = Dict::with_capacity(128 + peers.len() * 24);
+    d.int("complete", i64::from(st.seeders))
+        .int("downloaded", i64::from(st.completed))
+        .int("incomplete", i64::from(st.leechers))
+        .int("interval", i64::try_from(interval).unwrap_or(i64::MAX))
+        .int(
+            "min interval",
+            i64::try_from(interval / 2).unwrap_or(i64::MAX).max(1),
+        );
     if q.compact {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for (p, _) in &peers {
-            let buf = if p.is_ipv4() { &mut v4 } else { &mut v6 };
-            crate::tracker::udp_wire::push_compact(p, buf);
+            compact::encode_peer(p, if p.is_ipv4() { &mut v4 } else { &mut v6 });
         }
-        b.extend_from_slice(b"5:peers");
-        encode_bytes(&v4, &mut b);
+        d.bytes("peers", v4);
         if !v6.is_empty() {
-            b.extend_from_slice(b"6:peers6");
-            encode_bytes(&v6, &mut b);
+            d.bytes("peers6", v6);
         }
     } else {
-        b.extend_from_slice(b"5:peersl");
+        let mut list = List::new();
         for (p, id) in &peers {
-            b.extend_from_slice(b"d2:ip");
-            encode_bytes(p.ip().to_string().as_bytes(), &mut b);
+            let mut e = Dict::new();
+            e.bytes("ip", p.ip().to_string())
+                .int("port", i64::from(p.port()));
             if !q.no_peer_id {
-                b.extend_from_slice(b"7:peer id");
-                encode_bytes(&id.0, &mut b);
+                e.bytes("peer id", id.0);
             }
-            b.extend_from_slice(format!("4:porti{}ee", p.port()).as_bytes());
+            list.dict(&e);
         }
-        b.push(b'e');
+        d.list("peers", &list);
     }
-    b.push(b'e');
     Response {
         status: 200,
-        body: b,
+        body: d.finish(),
     }
 }
 
@@ -237,29 +232,27 @@ fn scrape(store: &Mutex<Store>, query: &str) -> Response {
     if hashes.len() > MAX_SCRAPE {
         return failure("too many info_hash values");
     }
-    // Dictionary keys must be sorted and unique.
+    // Each hash is looked up once (the writer sorts the keys).
     hashes.sort();
     hashes.dedup();
     let s = store.lock().expect("tracker store lock");
     if hashes.iter().any(|h| !s.allowed(h)) {
         return failure("torrent not allowed on this tracker");
     }
-    let mut b = b"d5:filesd".to_vec();
+    let mut files = Dict::new();
     for h in &hashes {
         let st = s.scrape(h);
-        encode_bytes(&h.0, &mut b);
-        b.extend_from_slice(
-            format!(
-                "d8:completei{}e10:downloadedi{}e10:incompletei{}ee",
-                st.seeders, st.completed, st.leechers
-            )
-            .as_bytes(),
-        );
+        let mut e = Dict::new();
+        e.int("complete", i64::from(st.seeders))
+            .int("downloaded", i64::from(st.completed))
+            .int("incomplete", i64::from(st.leechers));
+        files.dict(h.0, &e);
     }
-    b.extend_from_slice(b"ee");
+    let mut d = Dict::new();
+    d.dict("files", &files);
     Response {
         status: 200,
-        body: b,
+        body: d.finish(),
     }
 }
 

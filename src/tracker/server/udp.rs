@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{PeerAnnounce, Store};
 use super::Shared;
+use crate::compact;
 use crate::tracker::udp_wire::{self, Reply, Request};
 
 /// How long one epoch of connection ids lasts; an id is accepted in its
@@ -107,7 +108,7 @@ pub fn handle_packet(
                             out.extend_from_slice(&v.to_be_bytes());
                         }
                         for (p, _) in &peers {
-                            udp_wire::push_compact(p, out);
+                            compact::encode_peer(p, out);
                         }
                         return true;
                     }

@@ -1,11 +1,18 @@
-//! Bencode (BEP-3) values and a bounded, borrowing decoder.
+//! Bencode (BEP-3) values, a bounded, borrowing decoder, and the writer.
 //!
 //! The decoder never recurses on the machine stack and checks every length
 //! against the input before slicing, so hostile input costs at most
 //! `max_tokens` small allocations. Each dictionary entry keeps the raw bytes
 //! of its value: the info-hash is taken over those, never over a re-encoding.
+//!
+//! Everything we write by hand goes through [`write`] ([`Dict`], [`List`]),
+//! whose dictionaries sort their keys themselves.
 
 use std::fmt;
+
+pub mod write;
+
+pub use write::{encode_bytes, encode_int, Dict, List};
 
 /// Limits and strictness for one decode.
 #[derive(Debug, Clone, Copy)]
@@ -131,31 +138,25 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// Canonical encoding (keys sorted by raw bytes).
+    /// Canonical encoding: keys sorted by raw bytes (the first of
+    /// duplicate keys, which only a hand-built value can have, is kept).
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Value::Int(i) => {
-                out.push(b'i');
-                out.extend_from_slice(i.to_string().as_bytes());
-                out.push(b'e');
-            }
+            Value::Int(i) => encode_int(*i, out),
             Value::Bytes(b) => encode_bytes(b, out),
             Value::List(l) => {
-                out.push(b'l');
+                let mut w = List::new();
                 for v in l {
-                    v.encode(out);
+                    w.value(v);
                 }
-                out.push(b'e');
+                w.write(out);
             }
             Value::Dict(d) => {
-                let mut sorted: Vec<&Entry> = d.iter().collect();
-                sorted.sort_by(|a, b| a.key.cmp(b.key));
-                out.push(b'd');
-                for e in sorted {
-                    encode_bytes(e.key, out);
-                    e.value.encode(out);
+                let mut w = Dict::new();
+                for e in d {
+                    w.value(e.key, &e.value);
                 }
-                out.push(b'e');
+                w.write(out);
             }
         }
     }
@@ -173,12 +174,6 @@ fn check_unique_keys(entries: &[Entry<'_>], at: usize) -> Result<(), Error> {
         return Err(Error::DuplicateKey { at });
     }
     Ok(())
-}
-
-pub fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(b.len().to_string().as_bytes());
-    out.push(b':');
-    out.extend_from_slice(b);
 }
 
 /// Why input is not acceptable bencode; `at` is a byte offset.
