@@ -5,7 +5,7 @@
 //! `max_tokens` small allocations. Each dictionary entry keeps the raw bytes
 //! of its value: the info-hash is taken over those, never over a re-encoding.
 //!
-//! Everything we write by hand goes through [`write`] ([`Dict`], [`List`]),
+//! Everything we write by hand goes through [`mod@write`] ([`Dict`], [`List`]),
 //! whose dictionaries sort their keys themselves.
 
 use std::fmt;

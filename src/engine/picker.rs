@@ -6,7 +6,7 @@
 //! missing block is requested, end-game: a block may be requested from a
 //! second peer and the losers are cancelled when it arrives.
 //!
-//! The rarest choice does not scan the torrent: [`Rarity`] keeps every
+//! The rarest choice does not scan the torrent: `Rarity` keeps every
 //! piece ordered by availability, so a pick walks the rarest levels and
 //! stops at the first piece the peer has.
 //!
