@@ -137,6 +137,9 @@ fn good_nodes(line: &str) -> Option<usize> {
         .ok()
 }
 
+/// Tables of the 20 that must hold xorrent's node.
+const JOINED: usize = 5;
+
 #[test]
 fn an_xorrent_node_joins_a_libtorrent_dht_and_is_in_their_tables() {
     if !interop_ready(
@@ -152,14 +155,14 @@ fn an_xorrent_node_joins_a_libtorrent_dht_and_is_in_their_tables() {
     // It knows one libtorrent node and must find the others itself.
     let node = w.xorrent_dht_node(2, &net.nodes[..1]);
     // libtorrent adds a node that queries it, pings it to confirm it and
-    // hands it on in its answers: at least half the tables should hold
-    // xorrent's node, under the id it runs with. Each session confirms
-    // new nodes a few at a time on its own timer, and twenty of them
-    // share one Python process: under load that took over 40 s (8 of 20
-    // tables then), so the deadline is generous; the test ends as soon as
-    // 10 tables hold it.
-    let line = net.wait_for(Duration::from_secs(120), "xorrent in 10 tables", |l| {
-        seen(l).is_some_and(|(_, n)| n >= 10)
+    // hands it on in its answers, each session a few nodes at a time on
+    // its own timer. How many tables end up holding xorrent's node depends
+    // on the ids: two CI runs stopped at 8 and at 9 of the 20 (the second
+    // reached 9 early and stayed there for 120 s), passing runs at 10 or
+    // more, so waiting for half the tables was a coin toss. A quarter
+    // proves the join; the deadline is generous for a loaded machine.
+    let line = net.wait_for(Duration::from_secs(120), "xorrent in 5 tables", |l| {
+        seen(l).is_some_and(|(_, n)| n >= JOINED)
     });
     let (id, n) = seen(&line).unwrap();
     assert_eq!(
@@ -204,7 +207,7 @@ fn an_xorrent_node_joins_a_libtorrent_dht_and_is_in_their_tables() {
         .find_map(|l| seen(&l))
         .unwrap();
     assert!(
-        last.1 >= n.min(10),
+        last.1 >= n.min(JOINED),
         "xorrent's node left libtorrent's tables after their queries: {last:?}\n{}\n{}",
         node.err.text(),
         net.text()
