@@ -32,8 +32,10 @@
 //! - [`swarm`]: one torrent's connection manager (dialling, backoff,
 //!   turnover of idle peers).
 //! - [`resume`]: the fast-resume record (verified pieces, file stamps).
-//! - [`peer`]: one task per connection with a rate-adaptive request pipeline
-//!   and the upload side (validated requests, batched positional reads).
+//! - [`peer`]: one task per connection that moves bytes, around a sans-IO
+//!   core (`peer::state::PeerState`: choke and interest, the rate-adaptive
+//!   request pipeline, timers, BEP-6/9/10/11) and the upload side
+//!   (validated requests, batched positional reads).
 //! - [`listener`]: incoming connections routed to torrents by info-hash,
 //!   with the caps that keep squatters out.
 //! - [`tracker`]: HTTP and UDP announce and scrape, the BEP-12 tier loop,
