@@ -1,16 +1,15 @@
 //! One task per peer connection. The protocol decisions (choke and
 //! interest, the request pipeline, timeouts, BEP-6/9/10/11) live in the
-//! sans-IO core [`state::PeerState`]; this task moves bytes: it reads and
+//! sans-IO core `state::PeerState`; this task moves bytes: it reads and
 //! decodes frames, feeds the core messages, engine commands and a tick a
-//! second, runs the core's [`state::Action`]s (rate limits, hashing, disk
+//! second, runs the core's `state::Action`s (rate limits, hashing, disk
 //! reads) and hands its queued messages to a writer task over a bounded
 //! channel, so a slow remote reader never stops us reading.
 //!
 //! The pipeline depth follows the measured rate: about half a second of
-//! data in flight, between [`state::MIN_DEPTH`] and [`state::MAX_DEPTH`]
+//! data in flight, between `MIN_DEPTH` and `MAX_DEPTH`
 //! blocks.
 
-mod extended;
 pub(crate) mod state;
 #[cfg(test)]
 mod tests;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::extended::{PEX_EVERY, PEX_FIRST};
 use super::state::*;
+use super::state::{PEX_EVERY, PEX_FIRST};
 use super::PeerError;
 use crate::engine::PeerCommand;
 use crate::extension::{self, pex_flags, ExtHandshake, MetadataMsg, PexMsg};

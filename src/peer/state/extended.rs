@@ -9,15 +9,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::state::{Action, PeerState, Torrent};
+use super::{Action, PeerState, Torrent};
 use crate::engine::PEX_MAX;
 use crate::extension::{self, pex_flags, ExtHandshake, MetadataMsg, PexMsg};
 use crate::wire::Message;
 
 /// The first PEX message goes out this long after the extended handshake,
 /// then every `PEX_EVERY` (BEP-11: at most once a minute).
-pub(super) const PEX_FIRST: Duration = Duration::from_secs(3);
-pub(super) const PEX_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const PEX_FIRST: Duration = Duration::from_secs(3);
+pub(crate) const PEX_EVERY: Duration = Duration::from_secs(60);
 
 impl PeerState {
     pub(super) fn on_extended(

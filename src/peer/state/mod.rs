@@ -11,6 +11,10 @@
 //! view for a moment (an end-game block that arrived from another peer is
 //! unassigned at once; our cancel reaches this peer later).
 
+mod extended;
+mod pipeline;
+mod upload;
+
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -20,29 +24,24 @@ use tokio::time::Instant;
 
 use super::PeerError;
 use crate::engine::PeerCommand;
-use crate::types::{Bitfield, BlockRef, Geometry, InfoHash, BLOCK_LEN};
+use crate::types::{Bitfield, BlockRef, Geometry, InfoHash};
 use crate::wire::{self, Message};
 
-pub const MIN_DEPTH: usize = 16;
-/// Most clients drop requests beyond a queue of a few hundred (libtorrent:
-/// 500, Transmission: 512 advertised via reqq).
-pub const MAX_DEPTH: usize = 250;
-const START_DEPTH: usize = 64;
-/// Requests are sent once at least this many slots are free (unless none
-/// is outstanding), so they go out in batches.
-const FILL_BATCH: usize = 8;
+pub(crate) use pipeline::Pipeline;
+#[cfg(test)]
+pub(crate) use {
+    extended::{PEX_EVERY, PEX_FIRST},
+    pipeline::{MAX_DEPTH, MIN_DEPTH},
+    upload::MAX_UPLOAD_QUEUE,
+};
+
 /// Allowed-fast pieces we grant a peer (BEP-6 suggests 10).
 const ALLOWED_FAST: usize = 10;
 /// Allowed-fast pieces we keep from a peer.
-pub(super) const MAX_ALLOWED_IN: usize = 64;
+const MAX_ALLOWED_IN: usize = 64;
 /// Requests a choking fast peer neither served nor rejected are given up
 /// after this.
-pub(super) const CHOKED_GRACE: Duration = Duration::from_secs(10);
-/// Pending requests a peer may queue before it counts as a flood.
-pub const MAX_UPLOAD_QUEUE: usize = 4096;
-/// Blocks read from disk in one go for one peer.
-const UPLOAD_BATCH: usize = 16;
-
+const CHOKED_GRACE: Duration = Duration::from_secs(10);
 /// The torrent as one peer connection sees it: the engine in production,
 /// a script in the unit tests. Calls are short and never wait.
 pub(crate) trait Torrent {
@@ -137,67 +136,6 @@ pub(crate) enum Action {
     Metadata { id: u8, piece: u32 },
 }
 
-/// Requests sent and not yet answered, and how many to keep in flight.
-pub(crate) struct Pipeline {
-    /// (piece, offset) of each request the peer still owes us.
-    outstanding: HashSet<(u32, u32)>,
-    depth: usize,
-    /// Our cap, or the peer's `reqq` when smaller.
-    max_depth: usize,
-    /// Block bytes stored since the last tick: the measured rate.
-    window_bytes: u64,
-    /// The last block stored, or when waiting began.
-    last_block: Instant,
-    picks: Vec<BlockRef>,
-}
-
-impl Pipeline {
-    fn new(now: Instant) -> Pipeline {
-        Pipeline {
-            outstanding: HashSet::new(),
-            depth: START_DEPTH,
-            max_depth: MAX_DEPTH,
-            window_bytes: 0,
-            last_block: now,
-            picks: Vec::new(),
-        }
-    }
-
-    /// Whether the block was outstanding; it no longer is.
-    fn answered(&mut self, piece: u32, offset: u32) -> bool {
-        self.outstanding.remove(&(piece, offset))
-    }
-
-    /// Gives up one request and its assignment.
-    fn release(&mut self, block: BlockRef, t: &mut impl Torrent) -> bool {
-        let had = self.outstanding.remove(&(block.piece, block.offset));
-        if had {
-            t.release(block);
-        }
-        had
-    }
-
-    fn release_all(&mut self, t: &mut impl Torrent) {
-        t.release_all();
-        self.outstanding.clear();
-    }
-
-    /// Caps the depth at the peer's advertised queue length.
-    pub(super) fn cap(&mut self, reqq: u32) {
-        self.max_depth = (reqq as usize).clamp(MIN_DEPTH, MAX_DEPTH);
-        self.depth = self.depth.min(self.max_depth);
-    }
-
-    /// About half a second of data in flight, from the last second's rate.
-    fn adapt(&mut self) {
-        let per_sec = self.window_bytes / u64::from(BLOCK_LEN);
-        self.window_bytes = 0;
-        if per_sec > 0 {
-            self.depth = ((per_sec / 2) as usize + MIN_DEPTH).min(self.max_depth);
-        }
-    }
-}
-
 /// One connection's protocol state after the handshake.
 pub(crate) struct PeerState {
     settings: Settings,
@@ -216,11 +154,11 @@ pub(crate) struct PeerState {
     /// Blocks handed out by [`PeerState::next_uploads`] are being read.
     uploading: bool,
     /// The peer's ids for ut_metadata and ut_pex, from its extended handshake.
-    pub(super) their_metadata: Option<u8>,
-    pub(super) their_pex: Option<u8>,
+    their_metadata: Option<u8>,
+    their_pex: Option<u8>,
     /// Addresses our PEX messages have listed to the peer.
-    pub(super) pex_sent: HashSet<SocketAddr>,
-    pub(super) next_pex: Option<Instant>,
+    pex_sent: HashSet<SocketAddr>,
+    next_pex: Option<Instant>,
     last_recv: Instant,
     last_sent: Instant,
     /// Messages to send, in order.
@@ -347,7 +285,6 @@ impl PeerState {
         now: Instant,
         t: &mut impl Torrent,
     ) -> Result<Option<Action>, PeerError> {
-        let num_pieces = self.settings.geometry.num_pieces;
         match msg {
             Message::KeepAlive => {}
             Message::Choke => {
@@ -370,25 +307,8 @@ impl PeerState {
                 self.peer_interested = matches!(msg, Message::Interested);
                 t.peer_interested(self.peer_interested);
             }
-            Message::Have(p) => {
-                if p >= num_pieces {
-                    return Err(PeerError::Protocol(format!(
-                        "have for piece {p} out of range"
-                    )));
-                }
-                if t.on_have(p) {
-                    self.set_interested(true, now, t);
-                }
-            }
-            Message::Bitfield(bytes) => {
-                let bits = Bitfield::from_bytes(&bytes, num_pieces).ok_or_else(|| {
-                    PeerError::Protocol(format!(
-                        "bitfield of {} bytes is malformed for {num_pieces} pieces",
-                        bytes.len(),
-                    ))
-                })?;
-                let interesting = t.on_bitfield(bits);
-                self.set_interested(interesting, now, t);
+            Message::Have(_) | Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => {
+                self.on_availability(msg, now, t)?;
             }
             Message::Piece {
                 piece,
@@ -410,39 +330,11 @@ impl PeerState {
                 self.on_request(piece, offset, len, now, t)?
             }
             Message::Cancel { piece, offset, len } => {
-                let before = self.uploads.len();
-                self.uploads
-                    .retain(|r| !(r.piece == piece && r.offset == offset && r.len == len));
-                if self.remote.fast && self.uploads.len() < before {
-                    self.send(reject(&BlockRef { piece, offset, len }), now);
-                }
+                self.on_cancel(BlockRef { piece, offset, len }, now)
             }
-            Message::HaveAll | Message::HaveNone => {
-                self.need_fast(&msg)?;
-                let bits = if msg == Message::HaveAll {
-                    Bitfield::full(num_pieces)
-                } else {
-                    Bitfield::new(num_pieces)
-                };
-                let interesting = t.on_bitfield(bits);
-                self.set_interested(interesting, now, t);
+            Message::Reject { .. } | Message::AllowedFast(_) | Message::Suggest(_) => {
+                self.on_fast(msg, t)?;
             }
-            Message::Reject { piece, offset, len } => {
-                self.need_fast(&msg)?;
-                // A reject for a block we cancelled since is expected.
-                self.pipeline.release(BlockRef { piece, offset, len }, t);
-            }
-            Message::AllowedFast(p) => {
-                self.need_fast(&msg)?;
-                if p < num_pieces
-                    && self.allowed_in.len() < MAX_ALLOWED_IN
-                    && !self.allowed_in.contains(&p)
-                {
-                    self.allowed_in.push(p);
-                }
-            }
-            // A hint only: the picker's order is kept.
-            Message::Suggest(_) => self.need_fast(&msg)?,
             Message::Extended { id, payload } => return Ok(self.on_extended(id, &payload, now, t)),
             Message::Port(port) => {
                 // BEP-5: ping the peer's DHT node; it joins our table if it
@@ -456,6 +348,74 @@ impl PeerState {
         Ok(None)
     }
 
+    /// `have`, `bitfield` and BEP-6 `have all`/`have none`: what the peer
+    /// has, and whether we want any of it.
+    fn on_availability(
+        &mut self,
+        msg: Message,
+        now: Instant,
+        t: &mut impl Torrent,
+    ) -> Result<(), PeerError> {
+        let num_pieces = self.settings.geometry.num_pieces;
+        match msg {
+            Message::Have(p) => {
+                if p >= num_pieces {
+                    return Err(PeerError::Protocol(format!(
+                        "have for piece {p} out of range"
+                    )));
+                }
+                if t.on_have(p) {
+                    self.set_interested(true, now, t);
+                }
+            }
+            Message::Bitfield(bytes) => {
+                let bits = Bitfield::from_bytes(&bytes, num_pieces).ok_or_else(|| {
+                    PeerError::Protocol(format!(
+                        "bitfield of {} bytes is malformed for {num_pieces} pieces",
+                        bytes.len(),
+                    ))
+                })?;
+                let interesting = t.on_bitfield(bits);
+                self.set_interested(interesting, now, t);
+            }
+            Message::HaveAll | Message::HaveNone => {
+                self.need_fast(&msg)?;
+                let bits = if msg == Message::HaveAll {
+                    Bitfield::full(num_pieces)
+                } else {
+                    Bitfield::new(num_pieces)
+                };
+                let interesting = t.on_bitfield(bits);
+                self.set_interested(interesting, now, t);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// BEP-6 `reject`, `allowed fast` and `suggest`.
+    fn on_fast(&mut self, msg: Message, t: &mut impl Torrent) -> Result<(), PeerError> {
+        self.need_fast(&msg)?;
+        let num_pieces = self.settings.geometry.num_pieces;
+        match msg {
+            Message::Reject { piece, offset, len } => {
+                // A reject for a block we cancelled since is expected.
+                self.pipeline.release(BlockRef { piece, offset, len }, t);
+            }
+            Message::AllowedFast(p)
+                if p < num_pieces
+                    && self.allowed_in.len() < MAX_ALLOWED_IN
+                    && !self.allowed_in.contains(&p) =>
+            {
+                self.allowed_in.push(p);
+            }
+            // A hint only: the picker's order is kept.
+            Message::Suggest(_) => {}
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn need_fast(&self, msg: &Message) -> Result<(), PeerError> {
         if self.remote.fast {
             Ok(())
@@ -464,40 +424,6 @@ impl PeerState {
                 "{msg:?} without the fast extension"
             )))
         }
-    }
-
-    /// Queues a peer's request after checking it against the torrent.
-    fn on_request(
-        &mut self,
-        piece: u32,
-        offset: u32,
-        len: u32,
-        now: Instant,
-        t: &mut impl Torrent,
-    ) -> Result<(), PeerError> {
-        if len == 0 || len > self.settings.max_request_len {
-            return Err(PeerError::Protocol(format!("request for {len} bytes")));
-        }
-        if !self.settings.geometry.contains(piece, offset, len) {
-            return Err(PeerError::Protocol(format!(
-                "request outside the torrent: piece {piece} offset {offset} length {len}"
-            )));
-        }
-        let block = BlockRef { piece, offset, len };
-        let choked = self.am_choking && !self.allowed_out.contains(&piece);
-        if choked || !t.has_piece(piece) {
-            // Choked requests are void (BEP-3); unhad pieces are refused.
-            // A fast peer is told so.
-            if self.remote.fast {
-                self.send(reject(&block), now);
-            }
-            return Ok(());
-        }
-        if self.uploads.len() >= MAX_UPLOAD_QUEUE {
-            return Err(PeerError::Protocol("request flood".into()));
-        }
-        self.uploads.push_back(block);
-        Ok(())
     }
 
     /// An order from the engine. A closed command channel reads as
@@ -530,22 +456,7 @@ impl PeerState {
                 if !self.am_choking {
                     self.am_choking = true;
                     self.send(Message::Choke, now);
-                    if self.remote.fast {
-                        // Every request gets exactly one answer: allowed-fast
-                        // ones are still served.
-                        let allowed = &self.allowed_out;
-                        let (keep, drop): (VecDeque<BlockRef>, VecDeque<BlockRef>) = self
-                            .uploads
-                            .drain(..)
-                            .partition(|r| allowed.contains(&r.piece));
-                        self.uploads = keep;
-                        for r in &drop {
-                            self.send(reject(r), now);
-                        }
-                    } else {
-                        // The peer re-requests after the next unchoke.
-                        self.uploads.clear();
-                    }
+                    self.void_uploads(now);
                 }
             }
             PeerCommand::Unchoke => {
@@ -574,39 +485,6 @@ impl PeerState {
         }
     }
 
-    /// Tops the pipeline up to its depth (while choked, from the
-    /// allowed-fast pieces only).
-    pub(crate) fn fill(&mut self, now: Instant, t: &mut impl Torrent) {
-        let choked = matches!(self.download, Download::Choked { .. });
-        if !self.am_interested || (choked && self.allowed_in.is_empty()) {
-            return;
-        }
-        let p = &mut self.pipeline;
-        let room = p.depth.saturating_sub(p.outstanding.len());
-        if room == 0 || (room < FILL_BATCH && !p.outstanding.is_empty()) {
-            return;
-        }
-        if p.outstanding.is_empty() {
-            p.last_block = now;
-        }
-        let mut picks = std::mem::take(&mut p.picks);
-        picks.clear();
-        let only = choked.then_some(self.allowed_in.as_slice());
-        t.pick(room, only, &mut picks);
-        for r in &picks {
-            self.pipeline.outstanding.insert((r.piece, r.offset));
-            self.out.push(Message::Request {
-                piece: r.piece,
-                offset: r.offset,
-                len: r.len,
-            });
-        }
-        if !picks.is_empty() {
-            self.last_sent = now;
-        }
-        self.pipeline.picks = picks;
-    }
-
     /// Once a second: pipeline depth, the timers, PEX, interest, then
     /// [`PeerState::fill`].
     pub(crate) fn on_tick(&mut self, now: Instant, t: &mut impl Torrent) -> Result<(), PeerError> {
@@ -621,7 +499,7 @@ impl PeerState {
             }
         }
         if self.next_pex.is_some_and(|at| now >= at) {
-            self.next_pex = Some(now + super::extended::PEX_EVERY);
+            self.next_pex = Some(now + extended::PEX_EVERY);
             self.send_pex(now, t);
         }
         if !self.pipeline.outstanding.is_empty()
@@ -643,61 +521,12 @@ impl PeerState {
         Ok(())
     }
 
-    /// Requests a choking fast peer neither served nor rejected go to
-    /// other peers; those in its allowed-fast set stay.
-    fn give_up_choked(&mut self, t: &mut impl Torrent) {
-        let geo = self.settings.geometry;
-        let allowed = &self.allowed_in;
-        let stale: Vec<(u32, u32)> = self
-            .pipeline
-            .outstanding
-            .iter()
-            .filter(|(p, _)| !allowed.contains(p))
-            .copied()
-            .collect();
-        for (piece, offset) in stale {
-            self.pipeline
-                .release(geo.block(piece, offset / BLOCK_LEN), t);
-        }
-    }
-
-    /// The next blocks to read from disk for the peer, when none are being
-    /// read and we may send.
-    pub(crate) fn next_uploads(&mut self) -> Option<Vec<BlockRef>> {
-        if self.uploading || (self.am_choking && !self.remote.fast) || self.uploads.is_empty() {
-            return None;
-        }
-        let n = self.uploads.len().min(UPLOAD_BATCH);
-        self.uploading = true;
-        Some(self.uploads.drain(..n).collect())
-    }
-
-    /// The blocks from [`PeerState::next_uploads`] are read; whether to
-    /// send them (not if we choked a peer without the fast extension
-    /// meanwhile: a fast peer gets what it asked for, or a reject).
-    pub(crate) fn uploads_read(&mut self, now: Instant) -> bool {
-        self.uploading = false;
-        if self.am_choking && !self.remote.fast {
-            return false;
-        }
-        self.last_sent = now;
-        true
-    }
-
     pub(super) fn remote_addr(&self) -> SocketAddr {
         self.remote.addr
     }
 
     pub(super) fn pipeline_mut(&mut self) -> &mut Pipeline {
         &mut self.pipeline
-    }
-}
-
-fn reject(r: &BlockRef) -> Message {
-    Message::Reject {
-        piece: r.piece,
-        offset: r.offset,
-        len: r.len,
     }
 }
 
@@ -718,16 +547,5 @@ impl PeerState {
 
     pub(crate) fn peer_interested(&self) -> bool {
         self.peer_interested
-    }
-}
-
-#[cfg(test)]
-impl Pipeline {
-    pub(crate) fn len(&self) -> usize {
-        self.outstanding.len()
-    }
-
-    pub(crate) fn depth(&self) -> usize {
-        self.depth
     }
 }
