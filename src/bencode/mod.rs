@@ -287,87 +287,102 @@ impl<'a> Decoder<'a> {
     fn value(&mut self) -> Result<Value<'a>, Error> {
         let mut stack: Vec<Frame<'a>> = Vec::new();
         loop {
-            // Inside a dictionary, a key (or the end) comes first.
-            if let Some(Frame::Dict {
-                entries,
-                key,
-                value_start,
-            }) = stack.last_mut()
-            {
-                if key.is_none() {
-                    let at = self.pos;
-                    if self.peek()? == b'e' {
-                        self.pos += 1;
-                        let entries = std::mem::take(entries);
-                        check_unique_keys(&entries, at)?;
-                        stack.pop();
-                        let v = Value::Dict(entries);
-                        if let Some(done) = self.finish(&mut stack, v)? {
-                            return Ok(done);
-                        }
-                        continue;
-                    }
-                    if !self.peek()?.is_ascii_digit() {
-                        return Err(Error::NonStringKey { at });
-                    }
-                    let k = self.string()?;
-                    if let Some(last) = entries.last() {
-                        match last.key.cmp(k) {
-                            std::cmp::Ordering::Equal => return Err(Error::DuplicateKey { at }),
-                            std::cmp::Ordering::Greater if self.limits.require_sorted_keys => {
-                                return Err(Error::UnsortedKeys { at })
-                            }
-                            _ => {}
-                        }
-                    }
-                    // Input that simply stops is truncated (callers reading
-                    // a stream wait for more); an 'e' here is malformed.
-                    if self.peek()? == b'e' {
-                        return Err(Error::MissingValue { at });
-                    }
-                    *key = Some((k, at));
-                    *value_start = self.pos;
-                }
-            }
-
-            let at = self.pos;
-            let b = self.peek()?;
-            self.count()?;
-            let v = match b {
-                b'i' => self.integer()?,
-                b'0'..=b'9' => Value::Bytes(self.string()?),
-                b'l' | b'd' => {
-                    if stack.len() >= self.limits.max_depth {
-                        return Err(Error::DepthLimit {
-                            at,
-                            limit: self.limits.max_depth,
-                        });
-                    }
-                    self.pos += 1;
-                    if b == b'l' {
-                        stack.push(Frame::List { items: Vec::new() });
-                    } else {
-                        stack.push(Frame::Dict {
-                            entries: Vec::new(),
-                            key: None,
-                            value_start: 0,
-                        });
-                    }
-                    continue;
-                }
-                b'e' if matches!(stack.last(), Some(Frame::List { .. })) => {
-                    self.pos += 1;
-                    let Some(Frame::List { items }) = stack.pop() else {
-                        unreachable!("checked above")
-                    };
-                    Value::List(items)
-                }
-                byte => return Err(Error::InvalidTypeByte { at, byte }),
+            let v = match self.key_or_end(&mut stack)? {
+                Some(dict) => dict,
+                None => match self.item(&mut stack)? {
+                    Some(v) => v,
+                    None => continue,
+                },
             };
             if let Some(done) = self.finish(&mut stack, v)? {
                 return Ok(done);
             }
         }
+    }
+
+    /// Inside a dictionary, a key (or the end) comes first: reads the key
+    /// into the frame, or returns the dictionary its `e` closes.
+    fn key_or_end(&mut self, stack: &mut Vec<Frame<'a>>) -> Result<Option<Value<'a>>, Error> {
+        let Some(Frame::Dict {
+            entries,
+            key,
+            value_start,
+        }) = stack.last_mut()
+        else {
+            return Ok(None);
+        };
+        if key.is_some() {
+            return Ok(None);
+        }
+        let at = self.pos;
+        if self.peek()? == b'e' {
+            self.pos += 1;
+            let entries = std::mem::take(entries);
+            check_unique_keys(&entries, at)?;
+            stack.pop();
+            return Ok(Some(Value::Dict(entries)));
+        }
+        if !self.peek()?.is_ascii_digit() {
+            return Err(Error::NonStringKey { at });
+        }
+        let k = self.string()?;
+        if let Some(last) = entries.last() {
+            match last.key.cmp(k) {
+                std::cmp::Ordering::Equal => return Err(Error::DuplicateKey { at }),
+                std::cmp::Ordering::Greater if self.limits.require_sorted_keys => {
+                    return Err(Error::UnsortedKeys { at })
+                }
+                _ => {}
+            }
+        }
+        // Input that simply stops is truncated (callers reading a stream
+        // wait for more); an 'e' here is malformed.
+        if self.peek()? == b'e' {
+            return Err(Error::MissingValue { at });
+        }
+        *key = Some((k, at));
+        *value_start = self.pos;
+        Ok(None)
+    }
+
+    /// The next value: a scalar, or a list its `e` closes; `None` when it
+    /// opens a container, which is pushed on the stack.
+    fn item(&mut self, stack: &mut Vec<Frame<'a>>) -> Result<Option<Value<'a>>, Error> {
+        let at = self.pos;
+        let b = self.peek()?;
+        self.count()?;
+        let v = match b {
+            b'i' => self.integer()?,
+            b'0'..=b'9' => Value::Bytes(self.string()?),
+            b'l' | b'd' => {
+                if stack.len() >= self.limits.max_depth {
+                    return Err(Error::DepthLimit {
+                        at,
+                        limit: self.limits.max_depth,
+                    });
+                }
+                self.pos += 1;
+                if b == b'l' {
+                    stack.push(Frame::List { items: Vec::new() });
+                } else {
+                    stack.push(Frame::Dict {
+                        entries: Vec::new(),
+                        key: None,
+                        value_start: 0,
+                    });
+                }
+                return Ok(None);
+            }
+            b'e' if matches!(stack.last(), Some(Frame::List { .. })) => {
+                self.pos += 1;
+                let Some(Frame::List { items }) = stack.pop() else {
+                    unreachable!("checked above")
+                };
+                Value::List(items)
+            }
+            byte => return Err(Error::InvalidTypeByte { at, byte }),
+        };
+        Ok(Some(v))
     }
 
     /// Hands a finished value to its parent; returns it when it is the root.

@@ -150,12 +150,16 @@ fn id20(v: Option<&Value<'_>>) -> Option<[u8; 20]> {
     v.and_then(Value::as_bytes).and_then(|b| b.try_into().ok())
 }
 
-pub fn decode(buf: &[u8]) -> Result<Message, KrpcError> {
-    let bad = |t: Option<&[u8]>, msg| KrpcError {
+/// A protocol error, answered to `t` when that is known.
+fn bad(t: Option<&[u8]>, msg: &'static str) -> KrpcError {
+    KrpcError {
         t: t.map(<[u8]>::to_vec),
         code: PROTOCOL_ERROR,
         msg,
-    };
+    }
+}
+
+pub fn decode(buf: &[u8]) -> Result<Message, KrpcError> {
     let (v, _) = bencode::decode_with(buf, KRPC_LIMITS).map_err(|_| bad(None, "not bencode"))?;
     if v.as_dict().is_none() {
         return Err(bad(None, "not a dictionary"));
@@ -168,103 +172,9 @@ pub fn decode(buf: &[u8]) -> Result<Message, KrpcError> {
     let version = v.get("v").and_then(Value::as_bytes).map(<[u8]>::to_vec);
     let read_only = v.get("ro").and_then(Value::as_int) == Some(1);
     let body = match v.get("y").and_then(Value::as_bytes) {
-        Some(b"q") => {
-            let method = v
-                .get("q")
-                .and_then(Value::as_bytes)
-                .ok_or(bad(Some(t), "missing method"))?;
-            let a = v
-                .get("a")
-                .filter(|a| a.as_dict().is_some())
-                .ok_or(bad(Some(t), "missing arguments"))?;
-            let id = NodeId(id20(a.get("id")).ok_or(bad(Some(t), "invalid id"))?);
-            let query = match method {
-                b"ping" => Query::Ping,
-                b"find_node" => Query::FindNode {
-                    target: NodeId(id20(a.get("target")).ok_or(bad(Some(t), "invalid target"))?),
-                },
-                b"get_peers" => Query::GetPeers {
-                    info_hash: InfoHash(
-                        id20(a.get("info_hash")).ok_or(bad(Some(t), "invalid info_hash"))?,
-                    ),
-                },
-                b"announce_peer" => {
-                    let info_hash = InfoHash(
-                        id20(a.get("info_hash")).ok_or(bad(Some(t), "invalid info_hash"))?,
-                    );
-                    let implied_port = a.get("implied_port").and_then(Value::as_int) == Some(1);
-                    let port = a.get("port").and_then(Value::as_int);
-                    // With implied_port the source port counts and `port`
-                    // may be anything; it is kept as given when valid.
-                    let port = match (implied_port, port.map(u16::try_from)) {
-                        (_, Some(Ok(p))) if p != 0 => p,
-                        (true, _) => 0,
-                        _ => return Err(bad(Some(t), "invalid port")),
-                    };
-                    let token = a
-                        .get("token")
-                        .and_then(Value::as_bytes)
-                        .filter(|k| k.len() <= MAX_TOKEN)
-                        .ok_or(bad(Some(t), "invalid token"))?
-                        .to_vec();
-                    Query::AnnouncePeer {
-                        info_hash,
-                        port,
-                        implied_port,
-                        token,
-                    }
-                }
-                _ => {
-                    return Err(KrpcError {
-                        t: Some(t.to_vec()),
-                        code: METHOD_UNKNOWN,
-                        msg: "method unknown",
-                    })
-                }
-            };
-            Body::Query { id, query }
-        }
-        Some(b"r") => {
-            let r = v
-                .get("r")
-                .filter(|r| r.as_dict().is_some())
-                .ok_or(bad(None, "missing response"))?;
-            let id = NodeId(id20(r.get("id")).ok_or(bad(None, "invalid id"))?);
-            let nodes = r
-                .get("nodes")
-                .and_then(Value::as_bytes)
-                .map(parse_nodes)
-                .unwrap_or_default();
-            let values = r
-                .get("values")
-                .and_then(Value::as_list)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Value::as_bytes)
-                .filter_map(parse_peer)
-                .take(MAX_VALUES)
-                .collect();
-            let token = r
-                .get("token")
-                .and_then(Value::as_bytes)
-                .filter(|k| k.len() <= MAX_TOKEN)
-                .map(<[u8]>::to_vec);
-            Body::Response(Response {
-                id,
-                nodes,
-                values,
-                token,
-            })
-        }
-        Some(b"e") => {
-            let e = v.get("e").and_then(Value::as_list).unwrap_or_default();
-            let code = e.first().and_then(Value::as_int).unwrap_or(GENERIC_ERROR);
-            let message = e.get(1).and_then(Value::as_bytes).unwrap_or_default();
-            Body::Error {
-                code,
-                message: String::from_utf8_lossy(message).into_owned(),
-            }
-        }
+        Some(b"q") => decode_query(&v, t)?,
+        Some(b"r") => decode_response(&v)?,
+        Some(b"e") => decode_error(&v),
         _ => return Err(bad(None, "unknown message type")),
     };
     Ok(Message {
@@ -273,6 +183,109 @@ pub fn decode(buf: &[u8]) -> Result<Message, KrpcError> {
         read_only,
         body,
     })
+}
+
+/// `y=q`: the method and its arguments; errors carry `t` so the querier
+/// can be told.
+fn decode_query(v: &Value<'_>, t: &[u8]) -> Result<Body, KrpcError> {
+    let method = v
+        .get("q")
+        .and_then(Value::as_bytes)
+        .ok_or(bad(Some(t), "missing method"))?;
+    let a = v
+        .get("a")
+        .filter(|a| a.as_dict().is_some())
+        .ok_or(bad(Some(t), "missing arguments"))?;
+    let id = NodeId(id20(a.get("id")).ok_or(bad(Some(t), "invalid id"))?);
+    let query = match method {
+        b"ping" => Query::Ping,
+        b"find_node" => Query::FindNode {
+            target: NodeId(id20(a.get("target")).ok_or(bad(Some(t), "invalid target"))?),
+        },
+        b"get_peers" => Query::GetPeers {
+            info_hash: InfoHash(id20(a.get("info_hash")).ok_or(bad(Some(t), "invalid info_hash"))?),
+        },
+        b"announce_peer" => decode_announce(a, t)?,
+        _ => {
+            return Err(KrpcError {
+                t: Some(t.to_vec()),
+                code: METHOD_UNKNOWN,
+                msg: "method unknown",
+            })
+        }
+    };
+    Ok(Body::Query { id, query })
+}
+
+/// announce_peer's arguments `a`.
+fn decode_announce(a: &Value<'_>, t: &[u8]) -> Result<Query, KrpcError> {
+    let info_hash = InfoHash(id20(a.get("info_hash")).ok_or(bad(Some(t), "invalid info_hash"))?);
+    let implied_port = a.get("implied_port").and_then(Value::as_int) == Some(1);
+    let port = a.get("port").and_then(Value::as_int);
+    // With implied_port the source port counts and `port` may be anything;
+    // it is kept as given when valid.
+    let port = match (implied_port, port.map(u16::try_from)) {
+        (_, Some(Ok(p))) if p != 0 => p,
+        (true, _) => 0,
+        _ => return Err(bad(Some(t), "invalid port")),
+    };
+    let token = a
+        .get("token")
+        .and_then(Value::as_bytes)
+        .filter(|k| k.len() <= MAX_TOKEN)
+        .ok_or(bad(Some(t), "invalid token"))?
+        .to_vec();
+    Ok(Query::AnnouncePeer {
+        info_hash,
+        port,
+        implied_port,
+        token,
+    })
+}
+
+/// `y=r`: one shape for every method; unusable entries are skipped.
+fn decode_response(v: &Value<'_>) -> Result<Body, KrpcError> {
+    let r = v
+        .get("r")
+        .filter(|r| r.as_dict().is_some())
+        .ok_or(bad(None, "missing response"))?;
+    let id = NodeId(id20(r.get("id")).ok_or(bad(None, "invalid id"))?);
+    let nodes = r
+        .get("nodes")
+        .and_then(Value::as_bytes)
+        .map(parse_nodes)
+        .unwrap_or_default();
+    let values = r
+        .get("values")
+        .and_then(Value::as_list)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_bytes)
+        .filter_map(parse_peer)
+        .take(MAX_VALUES)
+        .collect();
+    let token = r
+        .get("token")
+        .and_then(Value::as_bytes)
+        .filter(|k| k.len() <= MAX_TOKEN)
+        .map(<[u8]>::to_vec);
+    Ok(Body::Response(Response {
+        id,
+        nodes,
+        values,
+        token,
+    }))
+}
+
+/// `y=e`: a malformed error list still reads as a generic error.
+fn decode_error(v: &Value<'_>) -> Body {
+    let e = v.get("e").and_then(Value::as_list).unwrap_or_default();
+    let code = e.first().and_then(Value::as_int).unwrap_or(GENERIC_ERROR);
+    let message = e.get(1).and_then(Value::as_bytes).unwrap_or_default();
+    Body::Error {
+        code,
+        message: String::from_utf8_lossy(message).into_owned(),
+    }
 }
 
 /// Compact node info; a ragged tail is ignored.
@@ -297,56 +310,11 @@ pub fn encode(m: &Message, out: &mut Vec<u8>) {
     let mut d = Dict::with_capacity(128);
     match &m.body {
         Body::Query { id, query } => {
-            let mut a = Dict::new();
-            a.bytes("id", id.0);
-            match query {
-                Query::Ping => {}
-                Query::FindNode { target } => {
-                    a.bytes("target", target.0);
-                }
-                Query::GetPeers { info_hash } => {
-                    a.bytes("info_hash", info_hash.0);
-                }
-                Query::AnnouncePeer {
-                    info_hash,
-                    port,
-                    implied_port,
-                    token,
-                } => {
-                    a.int("implied_port", i64::from(*implied_port))
-                        .bytes("info_hash", info_hash.0)
-                        .int("port", i64::from(*port))
-                        .bytes("token", token);
-                }
-            }
-            d.dict("a", &a).bytes("q", query.method());
+            d.dict("a", &query_args(id, query))
+                .bytes("q", query.method());
         }
         Body::Response(r) => {
-            let mut rd = Dict::new();
-            rd.bytes("id", r.id.0);
-            if !r.nodes.is_empty() {
-                let mut b = Vec::with_capacity(compact::NODE_V4_LEN * r.nodes.len());
-                for n in &r.nodes {
-                    compact::encode_node_v4(&n.id.0, &n.addr, &mut b);
-                }
-                rd.bytes("nodes", b);
-            }
-            if let Some(t) = &r.token {
-                rd.bytes("token", t);
-            }
-            let mut values = List::new();
-            for a in r.values.iter().filter_map(|a| match a {
-                SocketAddr::V4(a) => Some(a),
-                SocketAddr::V6(_) => None,
-            }) {
-                let mut b = Vec::with_capacity(compact::V4_LEN);
-                compact::encode_v4(a, &mut b);
-                values.bytes(b);
-            }
-            if !values.is_empty() {
-                rd.list("values", &values);
-            }
-            d.dict("r", &rd);
+            d.dict("r", &response_dict(r));
         }
         Body::Error { code, message } => {
             let mut e = List::new();
@@ -370,6 +338,62 @@ pub fn encode(m: &Message, out: &mut Vec<u8>) {
         },
     );
     d.write(out);
+}
+
+/// A query's `a` dictionary.
+fn query_args(id: &NodeId, query: &Query) -> Dict {
+    let mut a = Dict::new();
+    a.bytes("id", id.0);
+    match query {
+        Query::Ping => {}
+        Query::FindNode { target } => {
+            a.bytes("target", target.0);
+        }
+        Query::GetPeers { info_hash } => {
+            a.bytes("info_hash", info_hash.0);
+        }
+        Query::AnnouncePeer {
+            info_hash,
+            port,
+            implied_port,
+            token,
+        } => {
+            a.int("implied_port", i64::from(*implied_port))
+                .bytes("info_hash", info_hash.0)
+                .int("port", i64::from(*port))
+                .bytes("token", token);
+        }
+    }
+    a
+}
+
+/// A response's `r` dictionary: compact nodes, and IPv4 peers only.
+fn response_dict(r: &Response) -> Dict {
+    let mut rd = Dict::new();
+    rd.bytes("id", r.id.0);
+    if !r.nodes.is_empty() {
+        let mut b = Vec::with_capacity(compact::NODE_V4_LEN * r.nodes.len());
+        for n in &r.nodes {
+            compact::encode_node_v4(&n.id.0, &n.addr, &mut b);
+        }
+        rd.bytes("nodes", b);
+    }
+    if let Some(t) = &r.token {
+        rd.bytes("token", t);
+    }
+    let mut values = List::new();
+    for a in r.values.iter().filter_map(|a| match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }) {
+        let mut b = Vec::with_capacity(compact::V4_LEN);
+        compact::encode_v4(a, &mut b);
+        values.bytes(b);
+    }
+    if !values.is_empty() {
+        rd.list("values", &values);
+    }
+    rd
 }
 
 #[cfg(test)]

@@ -1,6 +1,17 @@
 //! A DHT node: one task owning the UDP socket, the routing table, the
 //! storage side and the running lookups. Others talk to it through
 //! [`Dht`], a cloneable handle over a command channel.
+//!
+//! This file holds the handle, the node's state, its event loop and the
+//! sending side; the node's work is split by what starts it: `incoming`
+//! (packets from the network), `lookups` (our lookups and announces),
+//! `maintenance` (bootstrap, refresh, expired queries) and `state` (the
+//! saved id and nodes).
+
+mod incoming;
+mod lookups;
+mod maintenance;
+mod state;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -12,20 +23,17 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::krpc::{self, Body, Message, NodeId, NodeInfo, Query, Response};
-use super::lookup::Lookup;
-use super::routing::{Insert, RoutingTable, K};
+use super::krpc::{self, Body, Message, NodeId, NodeInfo, Query};
+use super::routing::RoutingTable;
 use super::storage::{PeerStore, StoreLimits, Tokens};
 use crate::types::InfoHash;
+use lookups::{LookupKind, Task};
+pub use state::load_state;
 
 /// Our `v` key: client "XR", version 0.1.
 const VERSION: &[u8] = b"XR\x00\x01";
-/// Peers put in one get_peers answer (keeps it in one datagram).
-const VALUES_PER_REPLY: usize = 50;
 /// Queries of ours awaiting an answer; beyond this, new ones wait.
 const MAX_PENDING: usize = 4096;
-const MAX_PINGED: usize = 4096;
-const PING_AGAIN_AFTER: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_millis(100);
 const SAVE_EVERY: Duration = Duration::from_secs(10 * 60);
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
@@ -206,31 +214,6 @@ struct Pending {
     purpose: Purpose,
 }
 
-enum LookupKind {
-    GetPeers {
-        info_hash: InfoHash,
-        announce: Option<u16>,
-        peers: mpsc::Sender<Vec<SocketAddr>>,
-        done: Option<oneshot::Sender<LookupStats>>,
-    },
-    FindNode {
-        done: Option<oneshot::Sender<LookupStats>>,
-    },
-    /// The lookup of our own id after bootstrap; when it ends, every
-    /// bucket is refreshed once.
-    Join,
-}
-
-struct Task {
-    lookup: Lookup,
-    kind: LookupKind,
-    started: Instant,
-    /// Announces sent and still awaited; the task ends when they settle.
-    announcing: usize,
-    announced: usize,
-    finishing: bool,
-}
-
 struct Node {
     cfg: DhtConfig,
     sock: Arc<UdpSocket>,
@@ -318,12 +301,7 @@ impl Node {
                     let now = Instant::now();
                     self.expire_rpcs(now).await;
                     self.drive_all().await;
-                    // Routers may have been down or not up yet: try again.
-                    if self.table.is_empty() && now.duration_since(self.last_bootstrap) >= self.rebootstrap {
-                        self.rebootstrap = (self.rebootstrap * 2).min(Duration::from_secs(300));
-                        self.self_lookup = false;
-                        self.bootstrap().await;
-                    }
+                    self.retry_bootstrap(now).await;
                     if now.duration_since(last_refresh) >= REFRESH_EVERY {
                         last_refresh = now;
                         self.refresh(now).await;
@@ -332,35 +310,11 @@ impl Node {
                         last_save = now;
                         self.save();
                     }
-                    if !self.waiting.is_empty()
-                        && (!self.table.is_empty() || now.duration_since(self.started) >= BOOTSTRAP_WAIT)
-                    {
-                        for c in std::mem::take(&mut self.waiting) {
-                            self.on_command(c).await;
-                        }
-                    }
+                    self.release_waiting(now).await;
                 }
             }
         }
         self.save();
-    }
-
-    async fn bootstrap(&mut self) {
-        self.last_bootstrap = Instant::now();
-        let mut addrs: Vec<SocketAddr> = self.cfg.nodes.clone();
-        for host in self.cfg.bootstrap.clone() {
-            match tokio::net::lookup_host(host.as_str()).await {
-                Ok(found) => addrs.extend(found.filter(SocketAddr::is_ipv4)),
-                Err(e) => tracing::warn!("DHT bootstrap {host}: {e}"),
-            }
-        }
-        addrs.sort();
-        addrs.dedup();
-        let own = self.id();
-        for a in addrs {
-            let q = Query::FindNode { target: own };
-            self.query(a, None, q, Purpose::Bootstrap).await;
-        }
     }
 
     fn tid(&mut self) -> u16 {
@@ -472,408 +426,15 @@ impl Node {
         }
     }
 
-    async fn start_lookup(&mut self, target: NodeId, extra: Vec<NodeInfo>, kind: LookupKind) {
-        let id = self.add_task(target, extra, kind);
-        self.drive(id).await;
-    }
-
-    /// A new lookup, first driven by the caller or on the next tick.
-    fn add_task(&mut self, target: NodeId, extra: Vec<NodeInfo>, kind: LookupKind) -> u64 {
-        let mut seeds = self.table.closest(&target, K * 2, Instant::now());
-        seeds.extend(extra);
-        let id = self.next_task;
-        self.next_task += 1;
-        self.tasks.insert(
-            id,
-            Task {
-                lookup: Lookup::new(target, seeds),
-                kind,
-                started: Instant::now(),
-                announcing: 0,
-                announced: 0,
-                finishing: false,
-            },
-        );
-        id
-    }
-
-    async fn drive_all(&mut self) {
-        let ids: Vec<u64> = self.tasks.keys().copied().collect();
-        for id in ids {
-            self.drive(id).await;
-        }
-    }
-
-    /// Sends the lookup's next queries; at the end, its announces; then
-    /// reports and forgets it.
-    async fn drive(&mut self, id: u64) {
-        let Some(task) = self.tasks.get_mut(&id) else {
-            return;
-        };
-        if !task.finishing {
-            let asks = task.lookup.next_queries();
-            let peers = task.lookup.take_peers();
-            let target = task.lookup.target();
-            if let LookupKind::GetPeers { peers: tx, .. } = &task.kind {
-                if !peers.is_empty() {
-                    let _ = tx.try_send(peers);
-                }
-            }
-            let get_peers = matches!(task.kind, LookupKind::GetPeers { .. });
-            let done = task.lookup.is_done();
-            for n in asks {
-                let q = if get_peers {
-                    Query::GetPeers {
-                        info_hash: InfoHash(target.0),
-                    }
-                } else {
-                    Query::FindNode { target }
-                };
-                if !self
-                    .query(n.addr.into(), Some(n.id), q, Purpose::Lookup(id))
-                    .await
-                {
-                    if let Some(t) = self.tasks.get_mut(&id) {
-                        t.lookup.on_timeout(&n.id);
-                    }
-                }
-            }
-            if !done {
-                return;
-            }
-            let task = self.tasks.get_mut(&id).expect("still here");
-            task.finishing = true;
-            if let LookupKind::GetPeers {
-                info_hash,
-                announce: Some(port),
-                ..
-            } = task.kind
-            {
-                let targets = task.lookup.closest_with_tokens();
-                for (n, token) in targets {
-                    let q = Query::AnnouncePeer {
-                        info_hash,
-                        port: if port == 0 { self.local_port() } else { port },
-                        implied_port: port == 0,
-                        token,
-                    };
-                    if self
-                        .query(n.addr.into(), Some(n.id), q, Purpose::Announce(id))
-                        .await
-                    {
-                        let t = self.tasks.get_mut(&id).expect("still here");
-                        t.announcing += 1;
-                        t.announced += 1;
-                    }
-                }
-            }
-        }
-        let task = self.tasks.get_mut(&id).expect("still here");
-        if task.announcing > 0 {
-            return;
-        }
-        let mut task = self.tasks.remove(&id).expect("still here");
-        let stats = LookupStats {
-            peers: 0,
-            queries: task.lookup.queries,
-            rounds: task.lookup.rounds,
-            closest: task.lookup.closest(),
-            announced: task.announced,
-            elapsed: task.started.elapsed(),
-        };
-        match &mut task.kind {
-            LookupKind::GetPeers { done, .. } | LookupKind::FindNode { done } => {
-                if let Some(d) = done.take() {
-                    let _ = d.send(stats);
-                }
-            }
-            LookupKind::Join => {
-                for target in self.table.all_targets(Instant::now()) {
-                    self.add_task(target, Vec::new(), LookupKind::FindNode { done: None });
-                }
-            }
-        }
-    }
-
-    async fn expire_rpcs(&mut self, now: Instant) {
-        let limit = self.cfg.rpc_timeout;
-        let expired: Vec<u16> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now.duration_since(p.sent) >= limit)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in expired {
-            let p = self.pending.remove(&t).expect("listed above");
-            if let Some(id) = p.id {
-                self.table.on_timeout(&id, now);
-            }
-            match p.purpose {
-                Purpose::Lookup(task) => {
-                    if let (Some(t), Some(id)) = (self.tasks.get_mut(&task), p.id) {
-                        t.lookup.on_timeout(&id);
-                    }
-                    self.drive(task).await;
-                }
-                Purpose::Announce(task) => {
-                    if let Some(t) = self.tasks.get_mut(&task) {
-                        t.announcing = t.announcing.saturating_sub(1);
-                    }
-                    self.drive(task).await;
-                }
-                Purpose::Ping | Purpose::Bootstrap => {}
-            }
-        }
-    }
-
-    async fn refresh(&mut self, now: Instant) {
-        for target in self.table.refresh_targets(now) {
-            self.start_lookup(target, Vec::new(), LookupKind::FindNode { done: None })
-                .await;
-        }
-    }
-
-    /// Per-IP query budget, counted in one-second windows.
-    fn over_rate(&mut self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        if now.duration_since(self.rate_window) >= Duration::from_secs(1)
-            || self.rate.len() > 10_000
+    /// Lookups asked for before bootstrap start once the table has a node
+    /// or the wait is over.
+    async fn release_waiting(&mut self, now: Instant) {
+        if !self.waiting.is_empty()
+            && (!self.table.is_empty() || now.duration_since(self.started) >= BOOTSTRAP_WAIT)
         {
-            self.rate.clear();
-            self.rate_window = now;
-        }
-        let n = self.rate.entry(ip).or_insert(0);
-        *n += 1;
-        *n > self.cfg.max_queries_per_ip
-    }
-
-    async fn on_packet(&mut self, buf: &[u8], from: SocketAddr) {
-        let SocketAddr::V4(from4) = from else {
-            return;
-        };
-        match krpc::decode(buf) {
-            Err(e) => {
-                // Only a query with a transaction id gets an error back.
-                if let Some(t) = e.t {
-                    if !self.over_rate(from.ip()) {
-                        let body = Body::Error {
-                            code: e.code,
-                            message: e.msg.to_string(),
-                        };
-                        self.reply(from, t, body).await;
-                    }
-                }
-            }
-            Ok(m) => match m.body {
-                Body::Query { id, query } => {
-                    if self.over_rate(from.ip()) {
-                        return;
-                    }
-                    self.stats.queries_in += 1;
-                    self.on_query(m.t, id, query, from4, m.read_only).await;
-                }
-                Body::Response(r) => self.on_response(&m.t, r, from, from4).await,
-                Body::Error { code, message } => {
-                    tracing::debug!(%from, code, "DHT error reply: {message}");
-                    self.on_error(&m.t, from).await;
-                }
-            },
-        }
-    }
-
-    async fn on_query(&mut self, t: Vec<u8>, id: NodeId, q: Query, from: SocketAddrV4, ro: bool) {
-        let now = Instant::now();
-        if !ro && id != self.id() {
-            if let Insert::PingFirst(list) = self.table.on_query(NodeInfo { id, addr: from }, now) {
-                // Unknown queriers are pinged before they are listed; busy
-                // tables skip it.
-                if self.pending.len() < MAX_PENDING / 2 {
-                    if self.pinged.len() >= MAX_PINGED {
-                        self.pinged
-                            .retain(|_, at| now.duration_since(*at) < PING_AGAIN_AFTER);
-                    }
-                    for n in list.into_iter().take(2) {
-                        let recent = self
-                            .pinged
-                            .get(&n.addr)
-                            .is_some_and(|at| now.duration_since(*at) < PING_AGAIN_AFTER);
-                        if recent || self.pinged.len() >= MAX_PINGED {
-                            continue;
-                        }
-                        self.pinged.insert(n.addr, now);
-                        self.query(n.addr.into(), Some(n.id), Query::Ping, Purpose::Ping)
-                            .await;
-                    }
-                }
-            }
-        }
-        let ip = IpAddr::V4(*from.ip());
-        let mut r = Response {
-            id: self.id(),
-            ..Response::default()
-        };
-        match q {
-            Query::Ping => {}
-            Query::FindNode { target } => r.nodes = self.table.closest(&target, K, now),
-            Query::GetPeers { info_hash } => {
-                r.token = Some(self.tokens.issue(ip, now));
-                r.values = self.store.get(&info_hash, VALUES_PER_REPLY, now);
-                if r.values.is_empty() {
-                    r.nodes = self.table.closest(&NodeId::from(info_hash), K, now);
-                }
-            }
-            Query::AnnouncePeer {
-                info_hash,
-                port,
-                implied_port,
-                token,
-            } => {
-                if !self.tokens.valid(&token, ip, now) {
-                    let body = Body::Error {
-                        code: krpc::PROTOCOL_ERROR,
-                        message: "bad token".into(),
-                    };
-                    return self.reply(from.into(), t, body).await;
-                }
-                let port = if implied_port { from.port() } else { port };
-                self.store
-                    .announce(info_hash, SocketAddr::new(ip, port), now);
-            }
-        }
-        self.reply(from.into(), t, Body::Response(r)).await;
-    }
-
-    fn take_pending(&mut self, t: &[u8], from: SocketAddr) -> Option<Pending> {
-        let tid = u16::from_be_bytes(t.try_into().ok()?);
-        // Only the address we asked may answer.
-        if self.pending.get(&tid)?.addr != from {
-            return None;
-        }
-        self.pending.remove(&tid)
-    }
-
-    async fn on_response(&mut self, t: &[u8], r: Response, from: SocketAddr, from4: SocketAddrV4) {
-        let Some(p) = self.take_pending(t, from) else {
-            return;
-        };
-        if p.id.is_some_and(|want| want != r.id) {
-            // Someone else at that address now: the old id is gone.
-            if let Some(old) = p.id {
-                self.table.on_timeout(&old, Instant::now());
-            }
-        }
-        let now = Instant::now();
-        let info = NodeInfo {
-            id: r.id,
-            addr: from4,
-        };
-        if let Insert::PingFirst(list) = self.table.on_response(info, now) {
-            for n in list.into_iter().take(K) {
-                self.query(n.addr.into(), Some(n.id), Query::Ping, Purpose::Ping)
-                    .await;
-            }
-        }
-        match p.purpose {
-            Purpose::Ping => {}
-            Purpose::Bootstrap => {
-                // The first answer starts a lookup of our own id, which
-                // fills the table near us.
-                if !self.self_lookup {
-                    self.self_lookup = true;
-                    let mut seeds = r.nodes.clone();
-                    seeds.push(info);
-                    let own = self.id();
-                    self.start_lookup(own, seeds, LookupKind::Join).await;
-                }
-            }
-            Purpose::Lookup(task) => {
-                // We may be among the nodes others know: never ask ourselves.
-                let own = self.id();
-                let nodes: Vec<NodeInfo> =
-                    r.nodes.iter().filter(|n| n.id != own).copied().collect();
-                if let Some(tk) = self.tasks.get_mut(&task) {
-                    tk.lookup.on_response(&r.id, &nodes, &r.values, r.token);
-                }
-                self.drive(task).await;
-            }
-            Purpose::Announce(task) => {
-                if let Some(tk) = self.tasks.get_mut(&task) {
-                    tk.announcing = tk.announcing.saturating_sub(1);
-                }
-                self.drive(task).await;
+            for c in std::mem::take(&mut self.waiting) {
+                self.on_command(c).await;
             }
         }
     }
-
-    async fn on_error(&mut self, t: &[u8], from: SocketAddr) {
-        let Some(p) = self.take_pending(t, from) else {
-            return;
-        };
-        match p.purpose {
-            Purpose::Lookup(task) => {
-                if let (Some(tk), Some(id)) = (self.tasks.get_mut(&task), p.id) {
-                    tk.lookup.on_timeout(&id);
-                }
-                self.drive(task).await;
-            }
-            Purpose::Announce(task) => {
-                if let Some(tk) = self.tasks.get_mut(&task) {
-                    tk.announcing = tk.announcing.saturating_sub(1);
-                }
-                self.drive(task).await;
-            }
-            Purpose::Ping | Purpose::Bootstrap => {}
-        }
-    }
-
-    /// Writes the id and good nodes (JSON) for the next run.
-    fn save(&self) {
-        let Some(path) = &self.cfg.state_file else {
-            return;
-        };
-        let nodes: Vec<String> = self
-            .table
-            .good_nodes(Instant::now())
-            .iter()
-            .map(|n| format!("{} {}", n.addr, n.id))
-            .collect();
-        let v = serde_json::json!({"id": self.id().to_string(), "nodes": nodes});
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&v)?)?;
-            std::fs::rename(&tmp, path)
-        };
-        if let Err(e) = write() {
-            tracing::warn!("cannot save DHT state to {}: {e}", path.display());
-        }
-    }
-}
-
-/// A saved state: the node id and the nodes to ping at start. A missing
-/// or unreadable file is a fresh start, never an error.
-pub fn load_state(path: &std::path::Path) -> (Option<NodeId>, Vec<SocketAddr>) {
-    let Ok(bytes) = std::fs::read(path) else {
-        return (None, Vec::new());
-    };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        tracing::warn!("ignoring unreadable DHT state {}", path.display());
-        return (None, Vec::new());
-    };
-    let id = v["id"].as_str().and_then(|s| {
-        let mut b = [0u8; 20];
-        hex::decode_to_slice(s, &mut b).ok().map(|_| NodeId(b))
-    });
-    let nodes = v["nodes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| n.as_str()?.split(' ').next()?.parse().ok())
-                .take(1000)
-                .collect()
-        })
-        .unwrap_or_default();
-    (id, nodes)
 }

@@ -138,26 +138,7 @@ async fn call(d: &Daemon, method: &str, a: &Args) -> Result<Args, String> {
             Ok(Map::new())
         }
         "free-space" => free_space(a),
-        "port-test" => {
-            // Checked from here (no outside service is contacted): is the
-            // peer port accepting connections?
-            let port = d.session().listen_port();
-            let ip = d
-                .config()
-                .session
-                .bind
-                .filter(|ip| !ip.is_unspecified())
-                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-            let open = tokio::time::timeout(
-                std::time::Duration::from_secs(3),
-                tokio::net::TcpStream::connect((ip, port)),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok());
-            let mut m = Map::new();
-            m.insert("port-is-open".into(), open.into());
-            Ok(m)
-        }
+        "port-test" => Ok(port_test(d).await),
         "blocklist-update" => Err("no blocklist is configured".into()),
         _ => Err(format!("method name not recognized: {method}")),
     }
@@ -525,4 +506,25 @@ fn free_space(a: &Args) -> Result<Args, String> {
     m.insert("size-bytes".into(), free.into());
     m.insert("total_size".into(), total.into());
     Ok(m)
+}
+
+/// Checked from here (no outside service is contacted): is the peer port
+/// accepting connections?
+async fn port_test(d: &Daemon) -> Args {
+    let port = d.session().listen_port();
+    let ip = d
+        .config()
+        .session
+        .bind
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let open = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tokio::net::TcpStream::connect((ip, port)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let mut m = Map::new();
+    m.insert("port-is-open".into(), open.into());
+    m
 }

@@ -416,4 +416,5 @@ impl Actor {
     }
 }
 
+mod check;
 mod run;

@@ -328,64 +328,7 @@ async fn connection(
     let mut buf = BytesMut::with_capacity(1024);
     let mut out = Vec::with_capacity(1024);
     loop {
-        // Every complete request in the buffer (pipelining), then one write.
-        let mut close = false;
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            let (resp, used) = match req.parse(&buf) {
-                Ok(httparse::Status::Partial) => break,
-                Err(_) => {
-                    close = true;
-                    let r = Response {
-                        status: 400,
-                        body: b"malformed HTTP request\n".to_vec(),
-                    };
-                    (r, buf.len())
-                }
-                Ok(httparse::Status::Complete(n)) => {
-                    let header = |name: &str| {
-                        req.headers
-                            .iter()
-                            .find(|h| h.name.eq_ignore_ascii_case(name))
-                            .map(|h| h.value)
-                    };
-                    let has_body = header("content-length").is_some_and(|v| v != b"0")
-                        || header("transfer-encoding").is_some();
-                    let conn = header("connection").map(|v| v.to_ascii_lowercase());
-                    close = match req.version {
-                        Some(1) => conn.as_deref() == Some(b"close"),
-                        _ => conn.as_deref() != Some(b"keep-alive"),
-                    };
-                    let r = if req.method != Some("GET") {
-                        close = true;
-                        Response {
-                            status: 405,
-                            body: b"only GET is served\n".to_vec(),
-                        }
-                    } else if has_body {
-                        close = true;
-                        Response {
-                            status: 400,
-                            body: b"request bodies are not accepted\n".to_vec(),
-                        }
-                    } else {
-                        let target = req.path.unwrap_or("/");
-                        let r = handle_get(&shared.store, target, from.ip(), (shared.clock)());
-                        shared
-                            .counters
-                            .http_request(target.starts_with("/announce"));
-                        r
-                    };
-                    (r, n)
-                }
-            };
-            buf.advance(used);
-            write_response(&mut out, &resp, close);
-            if close {
-                break;
-            }
-        }
+        let close = answer_buffered(&mut buf, &mut out, from, shared);
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
@@ -416,6 +359,82 @@ async fn connection(
             return Ok(());
         }
     }
+}
+
+/// Answers every complete request in `buf` into `out` (pipelining: one
+/// write for all of them); true when the connection closes after it.
+fn answer_buffered(
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    from: SocketAddr,
+    shared: &Shared,
+) -> bool {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        let (resp, used, close) = match req.parse(buf) {
+            Ok(httparse::Status::Partial) => return false,
+            Err(_) => {
+                let r = Response {
+                    status: 400,
+                    body: b"malformed HTTP request\n".to_vec(),
+                };
+                (r, buf.len(), true)
+            }
+            Ok(httparse::Status::Complete(n)) => {
+                let (r, close) = answer_request(&req, from, shared);
+                (r, n, close)
+            }
+        };
+        buf.advance(used);
+        write_response(out, &resp, close);
+        if close {
+            return true;
+        }
+    }
+}
+
+/// One parsed request's response, and whether the connection closes
+/// after it (HTTP/1.0 without keep-alive, `Connection: close`, or a
+/// request we refuse).
+fn answer_request(
+    req: &httparse::Request<'_, '_>,
+    from: SocketAddr,
+    shared: &Shared,
+) -> (Response, bool) {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let has_body = header("content-length").is_some_and(|v| v != b"0")
+        || header("transfer-encoding").is_some();
+    let conn = header("connection").map(|v| v.to_ascii_lowercase());
+    let close = match req.version {
+        Some(1) => conn.as_deref() == Some(b"close"),
+        _ => conn.as_deref() != Some(b"keep-alive"),
+    };
+    if req.method != Some("GET") {
+        let r = Response {
+            status: 405,
+            body: b"only GET is served\n".to_vec(),
+        };
+        return (r, true);
+    }
+    if has_body {
+        let r = Response {
+            status: 400,
+            body: b"request bodies are not accepted\n".to_vec(),
+        };
+        return (r, true);
+    }
+    let target = req.path.unwrap_or("/");
+    let r = handle_get(&shared.store, target, from.ip(), (shared.clock)());
+    shared
+        .counters
+        .http_request(target.starts_with("/announce"));
+    (r, close)
 }
 
 /// Closing with unread input makes the kernel send a reset, which can

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::store::{PeerAnnounce, Store};
 use super::Shared;
 use crate::compact;
-use crate::tracker::udp_wire::{self, Reply, Request};
+use crate::tracker::udp_wire::{self, Reply, Request, UdpAnnounce};
+use crate::types::InfoHash;
 
 /// How long one epoch of connection ids lasts; an id is accepted in its
 /// epoch and the next, so for 1–2 minutes (clients use one for 1 minute).
@@ -83,59 +84,75 @@ pub fn handle_packet(
             }
         }
         Ok(Request::Announce { tid, announce, .. }) => {
-            if announce.port == 0 {
-                Reply::Error {
-                    tid,
-                    message: "port 0".into(),
-                }
-            } else {
-                let a = PeerAnnounce {
-                    info_hash: announce.info_hash,
-                    peer_id: announce.peer_id,
-                    addr: SocketAddr::new(ip, announce.port),
-                    left: announce.left,
-                    event: announce.event,
-                    numwant: u32::try_from(announce.num_want).ok(),
-                };
-                let mut peers = Vec::new();
-                let mut store = store.lock().expect("tracker store lock");
-                let interval = store.config().interval.as_secs() as u32;
-                match store.announce(&a, Some(ip.is_ipv6()), now, &mut peers) {
-                    Ok(st) => {
-                        drop(store);
-                        // Written directly: no intermediate Vec<SocketAddr>.
-                        for v in [udp_wire::ANNOUNCE, tid, interval, st.leechers, st.seeders] {
-                            out.extend_from_slice(&v.to_be_bytes());
-                        }
-                        for (p, _) in &peers {
-                            compact::encode_peer(p, out);
-                        }
-                        return true;
-                    }
-                    Err(e) => Reply::Error {
-                        tid,
-                        message: e.to_string(),
-                    },
-                }
-            }
+            answer_announce(store, tid, &announce, ip, now, out);
+            return true;
         }
-        Ok(Request::Scrape { tid, hashes, .. }) => {
-            let store = store.lock().expect("tracker store lock");
-            if let Some(h) = hashes.iter().find(|h| !store.allowed(h)) {
-                Reply::Error {
-                    tid,
-                    message: format!("torrent {h} not allowed on this tracker"),
-                }
-            } else {
-                Reply::Scrape {
-                    tid,
-                    stats: hashes.iter().map(|h| store.scrape(h)).collect(),
-                }
-            }
-        }
+        Ok(Request::Scrape { tid, hashes, .. }) => scrape_reply(store, tid, &hashes),
     };
     udp_wire::encode_reply(&reply, out);
     true
+}
+
+/// Answers an announce into `out`; the peers are written straight from
+/// the store's answer, with no `Vec<SocketAddr>` between.
+fn answer_announce(
+    store: &std::sync::Mutex<Store>,
+    tid: u32,
+    announce: &UdpAnnounce,
+    ip: IpAddr,
+    now: Instant,
+    out: &mut Vec<u8>,
+) {
+    let reply = if announce.port == 0 {
+        Reply::Error {
+            tid,
+            message: "port 0".into(),
+        }
+    } else {
+        let a = PeerAnnounce {
+            info_hash: announce.info_hash,
+            peer_id: announce.peer_id,
+            addr: SocketAddr::new(ip, announce.port),
+            left: announce.left,
+            event: announce.event,
+            numwant: u32::try_from(announce.num_want).ok(),
+        };
+        let mut peers = Vec::new();
+        let mut store = store.lock().expect("tracker store lock");
+        let interval = store.config().interval.as_secs() as u32;
+        match store.announce(&a, Some(ip.is_ipv6()), now, &mut peers) {
+            Ok(st) => {
+                drop(store);
+                for v in [udp_wire::ANNOUNCE, tid, interval, st.leechers, st.seeders] {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+                for (p, _) in &peers {
+                    compact::encode_peer(p, out);
+                }
+                return;
+            }
+            Err(e) => Reply::Error {
+                tid,
+                message: e.to_string(),
+            },
+        }
+    };
+    udp_wire::encode_reply(&reply, out);
+}
+
+fn scrape_reply(store: &std::sync::Mutex<Store>, tid: u32, hashes: &[InfoHash]) -> Reply {
+    let store = store.lock().expect("tracker store lock");
+    if let Some(h) = hashes.iter().find(|h| !store.allowed(h)) {
+        Reply::Error {
+            tid,
+            message: format!("torrent {h} not allowed on this tracker"),
+        }
+    } else {
+        Reply::Scrape {
+            tid,
+            stats: hashes.iter().map(|h| store.scrape(h)).collect(),
+        }
+    }
 }
 
 /// Packets taken per system call: one `recvmmsg` fills up to this many,
@@ -157,36 +174,67 @@ pub fn serve_blocking(sock: &std::net::UdpSocket, shared: &Shared, cancel: &Canc
         return;
     }
     let fd = sock.as_raw_fd();
-    let mut bufs = vec![[0u8; PACKET]; BATCH];
-    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(PACKET)).collect();
-    // SAFETY: all-zero bytes are valid values of these plain C structs.
-    let mut names: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    let mut out_iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    let mut out_hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let mut batch = Batch::new();
     while !cancel.is_cancelled() {
+        let Some(got) = batch.receive(fd) else {
+            continue;
+        };
+        let replies = batch.answer(got, shared);
+        batch.send(fd, replies);
+    }
+}
+
+/// The buffers and `mmsghdr`s of one `recvmmsg`/`sendmmsg` round. The
+/// headers point into the struct itself, so they are filled again before
+/// each call and the struct is not moved in between.
+struct Batch {
+    bufs: Vec<[u8; PACKET]>,
+    outs: Vec<Vec<u8>>,
+    names: [libc::sockaddr_storage; BATCH],
+    iov: [libc::iovec; BATCH],
+    hdrs: [libc::mmsghdr; BATCH],
+    out_iov: [libc::iovec; BATCH],
+    out_hdrs: [libc::mmsghdr; BATCH],
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            bufs: vec![[0u8; PACKET]; BATCH],
+            outs: (0..BATCH).map(|_| Vec::with_capacity(PACKET)).collect(),
+            // SAFETY: all-zero bytes are valid values of these plain C structs.
+            names: unsafe { std::mem::zeroed() },
+            iov: unsafe { std::mem::zeroed() },
+            hdrs: unsafe { std::mem::zeroed() },
+            out_iov: unsafe { std::mem::zeroed() },
+            out_hdrs: unsafe { std::mem::zeroed() },
+        }
+    }
+
+    /// Waits (up to [`POLL`]) for packets; how many came, or `None` on a
+    /// timeout or error.
+    fn receive(&mut self, fd: std::os::fd::RawFd) -> Option<usize> {
         for i in 0..BATCH {
-            iov[i] = libc::iovec {
-                iov_base: bufs[i].as_mut_ptr().cast(),
+            self.iov[i] = libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
                 iov_len: PACKET,
             };
-            let h = &mut hdrs[i].msg_hdr;
-            h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &mut iov[i];
+            h.msg_iov = &mut self.iov[i];
             h.msg_iovlen = 1;
             h.msg_control = std::ptr::null_mut();
             h.msg_controllen = 0;
             h.msg_flags = 0;
-            hdrs[i].msg_len = 0;
+            self.hdrs[i].msg_len = 0;
         }
         // SAFETY: every header points at live buffers of the stated sizes
-        // owned by this frame; the kernel writes at most those lengths.
+        // owned by this batch; the kernel writes at most those lengths.
         let got = unsafe {
             libc::recvmmsg(
                 fd,
-                hdrs.as_mut_ptr(),
+                self.hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
                 libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
@@ -203,51 +251,62 @@ pub fn serve_blocking(sock: &std::net::UdpSocket, shared: &Shared, cancel: &Canc
                 // ICMP errors from earlier replies surface here; not fatal.
                 tracing::debug!("UDP tracker receive: {e}");
             }
-            continue;
+            return None;
         }
+        Some(got as usize)
+    }
+
+    /// Answers the `got` packets received; the replies fill the first
+    /// send headers, and their count is returned.
+    fn answer(&mut self, got: usize, shared: &Shared) -> usize {
         let now = (shared.clock)();
         let mut replies = 0;
-        for i in 0..got as usize {
-            let len = (hdrs[i].msg_len as usize).min(PACKET);
-            let Some(from) = to_socket_addr(&names[i]) else {
+        for i in 0..got {
+            let len = (self.hdrs[i].msg_len as usize).min(PACKET);
+            let Some(from) = to_socket_addr(&self.names[i]) else {
                 continue;
             };
             let answered = handle_packet(
                 &shared.store,
                 &shared.ids,
-                &bufs[i][..len],
+                &self.bufs[i][..len],
                 from,
                 now,
-                &mut outs[i],
+                &mut self.outs[i],
             );
             shared
                 .counters
-                .udp_packet(answered && is_announce(&outs[i]));
+                .udp_packet(answered && is_announce(&self.outs[i]));
             if !answered {
                 continue;
             }
-            out_iov[replies] = libc::iovec {
-                iov_base: outs[i].as_mut_ptr().cast(),
-                iov_len: outs[i].len(),
+            self.out_iov[replies] = libc::iovec {
+                iov_base: self.outs[i].as_mut_ptr().cast(),
+                iov_len: self.outs[i].len(),
             };
-            let h = &mut out_hdrs[replies].msg_hdr;
-            h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = hdrs[i].msg_hdr.msg_namelen;
-            h.msg_iov = &mut out_iov[replies];
+            let h = &mut self.out_hdrs[replies].msg_hdr;
+            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = self.hdrs[i].msg_hdr.msg_namelen;
+            h.msg_iov = &mut self.out_iov[replies];
             h.msg_iovlen = 1;
             h.msg_control = std::ptr::null_mut();
             h.msg_controllen = 0;
             h.msg_flags = 0;
             replies += 1;
         }
+        replies
+    }
+
+    /// Sends the first `replies` answers.
+    fn send(&mut self, fd: std::os::fd::RawFd, replies: usize) {
         let mut sent = 0;
         while sent < replies {
             // SAFETY: headers 0..replies point at the reply buffers and
-            // source addresses above, alive until this loop ends.
+            // source addresses filled by `answer`, untouched since.
             let n = unsafe {
                 libc::sendmmsg(
                     fd,
-                    out_hdrs[sent..].as_mut_ptr(),
+                    self.out_hdrs[sent..].as_mut_ptr(),
                     (replies - sent) as libc::c_uint,
                     0,
                 )
