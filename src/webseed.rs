@@ -329,7 +329,6 @@ pub async fn run(
         .map_err(|_| Ended::Banned)?;
     engine.stats.web_seeds.fetch_add(1, Ordering::Relaxed);
     let _registered = Unregister(&engine, key);
-    engine.set_client(key, "web seed");
     engine.on_bitfield(key, Bitfield::full(t.geometry().num_pieces));
     engine.peer_choking(key, false);
     engine.am_interested(key, true);
