@@ -1,9 +1,13 @@
-"""Helpers shared by scale_bench.py and daemon_bench.py (import only).
+"""Helpers shared by scale_bench.py, daemon_bench.py, webseed_bench.py and
+encryption_bench.py (import only).
 
 Everything here is plain stdlib: the loopback-only guard, a corpus of
-single-file torrents, /proc CPU and RSS sampling, the CPU other processes
-used meanwhile, process spawning and stopping, median/p95, and a small
-Transmission RPC client (409 session-id handshake; optional keep-alive).
+single-file torrents and one large random payload, /proc CPU and RSS
+sampling, the CPU other processes used meanwhile, process spawning and
+stopping, one timed and sampled run of a client, median/p95, a table of
+medians per client, the command-line options the client-vs-client
+benchmarks share, and a small Transmission RPC client (409 session-id
+handshake; optional keep-alive).
 """
 
 import hashlib
@@ -101,6 +105,55 @@ def make_corpus(data_dir, tor_dir, n, size, piece, announce):
             f.write(bencode(meta))
         hashes.append(hashlib.sha1(bencode(info)).hexdigest())
     return hashes
+
+
+def parse_size(s):
+    """Bytes from "1G", "64M", "512k" (binary units, "iB"/"B" optional) or
+    a plain number; ValueError otherwise."""
+    mult = {"k": KiB, "m": MiB, "g": 1024 * MiB}
+    s = s.strip().lower().rstrip("ib")
+    if s and s[-1] in mult:
+        return int(float(s[:-1]) * mult[s[-1]])
+    return int(s)
+
+
+def make_payload(path, size, piece):
+    """`size` random bytes written to `path`; returns (SHA-1 of the whole,
+    hex; the SHA-1s of its `piece`-byte pieces, concatenated)."""
+    whole = hashlib.sha1()
+    pieces = []
+    h = hashlib.sha1()
+    in_piece = 0
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            b = os.urandom(min(piece - in_piece, left))
+            f.write(b)
+            whole.update(b)
+            h.update(b)
+            in_piece += len(b)
+            left -= len(b)
+            if in_piece == piece or not left:
+                pieces.append(h.digest())
+                h, in_piece = hashlib.sha1(), 0
+    return whole.hexdigest(), b"".join(pieces)
+
+
+def sha1_file(path):
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(4 * MiB), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def has_word(path, word):
+    """True when the file holds `word` (bytes) between whitespace."""
+    try:
+        with open(path, "rb") as f:
+            return word in f.read().split()
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------ /proc --
@@ -207,6 +260,42 @@ def p95(xs):
     return xs[max(0, -(-95 * len(xs) // 100) - 1)]
 
 
+def medians_by_client(results, clients, keys):
+    """{client: {key: median over its runs without an error, "runs": n}}
+    for each of `clients` with such a run; `results` are dicts with
+    "client" and "error"."""
+    summ = {}
+    for c in clients:
+        rs = [r for r in results if r["client"] == c and not r["error"]]
+        if rs:
+            summ[c] = {k: median([r[k] for r in rs]) for k in keys}
+            summ[c]["runs"] = len(rs)
+    return summ
+
+
+def client_table(summ, clients, base, name_width, cols,
+                 ratios=(("wall/x", "wall_s"), ("CPU/x", "cpu_s"))):
+    """The lines of a table of `summ` (see medians_by_client), one row per
+    client in `clients` order: its name, each (title, key, width, decimals)
+    of `cols` (None shows as 0), then each (title, key) of `ratios` as the
+    client's value over `base`'s ("-" without one), 7 wide."""
+    hdr = "%-*s" % (name_width, "client")
+    hdr += "".join(" %*s" % (w, title) for title, _, w, _ in cols)
+    hdr += "".join(" %7s" % title for title, _ in ratios)
+    lines = [hdr, "-" * len(hdr)]
+    x = summ.get(base)
+    for c in clients:
+        s = summ.get(c)
+        if s is None:
+            continue
+        row = "%-*s" % (name_width, c)
+        row += "".join(" %*.*f" % (w, dp, s[k] or 0) for _, k, w, dp in cols)
+        row += "".join(" %7s" % ("%.2f" % (s[k] / x[k]) if x and x[k] else "-")
+                       for _, k in ratios)
+        lines.append(row)
+    return lines
+
+
 # -------------------------------------------------------------- processes --
 
 class Procs:
@@ -270,6 +359,46 @@ class Procs:
         env["XDG_STATE_HOME"] = os.path.join(home, ".local", "state")
         env["LC_ALL"] = "C"
         return env
+
+
+class Measured:
+    """One run of a client: wall seconds from spawn to exit, CPU seconds
+    from wait4() rusage (its waited-for children included), peak RssAnon,
+    exit code, and whether it was killed for taking too long."""
+
+    def __init__(self, wall_s, ru, peak_kib, exit, timed_out):
+        self.wall_s = wall_s
+        self.user_s, self.sys_s = ru.ru_utime, ru.ru_stime
+        self.cpu_s = self.user_s + self.sys_s
+        self.peak_rss_anon_mib = peak_kib / 1024.0
+        self.exit = exit
+        self.timed_out = timed_out
+
+
+def run_measured(procs, argv, log_path, env, nofile, timeout, rss_period=0.02):
+    """Runs `argv` to its end (its process group SIGKILLed after `timeout`
+    s), sampling RssAnon every `rss_period` s; returns a Measured."""
+    t0 = time.monotonic()
+    p = procs.spawn(argv, log_path, env, nofile)
+    rss = Sampler(p.pid, rss_period)
+    rss.start()
+    timed_out = False
+    try:
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - t0 > timeout:
+                timed_out = True
+                os.killpg(p.pid, signal.SIGKILL)
+            time.sleep(0.02)
+    finally:
+        rss.stop.set()
+        rss.join()
+    wall = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    procs.stop(p, signal.SIGKILL, 1)
+    return Measured(wall, ru, rss.peak_kib, p.returncode, timed_out)
 
 
 def version(argv):
@@ -401,6 +530,45 @@ def tr_settings(data_dir, watch_dir, rpc_port=TR_RPC_PORT):
         "alt-speed-enabled": False,
         "message-level": 1,
     }
+
+
+def add_client_args(p, clients, repo):
+    """The options of a benchmark that runs `clients` (name: anything) one
+    after another on one payload: size, runs, clients, timeout, JSON,
+    temp dir, binaries."""
+    p.add_argument("--size", default="1G", help="payload size, e.g. 1G, 64M (default 1G)")
+    p.add_argument("--runs", type=int, default=3, help="runs per client (default 3)")
+    p.add_argument("--clients", default=",".join(clients),
+                   help="comma list, in round-robin order (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds per run (default 300)")
+    p.add_argument("--json", metavar="FILE", help="write every number as JSON here")
+    p.add_argument("--workdir", help="make the temp dir under this dir (default: $TMPDIR or /tmp)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (payload, logs)")
+    p.add_argument("--xorrent", default=os.path.join(repo, "target", "release", "xorrent"),
+                   help="xorrent binary (default: target/release/xorrent; copied first)")
+    p.add_argument("--lt-peer", default=os.path.join(repo, "tests", "interop", "lt_peer.py"))
+    p.add_argument("--lt-python", default="/usr/bin/python3",
+                   help="python with the libtorrent module (default /usr/bin/python3)")
+
+
+def parse_client_args(p, clients):
+    """Parses what add_client_args added: --size in bytes, --clients a
+    checked list, paths absolute."""
+    a = p.parse_args()
+    try:
+        a.size = parse_size(a.size)
+    except ValueError:
+        p.error("--size: expected a number with an optional K, M or G suffix")
+    if a.size < MiB or a.runs < 1:
+        p.error("--size must be at least 1M and --runs at least 1")
+    a.clients = [c.strip() for c in a.clients.split(",") if c.strip()]
+    for c in a.clients:
+        if c not in clients:
+            p.error("unknown client %r (known: %s)" % (c, ", ".join(clients)))
+    if a.json:
+        a.json = os.path.abspath(a.json)
+    a.xorrent = os.path.abspath(a.xorrent)
+    return a
 
 
 def run_bench(bench, keep):

@@ -44,16 +44,16 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import benchlib  # noqa: E402
-from benchlib import (MiB, BenchError, Procs, Sampler, bencode, exit_on_signals,  # noqa: E402
-                      git_commit, log, median, proc_cpu_s, require_loopback, set_log_prefix,
-                      version)
+from benchlib import (MiB, BenchError, Procs, add_client_args, bencode,  # noqa: E402
+                      client_table, exit_on_signals, git_commit, has_word, log, make_payload,
+                      medians_by_client, parse_client_args, proc_cpu_s, require_loopback,
+                      run_measured, set_log_prefix, sha1_file, version)
 
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 TRACKER = ("127.0.0.1", 6969)
@@ -72,14 +72,6 @@ CLIENTS = {
 }
 BASE = "xorrent-rc4"
 NOFILE = 4096
-
-
-def parse_size(s):
-    mult = {"k": 1024, "m": MiB, "g": 1024 * MiB}
-    s = s.strip().lower().rstrip("ib")
-    if s and s[-1] in mult:
-        return int(float(s[:-1]) * mult[s[-1]])
-    return int(s)
 
 
 class Bench:
@@ -116,25 +108,8 @@ class Bench:
         self.seed_dir = os.path.join(self.tmp, "seed")
         os.makedirs(self.seed_dir)
         t = time.monotonic()
-        whole = hashlib.sha1()
-        pieces = []
-        piece = hashlib.sha1()
-        in_piece = 0
-        with open(os.path.join(self.seed_dir, self.name), "wb") as f:
-            left = a.size
-            while left:
-                b = os.urandom(min(PIECE - in_piece, left))
-                f.write(b)
-                whole.update(b)
-                piece.update(b)
-                in_piece += len(b)
-                left -= len(b)
-                if in_piece == PIECE or not left:
-                    pieces.append(piece.digest())
-                    piece, in_piece = hashlib.sha1(), 0
-        self.sha1 = whole.hexdigest()
-        info = {"length": a.size, "name": self.name, "piece length": PIECE,
-                "pieces": b"".join(pieces)}
+        self.sha1, pieces = make_payload(os.path.join(self.seed_dir, self.name), a.size, PIECE)
+        info = {"length": a.size, "name": self.name, "piece length": PIECE, "pieces": pieces}
         self.info_hash = hashlib.sha1(bencode(info)).hexdigest()
         self.torrent = os.path.join(self.tmp, "bench.torrent")
         with open(self.torrent, "wb") as f:
@@ -177,19 +152,11 @@ class Bench:
             self.seeders[kind] = (self.procs.spawn(argv, path, self.procs.env(home), NOFILE), path)
         deadline = time.monotonic() + 60 + self.a.size / (50 * MiB)
         for kind, (p, path) in self.seeders.items():
-            while not self.has_word(path, b"READY"):
+            while not has_word(path, b"READY"):
                 if p.poll() is not None or time.monotonic() > deadline:
                     raise BenchError("the %s seeder did not get ready (see %s)" % (kind, path))
                 time.sleep(0.1)
             log("%s seeder ready on %s:%d" % (kind, SEEDERS[kind][0], PORT))
-
-    @staticmethod
-    def has_word(path, word):
-        try:
-            with open(path, "rb") as f:
-                return word in f.read().split()
-        except OSError:
-            return False
 
     # -- clients
     def argv(self, client, out):
@@ -227,84 +194,46 @@ class Bench:
         time.sleep(1)
         seeder = self.seeders[CLIENTS[client][1]][0]
         seed0 = proc_cpu_s(seeder.pid)
-        t0 = time.monotonic()
-        p = self.procs.spawn(argv, log_path, self.procs.env(home), NOFILE)
-        rss = Sampler(p.pid, 0.02)
-        rss.start()
-        timed_out = False
-        try:
-            while True:
-                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.monotonic() - t0 > self.a.timeout:
-                    timed_out = True
-                    os.killpg(p.pid, signal.SIGKILL)
-                time.sleep(0.02)
-        finally:
-            rss.stop.set()
-            rss.join()
-        wall = time.monotonic() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
-        self.procs.stop(p, signal.SIGKILL, 1)
+        r = run_measured(self.procs, argv, log_path, self.procs.env(home), NOFILE,
+                         self.a.timeout)
         seed1 = proc_cpu_s(seeder.pid)
-        m = {"client": client, "run": run_no, "wall_s": wall,
-             "cpu_s": ru.ru_utime + ru.ru_stime, "user_s": ru.ru_utime, "sys_s": ru.ru_stime,
+        m = {"client": client, "run": run_no, "wall_s": r.wall_s, "cpu_s": r.cpu_s,
+             "user_s": r.user_s, "sys_s": r.sys_s,
              "seeder_cpu_s": (seed1 - seed0) if None not in (seed0, seed1) else None,
-             "peak_rss_anon_mib": rss.peak_kib / 1024.0, "exit": p.returncode}
+             "peak_rss_anon_mib": r.peak_rss_anon_mib, "exit": r.exit}
         problem = None
         got = os.path.join(out, self.name)
-        if timed_out:
+        if r.timed_out:
             problem = "timed out after %.0f s" % self.a.timeout
-        elif p.returncode != 0:
-            problem = "exited with %d" % p.returncode
-        elif client == "libtorrent-rc4" and not self.has_word(log_path, b"DONE"):
+        elif r.exit != 0:
+            problem = "exited with %d" % r.exit
+        elif client == "libtorrent-rc4" and not has_word(log_path, b"DONE"):
             problem = "exited 0 without printing DONE"
         elif not os.path.isfile(got) or os.path.getsize(got) != self.a.size:
             problem = "output missing or of the wrong size"
-        else:
-            h = hashlib.sha1()
-            with open(got, "rb") as f:
-                for b in iter(lambda: f.read(4 * MiB), b""):
-                    h.update(b)
-            if h.hexdigest() != self.sha1:
-                problem = "SHA-1 mismatch"
+        elif sha1_file(got) != self.sha1:
+            problem = "SHA-1 mismatch"
         self.results.append(dict(m, error=problem))
         if problem:
             raise BenchError("%s run %d: %s (log %s)" % (client, run_no, problem, log_path))
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
         log("%-14s run %d: wall %6.2f s  cpu %5.2f s  seeder cpu %5.2f s  anon RSS %6.1f MiB"
-            % (client, run_no, wall, m["cpu_s"], m["seeder_cpu_s"] or 0, m["peak_rss_anon_mib"]))
+            % (client, run_no, r.wall_s, r.cpu_s, m["seeder_cpu_s"] or 0, r.peak_rss_anon_mib))
 
     # -- report
     def summarize(self):
-        summ = {}
-        for c in self.a.clients:
-            rs = [r for r in self.results if r["client"] == c and not r["error"]]
-            if rs:
-                summ[c] = {k: median([r[k] for r in rs])
-                           for k in ("wall_s", "cpu_s", "seeder_cpu_s", "peak_rss_anon_mib")}
-                summ[c]["runs"] = len(rs)
-        return summ
+        return medians_by_client(self.results, self.a.clients,
+                                 ("wall_s", "cpu_s", "seeder_cpu_s", "peak_rss_anon_mib"))
 
     def report(self, summ):
         lines = ["%d MiB single file, 1 MiB pieces, libtorrent seeders (RC4 forced / encryption "
                  "disabled); median of %d run(s)" % (self.a.size // MiB, self.a.runs)]
-        hdr = "%-15s %7s %7s %9s %9s %7s %7s" % ("client", "wall s", "CPU s", "seeder s",
-                                                  "anon MiB", "wall/x", "CPU/x")
-        lines += [hdr, "-" * len(hdr)]
+        lines += client_table(summ, self.a.clients, BASE, 15,
+                              [("wall s", "wall_s", 7, 2), ("CPU s", "cpu_s", 7, 2),
+                               ("seeder s", "seeder_cpu_s", 9, 2),
+                               ("anon MiB", "peak_rss_anon_mib", 9, 1)])
         x = summ.get(BASE)
-        for c in self.a.clients:
-            s = summ.get(c)
-            if s is None:
-                continue
-
-            def ratio(k):
-                return "%.2f" % (s[k] / x[k]) if x and x[k] else "-"
-            lines.append("%-15s %7.2f %7.2f %9.2f %9.1f %7s %7s"
-                         % (c, s["wall_s"], s["cpu_s"], s["seeder_cpu_s"] or 0,
-                            s["peak_rss_anon_mib"], ratio("wall_s"), ratio("cpu_s")))
         lines.append("(wall/x, CPU/x: each client / %s)" % BASE)
         plain = summ.get("xorrent-plain")
         if x and plain:
@@ -353,34 +282,8 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="1G", help="payload size, e.g. 1G, 64M (default 1G)")
-    p.add_argument("--runs", type=int, default=3, help="runs per client (default 3)")
-    p.add_argument("--clients", default=",".join(CLIENTS),
-                   help="comma list, in round-robin order (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=300, help="seconds per run (default 300)")
-    p.add_argument("--json", metavar="FILE", help="write every number as JSON here")
-    p.add_argument("--workdir", help="make the temp dir under this dir (default: $TMPDIR or /tmp)")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (payload, logs)")
-    p.add_argument("--xorrent", default=os.path.join(REPO, "target", "release", "xorrent"),
-                   help="xorrent binary (default: target/release/xorrent; copied first)")
-    p.add_argument("--lt-peer", default=os.path.join(REPO, "tests", "interop", "lt_peer.py"))
-    p.add_argument("--lt-python", default="/usr/bin/python3",
-                   help="python with the libtorrent module (default /usr/bin/python3)")
-    a = p.parse_args()
-    try:
-        a.size = parse_size(a.size)
-    except ValueError:
-        p.error("--size: expected a number with an optional K, M or G suffix")
-    if a.size < MiB or a.runs < 1:
-        p.error("--size must be at least 1M and --runs at least 1")
-    a.clients = [c.strip() for c in a.clients.split(",") if c.strip()]
-    for c in a.clients:
-        if c not in CLIENTS:
-            p.error("unknown client %r (known: %s)" % (c, ", ".join(CLIENTS)))
-    if a.json:
-        a.json = os.path.abspath(a.json)
-    a.xorrent = os.path.abspath(a.xorrent)
-    return a
+    add_client_args(p, CLIENTS, REPO)
+    return parse_client_args(p, CLIENTS)
 
 
 def main():

@@ -59,9 +59,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import benchlib  # noqa: E402
-from benchlib import (MiB, BenchError, Procs, Sampler, bencode, exit_on_signals,  # noqa: E402
-                      git_commit, log, median, proc_cpu_s, require_loopback, set_log_prefix,
-                      version)
+from benchlib import (MiB, BenchError, Procs, add_client_args, bencode,  # noqa: E402
+                      client_table, exit_on_signals, git_commit, has_word, log, make_payload,
+                      medians_by_client, parse_client_args, proc_cpu_s, require_loopback,
+                      run_measured, set_log_prefix, sha1_file, version)
 
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 WEB = ("127.0.0.2", 8080)
@@ -81,14 +82,6 @@ CLIENTS = {
 }
 BASE = "xorrent-web"
 NOFILE = 4096
-
-
-def parse_size(s):
-    mult = {"k": 1024, "m": MiB, "g": 1024 * MiB}
-    s = s.strip().lower().rstrip("ib")
-    if s and s[-1] in mult:
-        return int(float(s[:-1]) * mult[s[-1]])
-    return int(s)
 
 
 class Bench:
@@ -127,27 +120,10 @@ class Bench:
         os.makedirs(self.www)
         os.chmod(self.www, 0o755)
         t = time.monotonic()
-        whole = hashlib.sha1()
-        pieces = []
-        piece = hashlib.sha1()
-        in_piece = 0
         path = os.path.join(self.www, self.name)
-        with open(path, "wb") as f:
-            left = a.size
-            while left:
-                b = os.urandom(min(PIECE - in_piece, left))
-                f.write(b)
-                whole.update(b)
-                piece.update(b)
-                in_piece += len(b)
-                left -= len(b)
-                if in_piece == PIECE or not left:
-                    pieces.append(piece.digest())
-                    piece, in_piece = hashlib.sha1(), 0
+        self.sha1, pieces = make_payload(path, a.size, PIECE)
         os.chmod(path, 0o644)
-        self.sha1 = whole.hexdigest()
-        info = {"length": a.size, "name": self.name, "piece length": PIECE,
-                "pieces": b"".join(pieces)}
+        info = {"length": a.size, "name": self.name, "piece length": PIECE, "pieces": pieces}
         self.info_hash = hashlib.sha1(bencode(info)).hexdigest()
         self.torrent = os.path.join(self.tmp, "bench.torrent")
         # No announce key: the web seed (and, where named, the seeder) are the only sources.
@@ -202,19 +178,11 @@ class Bench:
         self.seed_log = os.path.join(self.logs, "seed.log")
         self.seeder = self.procs.spawn(argv, self.seed_log, self.procs.env(home), NOFILE)
         deadline = time.monotonic() + 60 + self.a.size / (50 * MiB)
-        while not self.has_word(self.seed_log, b"READY"):
+        while not has_word(self.seed_log, b"READY"):
             if self.seeder.poll() is not None or time.monotonic() > deadline:
                 raise BenchError("the seeder did not get ready (see %s)" % self.seed_log)
             time.sleep(0.1)
         log("seeder ready on %s:%d" % SEEDER)
-
-    @staticmethod
-    def has_word(path, word):
-        try:
-            with open(path, "rb") as f:
-                return word in f.read().split()
-        except OSError:
-            return False
 
     # -- clients
     def argv(self, client, out):
@@ -270,54 +238,30 @@ class Bench:
         os.sync()
         time.sleep(1)
         serve0, web0 = self.serve_cpu(), self.web_bytes()
-        t0 = time.monotonic()
-        p = self.procs.spawn(argv, log_path, self.procs.env(home), NOFILE)
-        rss = Sampler(p.pid, 0.02)
-        rss.start()
-        timed_out = False
-        try:
-            while True:
-                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.monotonic() - t0 > self.a.timeout:
-                    timed_out = True
-                    os.killpg(p.pid, signal.SIGKILL)
-                time.sleep(0.02)
-        finally:
-            rss.stop.set()
-            rss.join()
-        wall = time.monotonic() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
-        self.procs.stop(p, signal.SIGKILL, 1)
+        r = run_measured(self.procs, argv, log_path, self.procs.env(home), NOFILE,
+                         self.a.timeout)
         serve1 = self.serve_cpu()
         # lighttpd writes its access log out every few seconds, and on SIGHUP
         # (when it reopens its logs).
         os.kill(self.web.pid, signal.SIGHUP)
         time.sleep(0.3)
         web = self.web_bytes() - web0
-        m = {"client": client, "run": run_no, "wall_s": wall,
-             "cpu_s": ru.ru_utime + ru.ru_stime, "user_s": ru.ru_utime, "sys_s": ru.ru_stime,
+        m = {"client": client, "run": run_no, "wall_s": r.wall_s, "cpu_s": r.cpu_s,
+             "user_s": r.user_s, "sys_s": r.sys_s,
              "serve_cpu_s": (serve1 - serve0) if None not in (serve0, serve1) else None,
-             "peak_rss_anon_mib": rss.peak_kib / 1024.0, "web_mib": web / MiB,
-             "exit": p.returncode}
+             "peak_rss_anon_mib": r.peak_rss_anon_mib, "web_mib": web / MiB, "exit": r.exit}
         problem = None
         got = os.path.join(out, self.name)
-        if timed_out:
+        if r.timed_out:
             problem = "timed out after %.0f s" % self.a.timeout
-        elif p.returncode != 0:
-            problem = "exited with %d" % p.returncode
-        elif client == "libtorrent-web" and not self.has_word(log_path, b"DONE"):
+        elif r.exit != 0:
+            problem = "exited with %d" % r.exit
+        elif client == "libtorrent-web" and not has_word(log_path, b"DONE"):
             problem = "exited 0 without printing DONE"
         elif not os.path.isfile(got) or os.path.getsize(got) != self.a.size:
             problem = "output %s missing or of the wrong size" % got
-        else:
-            h = hashlib.sha1()
-            with open(got, "rb") as f:
-                for b in iter(lambda: f.read(4 * MiB), b""):
-                    h.update(b)
-            if h.hexdigest() != self.sha1:
-                problem = "SHA-1 mismatch"
+        elif sha1_file(got) != self.sha1:
+            problem = "SHA-1 mismatch"
         self.results.append(dict(m, error=problem))
         if problem:
             # The temp dir goes unless --keep: quote the log's end here.
@@ -330,39 +274,24 @@ class Bench:
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
         log("%-17s run %d: wall %6.2f s  cpu %5.2f s  serve cpu %5.2f s  anon RSS %6.1f MiB  "
-            "from web seed %6.1f MiB" % (client, run_no, wall, m["cpu_s"], m["serve_cpu_s"] or 0,
+            "from web seed %6.1f MiB" % (client, run_no, r.wall_s, r.cpu_s, m["serve_cpu_s"] or 0,
                                          m["peak_rss_anon_mib"], m["web_mib"]))
 
     # -- report
     def summarize(self):
-        summ = {}
-        for c in self.a.clients:
-            rs = [r for r in self.results if r["client"] == c and not r["error"]]
-            if rs:
-                summ[c] = {k: median([r[k] for r in rs])
-                           for k in ("wall_s", "cpu_s", "serve_cpu_s", "peak_rss_anon_mib",
-                                     "web_mib")}
-                summ[c]["runs"] = len(rs)
-        return summ
+        return medians_by_client(self.results, self.a.clients,
+                                 ("wall_s", "cpu_s", "serve_cpu_s", "peak_rss_anon_mib",
+                                  "web_mib"))
 
     def report(self, summ):
         lines = ["%d MiB single file, 1 MiB pieces, lighttpd web seed (url-list) and one "
                  "libtorrent seeder; median of %d run(s)" % (self.a.size // MiB, self.a.runs)]
-        hdr = "%-18s %7s %7s %8s %9s %8s %7s %7s" % ("client", "wall s", "CPU s", "serve s",
-                                                     "anon MiB", "web MiB", "wall/x", "CPU/x")
-        lines += [hdr, "-" * len(hdr)]
+        lines += client_table(summ, self.a.clients, BASE, 18,
+                              [("wall s", "wall_s", 7, 2), ("CPU s", "cpu_s", 7, 2),
+                               ("serve s", "serve_cpu_s", 8, 2),
+                               ("anon MiB", "peak_rss_anon_mib", 9, 1),
+                               ("web MiB", "web_mib", 8, 1)])
         x = summ.get(BASE)
-        for c in self.a.clients:
-            s = summ.get(c)
-            if s is None:
-                continue
-
-            def ratio(k):
-                return "%.2f" % (s[k] / x[k]) if x and x[k] else "-"
-            lines.append("%-18s %7.2f %7.2f %8.2f %9.1f %8.1f %7s %7s"
-                         % (c, s["wall_s"], s["cpu_s"], s["serve_cpu_s"] or 0,
-                            s["peak_rss_anon_mib"], s["web_mib"], ratio("wall_s"),
-                            ratio("cpu_s")))
         lines.append("(wall/x, CPU/x: each client / %s; serve s: CPU lighttpd + seeder used "
                      "meanwhile; web MiB: body bytes lighttpd logged sending)" % BASE)
         aria = summ.get("aria2-web")
@@ -423,34 +352,8 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="1G", help="payload size, e.g. 1G, 64M (default 1G)")
-    p.add_argument("--runs", type=int, default=3, help="runs per client (default 3)")
-    p.add_argument("--clients", default=",".join(CLIENTS),
-                   help="comma list, in round-robin order (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=300, help="seconds per run (default 300)")
-    p.add_argument("--json", metavar="FILE", help="write every number as JSON here")
-    p.add_argument("--workdir", help="make the temp dir under this dir (default: $TMPDIR or /tmp)")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (payload, logs)")
-    p.add_argument("--xorrent", default=os.path.join(REPO, "target", "release", "xorrent"),
-                   help="xorrent binary (default: target/release/xorrent; copied first)")
-    p.add_argument("--lt-peer", default=os.path.join(REPO, "tests", "interop", "lt_peer.py"))
-    p.add_argument("--lt-python", default="/usr/bin/python3",
-                   help="python with the libtorrent module (default /usr/bin/python3)")
-    a = p.parse_args()
-    try:
-        a.size = parse_size(a.size)
-    except ValueError:
-        p.error("--size: expected a number with an optional K, M or G suffix")
-    if a.size < MiB or a.runs < 1:
-        p.error("--size must be at least 1M and --runs at least 1")
-    a.clients = [c.strip() for c in a.clients.split(",") if c.strip()]
-    for c in a.clients:
-        if c not in CLIENTS:
-            p.error("unknown client %r (known: %s)" % (c, ", ".join(CLIENTS)))
-    if a.json:
-        a.json = os.path.abspath(a.json)
-    a.xorrent = os.path.abspath(a.xorrent)
-    return a
+    add_client_args(p, CLIENTS, REPO)
+    return parse_client_args(p, CLIENTS)
 
 
 def main():

@@ -329,16 +329,16 @@ pub async fn run(
         .map_err(|_| Ended::Banned)?;
     engine.stats.web_seeds.fetch_add(1, Ordering::Relaxed);
     let _registered = Unregister(&engine, key);
-    engine.set_client(key, "web seed");
     engine.on_bitfield(key, Bitfield::full(t.geometry().num_pieces));
     engine.peer_choking(key, false);
     engine.am_interested(key, true);
-    let seed = Seed {
+    let mut seed = Seed {
         engine: &engine,
         t: &t,
         urls,
         http,
         key,
+        buf: Vec::new(),
     };
     let mut failures = 0u32;
     let mut blocks = Vec::new();
@@ -425,6 +425,9 @@ struct Seed<'a> {
     urls: Vec<Option<Url>>,
     http: reqwest::Client,
     key: PeerKey,
+    /// One run of blocks as it comes from the server (at most
+    /// `SPAN_BLOCKS` blocks), reused from run to run.
+    buf: Vec<u8>,
 }
 
 impl Seed<'_> {
@@ -447,7 +450,7 @@ impl Seed<'_> {
 
     /// Fetches each contiguous run of `blocks` and files its blocks with
     /// the engine; blocks not delivered go back to the picker.
-    async fn fetch(&self, blocks: &[BlockRef]) -> Result<(), Ended> {
+    async fn fetch(&mut self, blocks: &[BlockRef]) -> Result<(), Ended> {
         let geo = self.t.geometry();
         let mut done = 0;
         let mut result = Ok(());
@@ -455,16 +458,18 @@ impl Seed<'_> {
             let first = &run[0];
             let start = geo.piece_offset(first.piece) + u64::from(first.offset);
             let len: u64 = run.iter().map(|b| u64::from(b.len)).sum();
-            let mut buf = vec![0u8; len as usize];
+            // Zeroed: pad files are not fetched.
+            self.buf.clear();
+            self.buf.resize(len as usize, 0);
             let span = start..start + len;
-            if let Err(e) = fetch_span(&self.http, self.t, &self.urls, span, &mut buf).await {
+            if let Err(e) = fetch_span(&self.http, self.t, &self.urls, span, &mut self.buf).await {
                 result = Err(e);
                 break;
             }
             self.engine.acquire_download(len).await;
             let mut at = 0usize;
             for b in run {
-                let data = &buf[at..at + b.len as usize];
+                let data = &self.buf[at..at + b.len as usize];
                 self.engine
                     .on_block(self.key, b.piece, b.offset, data)
                     .await;

@@ -1,6 +1,7 @@
 //! The command line as a user meets it: `info`, `--help`, and clear errors
 //! for bad input (including a full disk).
 
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,8 +204,9 @@ async fn a_full_disk_stops_the_download_with_a_clear_error() {
         .info_hash;
     let path = dir.path().join("t.torrent");
     std::fs::write(&path, &t).unwrap();
+    let ip = loopback_block();
     let seeder = FakePeer::start(
-        "127.0.0.61:0".parse().unwrap(),
+        SocketAddr::new(ip(2).into(), 0),
         ih.0,
         Arc::new(data),
         64 * 1024,
@@ -214,7 +216,8 @@ async fn a_full_disk_stops_the_download_with_a_clear_error() {
     let mnt = dir.path().join("small");
     std::fs::create_dir_all(&mnt).unwrap();
     let script = format!(
-        "mount -t tmpfs -o size=1m tmpfs '{m}' && exec '{bin}' download '{t}' -o '{m}/out' --bind 127.0.0.62 --port 0 --no-dht --peer {p}",
+        "mount -t tmpfs -o size=1m tmpfs '{m}' && exec '{bin}' download '{t}' -o '{m}/out' --bind {ip} --port 0 --no-dht --peer {p}",
+        ip = ip(1),
         m = mnt.display(),
         bin = xorrent_bin().display(),
         t = path.display(),

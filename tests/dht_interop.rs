@@ -12,7 +12,7 @@
 //! Every torrent here is trackerless and no client is given a peer's
 //! address: data can only flow after a DHT lookup found the seeder. Data
 //! is compared byte for byte. The libtorrent nodes live in one process
-//! (`tests/interop/lt_dht.py`), each on its own 127.0.N.x address; every
+//! (`tests/interop/lt_dht.py`), each on its own loopback address; every
 //! client has LSD, UPnP, NAT-PMP and PEX off and only loopback bootstrap
 //! nodes (never the public routers), inside a private network namespace.
 //! Needs root and the clients: see `interop_ready`.

@@ -12,9 +12,9 @@
 //!   request, the info dictionary over ut_metadata, and no fast messages
 //!   to a peer without the bit.
 //!
-//! Every test has its own 127.88.N.0/24 (no other test file uses
-//! 127.88/16; the leecher's own /24 where the allowed-fast set depends on
-//! it), the DHT off, and a bounded wait on every process and socket.
+//! Every test has its own loopback blocks (`loopback_block`, a /24 each;
+//! the leecher its own where the allowed-fast set depends on it), the DHT
+//! off, and a bounded wait on every process and socket.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -35,13 +35,9 @@ const BLOCK: u32 = 16 * 1024;
 /// Magnet and BEP-6 downloads here are a few hundred KiB on loopback.
 const DOWNLOAD_LIMIT: Duration = Duration::from_secs(90);
 
-fn ip(net: u8, host: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 88, net, host)
-}
-
-/// `127.88.net.host` with a port picked by the OS.
-fn any_port(net: u8, host: u8) -> SocketAddr {
-    SocketAddr::new(ip(net, host).into(), 0)
+/// `ip` with a port picked by the OS.
+fn any_port(ip: Ipv4Addr) -> SocketAddr {
+    SocketAddr::new(ip.into(), 0)
 }
 
 /// A torrent (no announce), its byte stream and its info dictionary.
@@ -140,11 +136,11 @@ struct Run {
 }
 
 /// `xorrent download SOURCE -o DIR/out --summary-json DIR/summary.json`
-/// from 127.88.net.1; waits at most `limit`, or sends Ctrl-C after
+/// from `bind`; waits at most `limit`, or sends Ctrl-C after
 /// `interrupt_after` and waits 15 s more.
 fn xorrent_download(
     c: &Content,
-    net: u8,
+    bind: Ipv4Addr,
     source: &str,
     extra: &[&str],
     interrupt_after: Option<Duration>,
@@ -157,7 +153,7 @@ fn xorrent_download(
         .arg("-o")
         .arg(&out)
         .arg("-q")
-        .args(["--bind", &ip(net, 1).to_string(), "--port", "0"])
+        .args(["--bind", &bind.to_string(), "--port", "0"])
         .arg("--summary-json")
         .arg(&summary)
         .args(extra)
@@ -230,17 +226,18 @@ const HONEST_DELAY: Duration = Duration::from_secs(2);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_serving_wrong_metadata_is_cut_off_and_the_honest_peer_completes_the_magnet() {
     let c = Arc::new(content(8 * PIECE + 1000, 81));
+    let ip = loopback_block();
     let lie = other_info(&c, 82);
     let size = c.info.len() as u64;
     // The liar also seeds real data: if it were dialled again for the
     // download, it would be asked for blocks.
     let liar = FakePeer::start_script(
-        any_port(1, 2),
+        any_port(ip(2)),
         meta_seeder(&c, size, Some(lie), Duration::ZERO),
     )
     .await;
     let honest = FakePeer::start_script(
-        any_port(1, 3),
+        any_port(ip(3)),
         meta_seeder(&c, size, Some(c.info.clone()), HONEST_DELAY),
     )
     .await;
@@ -249,7 +246,7 @@ async fn a_peer_serving_wrong_metadata_is_cut_off_and_the_honest_peer_completes_
     let saved2 = saved.clone();
     let run = blocking(move || {
         let save = saved2.to_str().unwrap().to_string();
-        xorrent_download(&c2, 1, &m, &["--save-torrent", &save], None)
+        xorrent_download(&c2, ip(1), &m, &["--save-torrent", &save], None)
     })
     .await
     .unwrap();
@@ -298,10 +295,11 @@ async fn a_peer_serving_wrong_metadata_is_cut_off_and_the_honest_peer_completes_
 /// A liar that names a size the fetcher refuses is never asked for
 /// metadata; it has no pieces either, so everything comes from the honest
 /// peer.
-async fn magnet_despite_a_size_liar(net: u8, claimed: u64) {
-    let c = Arc::new(content(6 * PIECE + 77, 83 + u64::from(net)));
+async fn magnet_despite_a_size_liar(seed: u64, claimed: u64) {
+    let c = Arc::new(content(6 * PIECE + 77, seed));
+    let ip = loopback_block();
     let liar = FakePeer::start_script(
-        any_port(net, 2),
+        any_port(ip(2)),
         Script {
             announce: Announce::Nothing,
             ..meta_seeder(&c, claimed, Some(c.info.clone()), Duration::ZERO)
@@ -310,13 +308,13 @@ async fn magnet_despite_a_size_liar(net: u8, claimed: u64) {
     .await;
     let size = c.info.len() as u64;
     let honest = FakePeer::start_script(
-        any_port(net, 3),
+        any_port(ip(3)),
         meta_seeder(&c, size, Some(c.info.clone()), HONEST_DELAY),
     )
     .await;
     let m = magnet(&c.ih, &[liar.addr, honest.addr]);
     let c2 = c.clone();
-    let run = blocking(move || xorrent_download(&c2, net, &m, &[], None))
+    let run = blocking(move || xorrent_download(&c2, ip(1), &m, &[], None))
         .await
         .unwrap();
     let summary = assert_complete(&c, &run);
@@ -340,20 +338,21 @@ async fn magnet_despite_a_size_liar(net: u8, claimed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_claiming_a_2_pow_40_byte_info_dictionary_does_not_stop_the_magnet() {
-    magnet_despite_a_size_liar(2, 1 << 40).await;
+    magnet_despite_a_size_liar(85, 1 << 40).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_claiming_a_size_just_over_the_cap_does_not_stop_the_magnet() {
-    magnet_despite_a_size_liar(3, xorrent::metadata::MAX_SIZE + 1).await;
+    magnet_despite_a_size_liar(86, xorrent::metadata::MAX_SIZE + 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_only_rejects_metadata_requests_does_not_stop_the_magnet() {
     let c = Arc::new(content(5 * PIECE + 3, 86));
+    let ip = loopback_block();
     let size = c.info.len() as u64;
     let refuser = FakePeer::start_script(
-        any_port(4, 2),
+        any_port(ip(2)),
         Script {
             announce: Announce::Nothing,
             ..meta_seeder(&c, size, None, Duration::ZERO)
@@ -361,13 +360,13 @@ async fn a_peer_that_only_rejects_metadata_requests_does_not_stop_the_magnet() {
     )
     .await;
     let honest = FakePeer::start_script(
-        any_port(4, 3),
+        any_port(ip(3)),
         meta_seeder(&c, size, Some(c.info.clone()), HONEST_DELAY),
     )
     .await;
     let m = magnet(&c.ih, &[refuser.addr, honest.addr]);
     let c2 = c.clone();
-    let run = blocking(move || xorrent_download(&c2, 4, &m, &[], None))
+    let run = blocking(move || xorrent_download(&c2, ip(1), &m, &[], None))
         .await
         .unwrap();
     let summary = assert_complete(&c, &run);
@@ -392,21 +391,22 @@ async fn a_peer_that_only_rejects_metadata_requests_does_not_stop_the_magnet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_claiming_a_plausible_wrong_size_is_caught_by_the_hash() {
     let c = Arc::new(content(7 * PIECE + 5, 87));
+    let ip = loopback_block();
     let claimed = c.info.len() + 20_000;
     let junk = Arc::new(random_bytes(claimed, 88));
     let liar = FakePeer::start_script(
-        any_port(6, 2),
+        any_port(ip(2)),
         meta_seeder(&c, claimed as u64, Some(junk), Duration::ZERO),
     )
     .await;
     let honest = FakePeer::start_script(
-        any_port(6, 3),
+        any_port(ip(3)),
         meta_seeder(&c, c.info.len() as u64, Some(c.info.clone()), HONEST_DELAY),
     )
     .await;
     let m = magnet(&c.ih, &[liar.addr, honest.addr]);
     let c2 = c.clone();
-    let run = blocking(move || xorrent_download(&c2, 6, &m, &[], None))
+    let run = blocking(move || xorrent_download(&c2, ip(1), &m, &[], None))
         .await
         .unwrap();
     let summary = assert_complete(&c, &run);
@@ -444,8 +444,9 @@ async fn an_honest_peer_that_shared_a_failed_attempt_with_a_liar_still_completes
     });
     let size = c.info.len() as u64;
     let lie = Arc::new(c.info.iter().map(|b| b ^ 0xFF).collect::<Vec<u8>>());
+    let ip = loopback_block();
     let liar = FakePeer::start_script(
-        any_port(7, 2),
+        any_port(ip(2)),
         Script {
             metadata: Some(MetaOffer {
                 size,
@@ -459,13 +460,13 @@ async fn an_honest_peer_that_shared_a_failed_attempt_with_a_liar_still_completes
     )
     .await;
     let honest = FakePeer::start_script(
-        any_port(7, 3),
+        any_port(ip(3)),
         meta_seeder(&c, size, Some(c.info.clone()), Duration::from_millis(300)),
     )
     .await;
     let m = magnet(&c.ih, &[liar.addr, honest.addr]);
     let c2 = c.clone();
-    let run = blocking(move || xorrent_download(&c2, 7, &m, &[], None))
+    let run = blocking(move || xorrent_download(&c2, ip(1), &m, &[], None))
         .await
         .unwrap();
     assert!(
@@ -500,8 +501,10 @@ async fn a_magnet_run_again_reuses_the_metadata_it_fetched() {
     let c = Arc::new(content(4 * PIECE + 5, 91));
     let size = c.info.len() as u64;
     let state = c.dir.path().join("state");
+    let ip = loopback_block();
+    let me = ip(1);
     let honest = FakePeer::start_script(
-        any_port(8, 2),
+        any_port(ip(2)),
         meta_seeder(&c, size, Some(c.info.clone()), Duration::ZERO),
     )
     .await;
@@ -509,7 +512,7 @@ async fn a_magnet_run_again_reuses_the_metadata_it_fetched() {
     let (c2, m2, s2) = (c.clone(), m.clone(), state.clone());
     let run = blocking(move || {
         let s = s2.to_string_lossy().to_string();
-        xorrent_download(&c2, 8, &m2, &["--state-dir", &s], None)
+        xorrent_download(&c2, me, &m2, &["--state-dir", &s], None)
     })
     .await
     .unwrap();
@@ -522,7 +525,7 @@ async fn a_magnet_run_again_reuses_the_metadata_it_fetched() {
 
     std::fs::remove_dir_all(&run.out).unwrap();
     let plain = FakePeer::start(
-        any_port(8, 3),
+        any_port(ip(3)),
         c.ih,
         c.data.clone(),
         PIECE,
@@ -533,7 +536,7 @@ async fn a_magnet_run_again_reuses_the_metadata_it_fetched() {
     let c2 = c.clone();
     let run = blocking(move || {
         let s = state.to_string_lossy().to_string();
-        xorrent_download(&c2, 8, &m, &["--state-dir", &s], None)
+        xorrent_download(&c2, me, &m, &["--state-dir", &s], None)
     })
     .await
     .unwrap();
@@ -544,15 +547,16 @@ async fn a_magnet_run_again_reuses_the_metadata_it_fetched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_magnet_whose_only_peer_lies_writes_nothing_and_stops_cleanly() {
     let c = Arc::new(content(4 * PIECE, 89));
+    let ip = loopback_block();
     let lie = other_info(&c, 90);
     let liar = FakePeer::start_script(
-        any_port(5, 2),
+        any_port(ip(2)),
         meta_seeder(&c, c.info.len() as u64, Some(lie), Duration::ZERO),
     )
     .await;
     let m = magnet(&c.ih, &[liar.addr]);
     let c2 = c.clone();
-    let run = blocking(move || xorrent_download(&c2, 5, &m, &[], Some(Duration::from_secs(8))))
+    let run = blocking(move || xorrent_download(&c2, ip(1), &m, &[], Some(Duration::from_secs(8))))
         .await
         .unwrap();
     assert!(!run.status.success(), "a magnet with only a liar completed");
@@ -576,8 +580,12 @@ async fn a_magnet_whose_only_peer_lies_writes_nothing_and_stops_cleanly() {
 // ---------------------------------------------------------------------
 // BEP-6 with xorrent downloading.
 
-/// `xorrent download FILE.torrent --peer ...` from 127.88.net.1.
-fn download_from(c: &Arc<Content>, net: u8, peers: &[SocketAddr]) -> tokio::task::JoinHandle<Run> {
+/// `xorrent download FILE.torrent --peer ...` from `bind`.
+fn download_from(
+    c: &Arc<Content>,
+    bind: Ipv4Addr,
+    peers: &[SocketAddr],
+) -> tokio::task::JoinHandle<Run> {
     let c2 = c.clone();
     let mut args: Vec<String> = Vec::new();
     for p in peers {
@@ -586,17 +594,18 @@ fn download_from(c: &Arc<Content>, net: u8, peers: &[SocketAddr]) -> tokio::task
     }
     blocking(move || {
         let extra: Vec<&str> = args.iter().map(String::as_str).collect();
-        xorrent_download(&c2, net, c2.torrent.to_str().unwrap(), &extra, None)
+        xorrent_download(&c2, bind, c2.torrent.to_str().unwrap(), &extra, None)
     })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_a_fast_seeder_chokes_only_its_allowed_fast_pieces_are_requested() {
     let c = Arc::new(content(12 * PIECE, 91));
+    let ip = loopback_block();
     let allowed = vec![2u32, 5, 9];
     // Two blocks per piece: unchoke once all six were served.
     let fast = FakePeer::start_script(
-        any_port(10, 2),
+        any_port(ip(2)),
         Script {
             fast: true,
             announce: Announce::HaveAll,
@@ -609,7 +618,7 @@ async fn while_a_fast_seeder_chokes_only_its_allowed_fast_pieces_are_requested()
         },
     )
     .await;
-    let run = download_from(&c, 10, &[fast.addr]).await.unwrap();
+    let run = download_from(&c, ip(1), &[fast.addr]).await.unwrap();
     assert_complete(&c, &run);
 
     let s = &fast.seen;
@@ -648,8 +657,9 @@ async fn while_a_fast_seeder_chokes_only_its_allowed_fast_pieces_are_requested()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_requests_are_requested_again_at_once() {
     let c = Arc::new(content(12 * PIECE, 92));
+    let ip = loopback_block();
     let fast = FakePeer::start_script(
-        any_port(11, 2),
+        any_port(ip(2)),
         Script {
             fast: true,
             reject_alternate: true,
@@ -657,7 +667,7 @@ async fn rejected_requests_are_requested_again_at_once() {
         },
     )
     .await;
-    let run = download_from(&c, 11, &[fast.addr]).await.unwrap();
+    let run = download_from(&c, ip(1), &[fast.addr]).await.unwrap();
     assert_complete(&c, &run);
 
     let log = fast.seen.log();
@@ -696,9 +706,10 @@ async fn rejected_requests_are_requested_again_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn have_all_without_the_fast_bit_drops_the_peer() {
     let c = Arc::new(content(10 * PIECE + 9, 93));
+    let ip = loopback_block();
     // It would serve everything if xorrent took the `have all` for real.
     let bad = FakePeer::start_script(
-        any_port(12, 2),
+        any_port(ip(2)),
         Script {
             announce: Announce::HaveAll,
             ..Script::seeder(c.ih, c.data.clone(), PIECE, Behaviour::Honest)
@@ -706,14 +717,16 @@ async fn have_all_without_the_fast_bit_drops_the_peer() {
     )
     .await;
     let good = FakePeer::start(
-        any_port(12, 3),
+        any_port(ip(3)),
         c.ih,
         c.data.clone(),
         PIECE,
         Behaviour::Honest,
     )
     .await;
-    let run = download_from(&c, 12, &[bad.addr, good.addr]).await.unwrap();
+    let run = download_from(&c, ip(1), &[bad.addr, good.addr])
+        .await
+        .unwrap();
     let summary = assert_complete(&c, &run);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -754,9 +767,9 @@ struct Seed {
 }
 
 impl Seed {
-    /// `xorrent seed` on 127.88.net.1:port of [`tree`]: 19 data pieces,
-    /// more than the 10 allowed fast.
-    fn start(net: u8, port: u16) -> Seed {
+    /// `xorrent seed` on host 1 of a fresh loopback block, `port`, of
+    /// [`tree`]: 19 data pieces, more than the 10 allowed fast.
+    fn start(port: u16) -> Seed {
         let dir = tempfile::tempdir().unwrap();
         let (files, t) = tree();
         let info = info_of(&t);
@@ -770,7 +783,8 @@ impl Seed {
         }
         let data: Vec<u8> = files.iter().flat_map(|(_, d)| d.iter().copied()).collect();
         let num_pieces = data.len().div_ceil(PIECE) as u32;
-        let bind = ip(net, 1).to_string();
+        let ip = loopback_block()(1);
+        let bind = ip.to_string();
         let p = Proc::spawn(
             "xorrent seed",
             xorrent_cmd()
@@ -781,7 +795,7 @@ impl Seed {
         Seed {
             _dir: dir,
             _proc: p,
-            addr: SocketAddr::new(ip(net, 1).into(), port),
+            addr: SocketAddr::new(ip.into(), port),
             ih,
             info,
             data,
@@ -926,9 +940,9 @@ fn triple(b: &[u8]) -> (u32, u32, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_a_seed_xorrent_speaks_bep6_to_a_fast_leecher() {
-    let seed = Seed::start(20, 7200);
+    let seed = Seed::start(7200);
     // Another /24 than the seed's: the set depends on the leecher's.
-    let from = ip(21, 7);
+    let from = loopback_block()(7);
     let mut l = Leecher::connect(from, seed.addr, seed.ih, &[RESERVED_EXT, RESERVED_FAST]).await;
     assert!(l.their_bit(RESERVED_FAST) && l.their_bit(RESERVED_EXT));
     l.send_ext_handshake().await;
@@ -1066,8 +1080,9 @@ async fn as_a_seed_xorrent_speaks_bep6_to_a_fast_leecher() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_a_seed_xorrent_serves_its_info_dictionary_over_ut_metadata() {
-    let seed = Seed::start(22, 7201);
-    let mut l = Leecher::connect(ip(23, 9), seed.addr, seed.ih, &[RESERVED_EXT]).await;
+    let seed = Seed::start(7201);
+    let from = loopback_block()(9);
+    let mut l = Leecher::connect(from, seed.addr, seed.ih, &[RESERVED_EXT]).await;
     assert!(l.their_bit(RESERVED_EXT));
     l.send_ext_handshake().await;
     let (their_id, size) = loop {
@@ -1139,10 +1154,11 @@ async fn as_a_seed_xorrent_serves_its_info_dictionary_over_ut_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_fast_bit_xorrent_sends_no_fast_messages() {
-    let seed = Seed::start(24, 7202);
+    let seed = Seed::start(7202);
+    let from = loopback_block();
     // A BEP-3-only leecher, then one with BEP-10 but not BEP-6.
     for (host, bits) in [(3u8, &[][..]), (4, &[RESERVED_EXT][..])] {
-        let mut l = Leecher::connect(ip(25, host), seed.addr, seed.ih, bits).await;
+        let mut l = Leecher::connect(from(host), seed.addr, seed.ih, bits).await;
         if !bits.is_empty() {
             l.send_ext_handshake().await;
         }

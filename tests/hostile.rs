@@ -2,7 +2,7 @@
 //! download completes with the right bytes from an honest peer, and the
 //! misbehaving connection is dropped.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ struct Setup {
     torrent: std::path::PathBuf,
     data: Arc<Vec<u8>>,
     info_hash: [u8; 20],
+    /// The test's loopback block: xorrent on host 1, peers above.
+    ip: Box<dyn Fn(u8) -> Ipv4Addr + Send + Sync>,
 }
 
 fn setup(len: usize, seed: u64) -> Setup {
@@ -39,6 +41,7 @@ fn setup(len: usize, seed: u64) -> Setup {
         torrent,
         data: Arc::new(data),
         info_hash: parsed.info_hash.0,
+        ip: Box::new(loopback_block()),
     }
 }
 
@@ -52,7 +55,7 @@ fn download(s: &Setup, peers: &[SocketAddr], extra: &[&str]) -> serde_json::Valu
         .arg("-o")
         .arg(&out)
         .arg("-q");
-    cmd.args(["--bind", "127.0.0.1", "--port", "0"]);
+    cmd.args(["--bind", &(s.ip)(1).to_string(), "--port", "0"]);
     cmd.arg("--summary-json").arg(&summary);
     for p in peers {
         cmd.arg("--peer").arg(p.to_string());
@@ -85,7 +88,7 @@ fn bytes_from(summary: &serde_json::Value, addr: SocketAddr) -> u64 {
 }
 
 async fn peer(s: &Setup, host: u8, b: Behaviour) -> FakePeer {
-    let addr: SocketAddr = format!("127.0.0.{host}:0").parse().unwrap();
+    let addr = SocketAddr::new((s.ip)(host).into(), 0);
     FakePeer::start(addr, s.info_hash, s.data.clone(), PIECE, b).await
 }
 
@@ -98,8 +101,8 @@ fn blocking<T: Send + 'static>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_blocks_are_refetched_from_an_honest_peer_and_the_liar_is_banned() {
     let s = Arc::new(setup(2 * 1024 * 1024 + 1234, 1));
-    let bad = peer(&s, 21, Behaviour::Corrupt).await;
-    let good = peer(&s, 22, Behaviour::Honest).await;
+    let bad = peer(&s, 2, Behaviour::Corrupt).await;
+    let good = peer(&s, 3, Behaviour::Honest).await;
     let (s2, peers) = (s.clone(), vec![bad.addr, good.addr]);
     let summary = blocking(move || download(&s2, &peers, &[])).await.unwrap();
     assert!(
@@ -112,7 +115,7 @@ async fn corrupt_blocks_are_refetched_from_an_honest_peer_and_the_liar_is_banned
             .as_array()
             .unwrap()
             .iter()
-            .any(|b| b == "127.0.0.21"),
+            .any(|b| *b == bad.addr.ip().to_string()),
         "{summary}"
     );
 }
@@ -120,8 +123,8 @@ async fn corrupt_blocks_are_refetched_from_an_honest_peer_and_the_liar_is_banned
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4_gib_length_prefix_disconnects_the_peer() {
     let s = Arc::new(setup(512 * 1024, 2));
-    let bad = peer(&s, 23, Behaviour::HugeLength).await;
-    let good = peer(&s, 24, Behaviour::Honest).await;
+    let bad = peer(&s, 2, Behaviour::HugeLength).await;
+    let good = peer(&s, 3, Behaviour::Honest).await;
     let (s2, peers) = (s.clone(), vec![bad.addr, good.addr]);
     let summary = blocking(move || download(&s2, &peers, &[])).await.unwrap();
     assert_eq!(bytes_from(&summary, bad.addr), 0);
@@ -135,8 +138,8 @@ async fn a_4_gib_length_prefix_disconnects_the_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bitfield_of_the_wrong_length_disconnects_the_peer() {
     let s = Arc::new(setup(100 * PIECE + 5, 3));
-    let bad = peer(&s, 25, Behaviour::LongBitfield).await;
-    let good = peer(&s, 26, Behaviour::Honest).await;
+    let bad = peer(&s, 2, Behaviour::LongBitfield).await;
+    let good = peer(&s, 3, Behaviour::Honest).await;
     let (s2, peers) = (s.clone(), vec![bad.addr, good.addr]);
     let summary = blocking(move || download(&s2, &peers, &[])).await.unwrap();
     assert_eq!(
@@ -151,8 +154,8 @@ async fn a_bitfield_of_the_wrong_length_disconnects_the_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bitfield_with_spare_bits_set_disconnects_the_peer() {
     let s = Arc::new(setup(13 * PIECE, 4));
-    let bad = peer(&s, 27, Behaviour::SpareBits).await;
-    let good = peer(&s, 28, Behaviour::Honest).await;
+    let bad = peer(&s, 2, Behaviour::SpareBits).await;
+    let good = peer(&s, 3, Behaviour::Honest).await;
     let (s2, peers) = (s.clone(), vec![bad.addr, good.addr]);
     let summary = blocking(move || download(&s2, &peers, &[])).await.unwrap();
     assert_eq!(bad.seen.requests.load(Ordering::Relaxed), 0);
@@ -163,7 +166,7 @@ async fn a_bitfield_with_spare_bits_set_disconnects_the_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrequested_blocks_are_ignored() {
     let s = Arc::new(setup(1024 * 1024, 5));
-    let pushy = peer(&s, 29, Behaviour::Unrequested).await;
+    let pushy = peer(&s, 2, Behaviour::Unrequested).await;
     let (s2, peers) = (s.clone(), vec![pushy.addr]);
     let summary = blocking(move || download(&s2, &peers, &[])).await.unwrap();
     // The pushed block (wrong bytes) never reached a piece: no hash failure.
@@ -174,10 +177,10 @@ async fn unrequested_blocks_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_of_a_peer_that_stops_answering_go_to_others() {
     let s = Arc::new(setup(1024 * 1024, 6));
-    let mute = peer(&s, 30, Behaviour::Silent).await;
+    let mute = peer(&s, 2, Behaviour::Silent).await;
     // The honest peer comes up late, so at first only the mute one holds
     // requests; they must time out and move over once it is reachable.
-    let good_addr: SocketAddr = "127.0.0.31:40031".parse().unwrap();
+    let good_addr = SocketAddr::new((s.ip)(3).into(), 40031);
     let (s2, m) = (s.clone(), mute.addr);
     let dl = blocking(move || download(&s2, &[m, good_addr], &["--request-timeout", "2"]));
     tokio::time::sleep(Duration::from_millis(1500)).await;

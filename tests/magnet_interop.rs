@@ -16,10 +16,10 @@
 //!   knows only `xorrent seed` learns another peer from xorrent's.
 //!
 //! Every file is compared by SHA-1 with its source. Every client has its
-//! own address in 127.77.N.0/24 (a fresh N per test; no other test file
-//! uses 127.77/16), inside a private network namespace; DHT (except in
-//! the DHT test, with loopback bootstrap nodes only), LSD, UPnP and
-//! NAT-PMP are off everywhere, PEX wherever a test is not about it.
+//! own address in the test's loopback block (`World::new`), inside a
+//! private network namespace; DHT (except in the DHT test, with loopback
+//! bootstrap nodes only), LSD, UPnP and NAT-PMP are off everywhere, PEX
+//! wherever a test is not about it.
 //! Helpers: `tests/interop/lt_peer.py` (seeder, `--pex`,
 //! `--report-peers`), `tests/interop/lt_magnet.py` (magnet leecher),
 //! `tests/interop/lt_dht.py`; see `tests/interop/README.md` for what
@@ -27,26 +27,13 @@
 //! python3-libtorrent: see `interop_ready`.
 
 use std::ffi::OsString;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::world::*;
 use crate::common::*;
-
-/// A world whose addresses are 127.77.N.1, .2, ... with a fresh N for
-/// every test of this file.
-fn world() -> World {
-    static NEXT: AtomicU8 = AtomicU8::new(1);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    World {
-        dir: tempfile::tempdir().unwrap(),
-        ip: Box::new(move |host| Ipv4Addr::new(127, 77, n, host)),
-        procs: Vec::new(),
-    }
-}
 
 fn at(w: &World, host: u8) -> SocketAddr {
     SocketAddr::new((w.ip)(host).into(), 6881)
@@ -476,7 +463,7 @@ fn through_a_tracker(test: &str, multi: bool) {
     if !interop_ready(test, &[LT]) {
         return;
     }
-    let mut w = world();
+    let mut w = World::new();
     let (http, udp) = w.xorrent_tracker(1, 6969, &[]);
     let name = if multi { "tracked-tree" } else { "tracked.bin" };
     let (t, data) = if multi {
@@ -560,7 +547,7 @@ fn through_the_dht_alone(test: &str, multi: bool) {
     if !interop_ready(test, &[LT]) {
         return;
     }
-    let w = world();
+    let w = World::new();
     let name = if multi {
         "dht-only-tree"
     } else {
@@ -643,7 +630,7 @@ fn downloads_by_magnet_from_its_x_pe_peer_alone_without_a_name() {
     if !interop_ready(test, &[LT]) {
         return;
     }
-    let w = world();
+    let w = World::new();
     let name = "xpe.bin";
     let (t, data) = single(&w, name, 4 * 1024 * 1024 + 99, 53, None);
     let seeder = lt_peer(&w, 2, &t, &data, "seed", &["--no-tracker"]);
@@ -662,7 +649,7 @@ fn downloads_a_multi_file_torrent_by_magnet_from_two_x_pe_seeders() {
     if !interop_ready(test, &[LT]) {
         return;
     }
-    let w = world();
+    let w = World::new();
     let name = "many-files";
     let (t, data) = many_files(&w, name);
     let cap = ["--no-tracker", "--upload-limit", "500000"];
@@ -702,7 +689,7 @@ fn libtorrent_fetches_metadata_and_data_from_xorrent_seed_by_magnet() {
     if !interop_ready(test, &[LT]) {
         return;
     }
-    let w = world();
+    let w = World::new();
     let name = "to-lt";
     let (t, data) = many_files(&w, name);
     let ih = info_hash(&t);
@@ -762,7 +749,7 @@ fn xorrent_learns_a_second_seeder_through_libtorrent_pex() {
     if !interop_ready(test, &[LT]) {
         return;
     }
-    let w = world();
+    let w = World::new();
     let name = "pex-in.bin";
     let len = 4 * 1024 * 1024 + 5;
     let (t, data) = single(&w, name, len, 54, None);
@@ -841,7 +828,7 @@ fn libtorrent_learns_a_peer_through_xorrent_pex() {
     if !interop_ready(test, &[LT]) {
         return;
     }
-    let w = world();
+    let w = World::new();
     let name = "pex-out.bin";
     let (t, data) = single(&w, name, 4 * 1024 * 1024 + 3, 55, None);
     let seed = xorrent_seed(&w, 2, &t, &data, &[]);

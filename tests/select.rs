@@ -1,7 +1,7 @@
 //! File selection against the real binary: `xorrent download --select`
 //! and a magnet's `so=` fetch only the pieces of the chosen files from an
 //! `xorrent seed`, create only the files those pieces touch, and resume.
-//! Each test has its own loopback block, 127.66.N.x.
+//! Each test has its own loopback block (`loopback_block`).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -39,9 +39,9 @@ struct Setup {
 }
 
 impl Setup {
-    /// Writes the content and torrent and starts `xorrent seed` on
-    /// 127.66.`block`.1:6881.
-    fn new(block: u8) -> Setup {
+    /// Writes the content and torrent and starts `xorrent seed` on host 1
+    /// of a fresh loopback block, port 6881.
+    fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let contents: Vec<Vec<u8>> = FILES
             .iter()
@@ -66,7 +66,7 @@ impl Setup {
             std::fs::create_dir_all(at.parent().unwrap()).unwrap();
             std::fs::write(at, d).unwrap();
         }
-        let ip = Box::new(move |host| Ipv4Addr::new(127, 66, block, host));
+        let ip = Box::new(loopback_block());
         let seed_ip = ip(1);
         let seed = Proc::spawn(
             "xorrent seed",
@@ -104,7 +104,7 @@ impl Setup {
         self.dir.path().join("out")
     }
 
-    /// `xorrent download WHAT -o out --bind 127.66.N.2 ARGS...`; returns
+    /// `xorrent download WHAT -o out --bind <host 2> ARGS...`; returns
     /// the exit status, stderr and the summary JSON (if written).
     fn download(
         &self,
@@ -181,7 +181,7 @@ fn select_fetches_only_the_chosen_files_and_creates_only_the_files_they_touch() 
         eprintln!("SKIPPED: needs scripts/netns-run (a private network namespace)");
         return;
     }
-    let s = Setup::new(1);
+    let s = Setup::new();
     let peer = s.seed_addr();
     let (st, err, json) = s.download(
         s.torrent.to_str().unwrap(),
@@ -205,7 +205,7 @@ fn a_magnet_so_selects_files_like_select() {
         eprintln!("SKIPPED: needs scripts/netns-run (a private network namespace)");
         return;
     }
-    let s = Setup::new(2);
+    let s = Setup::new();
     let magnet = format!(
         "magnet:?xt=urn:btih:{}&dn={NAME}&so=1,3&x.pe={}",
         s.info_hash,
@@ -279,7 +279,7 @@ fn a_selective_download_resumes_and_grows() {
         eprintln!("SKIPPED: needs scripts/netns-run (a private network namespace)");
         return;
     }
-    let s = Setup::new(3);
+    let s = Setup::new();
     let peer = s.seed_addr();
     let t = s.torrent.to_str().unwrap().to_string();
     let (st, err, _) = s.download(&t, &["--select", "1,3", "--peer", &peer]);

@@ -2,6 +2,7 @@
 //! fall-through past a dead tier, and `stopped` on Ctrl-C. A scripted
 //! tracker records every request; a fake peer seeds.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ fn query_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announces_started_and_completed_after_skipping_a_dead_tier() {
     let dir = tempfile::tempdir().unwrap();
+    let ip = loopback_block();
     let data = random_bytes(300_000, 9);
     let probe = make_torrent(
         "data.bin",
@@ -56,18 +58,19 @@ async fn announces_started_and_completed_after_skipping_a_dead_tier() {
         .unwrap()
         .info_hash;
     let seeder = FakePeer::start(
-        "127.0.0.41:0".parse().unwrap(),
+        SocketAddr::new(ip(2).into(), 0),
         ih.0,
         Arc::new(data.clone()),
         PIECE,
         Behaviour::Honest,
     )
     .await;
-    let (tr, seen) = fake_tracker("127.0.0.42:0", announce_body(&[seeder.addr])).await;
+    let (tr, seen) = fake_tracker(&format!("{}:0", ip(3)), announce_body(&[seeder.addr])).await;
     // Tier 1: nothing listens there (and a UDP URL we do not speak yet).
-    let dead = "http://127.0.0.43:9/announce";
+    let dead = format!("http://{}:9/announce", ip(4));
+    let dead_udp = format!("udp://{}:9", ip(4));
     let live = format!("http://{tr}/announce");
-    let t = torrent_with_tiers(&data, &[&[dead, "udp://127.0.0.43:9"], &[&live]]);
+    let t = torrent_with_tiers(&data, &[&[&dead, &dead_udp], &[&live]]);
     assert_eq!(
         xorrent::metainfo::Torrent::from_bytes(&t)
             .unwrap()
@@ -77,6 +80,7 @@ async fn announces_started_and_completed_after_skipping_a_dead_tier() {
     let path = dir.path().join("t.torrent");
     std::fs::write(&path, &t).unwrap();
     let out = dir.path().join("out");
+    let bind = ip(1).to_string();
     let status = tokio::task::spawn_blocking(move || {
         let mut p = Proc::spawn(
             "xorrent",
@@ -85,7 +89,7 @@ async fn announces_started_and_completed_after_skipping_a_dead_tier() {
                 .arg(&path)
                 .arg("-o")
                 .arg(&out)
-                .args(["--bind", "127.0.0.44", "--port", "7001", "-q"]),
+                .args(["--bind", &bind, "--port", "7001", "-q"]),
         );
         let st = p.wait_timeout(Duration::from_secs(60));
         (st, std::fs::read(out.join("data.bin")).unwrap())
@@ -134,6 +138,7 @@ async fn announces_started_and_completed_after_skipping_a_dead_tier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_cleanly_and_sends_stopped() {
     let dir = tempfile::tempdir().unwrap();
+    let ip = loopback_block();
     let data = random_bytes(2_000_000, 10);
     let probe = make_torrent(
         "data.bin",
@@ -147,18 +152,19 @@ async fn ctrl_c_stops_cleanly_and_sends_stopped() {
         .info_hash;
     // A peer that never answers keeps the download from finishing.
     let mute = FakePeer::start(
-        "127.0.0.45:0".parse().unwrap(),
+        SocketAddr::new(ip(2).into(), 0),
         ih.0,
         Arc::new(data.clone()),
         PIECE,
         Behaviour::Silent,
     )
     .await;
-    let (tr, seen) = fake_tracker("127.0.0.46:0", announce_body(&[mute.addr])).await;
+    let (tr, seen) = fake_tracker(&format!("{}:0", ip(3)), announce_body(&[mute.addr])).await;
     let t = torrent_with_tiers(&data, &[&[&format!("http://{tr}/announce")]]);
     let path = dir.path().join("t.torrent");
     std::fs::write(&path, &t).unwrap();
     let out = dir.path().join("out");
+    let bind = ip(1).to_string();
     let (code, stderr) = tokio::task::spawn_blocking(move || {
         let mut p = Proc::spawn(
             "xorrent",
@@ -167,7 +173,7 @@ async fn ctrl_c_stops_cleanly_and_sends_stopped() {
                 .arg(&path)
                 .arg("-o")
                 .arg(&out)
-                .args(["--bind", "127.0.0.47", "--port", "7002"])
+                .args(["--bind", &bind, "--port", "7002"])
                 .stderr(std::process::Stdio::piped()),
         );
         std::thread::sleep(Duration::from_millis(1500));
@@ -195,6 +201,7 @@ async fn ctrl_c_stops_cleanly_and_sends_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tracker_failure_reason_is_reported_and_the_download_goes_on_with_known_peers() {
     let dir = tempfile::tempdir().unwrap();
+    let ip = loopback_block();
     let data = random_bytes(200_000, 11);
     let probe = make_torrent(
         "data.bin",
@@ -207,7 +214,7 @@ async fn a_tracker_failure_reason_is_reported_and_the_download_goes_on_with_know
         .unwrap()
         .info_hash;
     let seeder = FakePeer::start(
-        "127.0.0.48:0".parse().unwrap(),
+        SocketAddr::new(ip(2).into(), 0),
         ih.0,
         Arc::new(data.clone()),
         PIECE,
@@ -215,7 +222,7 @@ async fn a_tracker_failure_reason_is_reported_and_the_download_goes_on_with_know
     )
     .await;
     let (tr, seen) = fake_tracker(
-        "127.0.0.49:0",
+        &format!("{}:0", ip(3)),
         b"d14:failure reason12:unregisterede".to_vec(),
     )
     .await;
@@ -224,6 +231,7 @@ async fn a_tracker_failure_reason_is_reported_and_the_download_goes_on_with_know
     std::fs::write(&path, &t).unwrap();
     let out = dir.path().join("out");
     let peer = seeder.addr.to_string();
+    let bind = ip(1).to_string();
     let (ok, stderr, got) = tokio::task::spawn_blocking(move || {
         let mut p = Proc::spawn(
             "xorrent",
@@ -232,7 +240,7 @@ async fn a_tracker_failure_reason_is_reported_and_the_download_goes_on_with_know
                 .arg(&path)
                 .arg("-o")
                 .arg(&out)
-                .args(["--bind", "127.0.0.50", "--port", "7003", "--peer", &peer])
+                .args(["--bind", &bind, "--port", "7003", "--peer", &peer])
                 .stderr(std::process::Stdio::piped()),
         );
         let (st, err) = p.wait_with_stderr(Duration::from_secs(30));

@@ -136,9 +136,10 @@ struct Running {
     ih: [u8; 20],
 }
 
-/// `xorrent seed` of a 40-piece file on 127.0.0.<host>:7100.
-fn seeder(host: u8) -> (Running, Vec<u8>) {
-    let ip = format!("127.0.0.{host}");
+/// `xorrent seed` of a 40-piece file on a fresh loopback address, port
+/// 7100.
+fn seeder() -> (Running, Vec<u8>) {
+    let ip = loopback_block()(1).to_string();
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(40 * PIECE - 100, 61);
     let t = make_torrent(
@@ -175,7 +176,7 @@ fn seeder(host: u8) -> (Running, Vec<u8>) {
 
 #[test]
 fn serves_valid_requests_and_drops_out_of_range_ones() {
-    let (r, data) = seeder(74);
+    let (r, data) = seeder();
     let mut c = Client::connect(r.addr, r.ih);
     c.get_unchoked();
     c.request(3, 16_384, 16_384);
@@ -204,7 +205,7 @@ fn serves_valid_requests_and_drops_out_of_range_ones() {
 
 #[test]
 fn drops_oversized_requests() {
-    let (r, _) = seeder(75);
+    let (r, _) = seeder();
     let mut c = Client::connect(r.addr, r.ih);
     c.get_unchoked();
     c.request(0, 0, 32 * 1024);
@@ -213,7 +214,7 @@ fn drops_oversized_requests() {
 
 #[test]
 fn cuts_off_a_request_flood_and_keeps_serving_others() {
-    let (r, data) = seeder(76);
+    let (r, data) = seeder();
     let mut c = Client::connect(r.addr, r.ih);
     c.get_unchoked();
     // Far more than the queue limit, in one write, so they arrive faster
@@ -261,15 +262,17 @@ async fn refuses_requests_for_pieces_it_does_not_have() {
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("f.bin"), &data[..10 * PIECE]).unwrap();
+    let ip = loopback_block();
     // The only source never answers, so the download stays at half.
     let mute = FakePeer::start(
-        "127.0.0.72:0".parse().unwrap(),
+        SocketAddr::new(ip(2).into(), 0),
         ih,
         Arc::new(data.clone()),
         PIECE,
         Behaviour::Silent,
     )
     .await;
+    let listen = SocketAddr::new(ip(1).into(), 7101);
     let _p = Proc::spawn(
         "xorrent download",
         xorrent_cmd()
@@ -277,7 +280,7 @@ async fn refuses_requests_for_pieces_it_does_not_have() {
                 "download",
                 "-q",
                 "--bind",
-                "127.0.0.73",
+                &listen.ip().to_string(),
                 "--port",
                 "7101",
                 "--peer",
@@ -289,7 +292,7 @@ async fn refuses_requests_for_pieces_it_does_not_have() {
     );
     let data2 = data.clone();
     tokio::task::spawn_blocking(move || {
-        let mut c = Client::connect("127.0.0.73:7101".parse().unwrap(), ih);
+        let mut c = Client::connect(listen, ih);
         c.get_unchoked();
         c.request(15, 0, 16_384);
         assert_eq!(

@@ -56,6 +56,32 @@ fn lighttpd(w: &mut World, host: u8, root: &Path, kbps: u32) -> String {
     format!("http://{ip}:8080")
 }
 
+/// A world whose lighttpd on host 2 serves its `www` dir at `kbps` KiB/s
+/// per connection (0: no cap): the world, the dir and the base URL.
+fn web_server(kbps: u32) -> (World, PathBuf, String) {
+    let mut w = World::new();
+    let root = w.path("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let base = lighttpd(&mut w, 2, &root, kbps);
+    (w, root, base)
+}
+
+/// [`web_server`] serving one random file `name` of `size` bytes, and
+/// its torrent (64 KiB pieces) whose only web seed is the server's
+/// directory: the world, the `www` dir and the torrent.
+fn web_world(name: &str, size: usize, kbps: u32, seed: u64) -> (World, PathBuf, PathBuf) {
+    let (w, root, base) = web_server(kbps);
+    let t = torrent_with(
+        &w,
+        name,
+        &[(name, size)],
+        65536,
+        &[format!("{base}/")],
+        seed,
+    );
+    (w, root, t)
+}
+
 /// tests/interop/bad_web_seed.py in `mode` on `host`:8080; its base URL
 /// and its request log (stderr).
 fn bad_server(w: &mut World, host: u8, root: &Path, mode: &str) -> (String, Lines) {
@@ -126,8 +152,17 @@ struct Done {
     peak_kib: u64,
 }
 
-/// `xorrent download` from `host`, no peers named.
-fn download(w: &World, t: &Path, host: u8, extra: &[&str], limit: u64) -> Done {
+/// A running `xorrent download` and where it writes.
+struct Running {
+    p: Proc,
+    /// Its stderr.
+    err: Lines,
+    out: PathBuf,
+    summary: PathBuf,
+}
+
+/// Starts `xorrent download` from `host`, no peers named.
+fn start_download(w: &World, t: &Path, host: u8, extra: &[&str]) -> Running {
     let out = w.path(&format!("out-{host}"));
     let summary = w.path(&format!("summary-{host}.json"));
     let mut p = Proc::spawn(
@@ -149,6 +184,22 @@ fn download(w: &World, t: &Path, host: u8, extra: &[&str], limit: u64) -> Done {
             .stderr(Stdio::piped()),
     );
     let err = Lines::follow(p.child.stderr.take().unwrap());
+    Running {
+        p,
+        err,
+        out,
+        summary,
+    }
+}
+
+/// `xorrent download` from `host`, no peers named, to its end.
+fn download(w: &World, t: &Path, host: u8, extra: &[&str], limit: u64) -> Done {
+    let Running {
+        mut p,
+        err,
+        out,
+        summary,
+    } = start_download(w, t, host, extra);
     let start = Instant::now();
     let status = format!("/proc/{}/status", p.child.id());
     let mut peak_kib = 0;
@@ -206,10 +257,7 @@ fn a_single_file_downloads_from_a_web_seed_alone() {
     ) {
         return;
     }
-    let mut w = World::new();
-    let root = w.path("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let base = lighttpd(&mut w, 2, &root, 0);
+    let (w, root, base) = web_server(0);
     // Both BEP-19 forms: the file's own URL, and a directory.
     let t = torrent_with(
         &w,
@@ -237,10 +285,7 @@ fn a_multi_file_tree_with_empty_files_downloads_from_a_web_seed_alone() {
     ) {
         return;
     }
-    let mut w = World::new();
-    let root = w.path("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let base = lighttpd(&mut w, 2, &root, 0);
+    let (w, root, base) = web_server(0);
     // Small files and an empty one inside pieces, names to escape.
     let files = [
         ("a.bin", 100_000),
@@ -263,18 +308,7 @@ fn a_web_seed_and_a_libtorrent_seeder_both_contribute() {
     ) {
         return;
     }
-    let mut w = World::new();
-    let root = w.path("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let base = lighttpd(&mut w, 2, &root, 1024);
-    let t = torrent_with(
-        &w,
-        "both.bin",
-        &[("both.bin", 8_000_000)],
-        65536,
-        &[format!("{base}/")],
-        103,
-    );
+    let (mut w, root, t) = web_world("both.bin", 8_000_000, 1024, 103);
     w.lt_seed(&t, &root, 3, &["--no-tracker", "--upload-limit", "1048576"]);
     let Done {
         out, summary: v, ..
@@ -298,10 +332,7 @@ fn a_magnets_ws_is_used_beside_the_peer_that_gave_the_metadata() {
     ) {
         return;
     }
-    let mut w = World::new();
-    let root = w.path("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let base = lighttpd(&mut w, 2, &root, 1024);
+    let (mut w, root, base) = web_server(1024);
     // The torrent file names no web seed: only the magnet does.
     let t = torrent_with(&w, "ws.bin", &[("ws.bin", 6_000_000)], 65536, &[], 105);
     w.lt_seed(&t, &root, 3, &["--no-tracker", "--upload-limit", "1048576"]);
@@ -341,18 +372,7 @@ fn the_daemon_shows_a_web_seed_that_is_sending() {
     if !interop_ready("the_daemon_shows_a_web_seed_that_is_sending", &["lighttpd"]) {
         return;
     }
-    let mut w = World::new();
-    let root = w.path("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let base = lighttpd(&mut w, 2, &root, 1024);
-    let t = torrent_with(
-        &w,
-        "d.bin",
-        &[("d.bin", 6_000_000)],
-        65536,
-        &[format!("{base}/")],
-        106,
-    );
+    let (w, root, t) = web_world("d.bin", 6_000_000, 1024, 106);
     let d = crate::common::daemon::Daemon::start((w.ip)(9), &w.path("daemon"), None, &[]);
     d.ok("torrent-add", serde_json::json!({"filename": t}));
     let fields = [
@@ -393,10 +413,7 @@ fn bad_web_seeds_are_dropped_and_the_honest_one_finishes() {
     if !interop_ready("bad_web_seeds_are_dropped", &["lighttpd", PY]) {
         return;
     }
-    let mut w = World::new();
-    let root = w.path("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let honest = lighttpd(&mut w, 2, &root, 2048);
+    let (mut w, root, honest) = web_server(2048);
     let modes = ["corrupt", "missing", "loop", "busy", "norange"];
     let mut servers = Vec::new();
     for (i, m) in modes.iter().enumerate() {
@@ -467,11 +484,8 @@ fn libtorrent_and_aria2_download_from_the_web_seed_xorrent_create_names() {
     if !interop_ready("others_read_our_url_list", &["lighttpd", LT, "aria2c"]) {
         return;
     }
-    let mut w = World::new();
-    let root = w.path("www");
-    std::fs::create_dir_all(&root).unwrap();
+    let (w, root, base) = web_server(0);
     std::fs::write(root.join("ours.bin"), random_bytes(2_000_000, 105)).unwrap();
-    let base = lighttpd(&mut w, 2, &root, 0);
     let t = w.path("ours.torrent");
     let out = xorrent_cmd()
         .arg("create")
@@ -532,12 +546,10 @@ fn a_mktorrent_w_torrent_downloads_from_its_web_seed() {
     ) {
         return;
     }
-    let mut w = World::new();
-    let root = w.path("www");
+    let (w, root, base) = web_server(0);
     std::fs::create_dir_all(root.join("dir/sub")).unwrap();
     std::fs::write(root.join("dir/x.bin"), random_bytes(700_000, 106)).unwrap();
     std::fs::write(root.join("dir/sub/y.bin"), random_bytes(300_001, 107)).unwrap();
-    let base = lighttpd(&mut w, 2, &root, 0);
     let t = w.path("m.torrent");
     let st = Command::new("mktorrent")
         .args([
@@ -576,24 +588,20 @@ fn no_web_seeds_ignores_them() {
         &[format!("{base}/")],
         108,
     );
-    let out = w.path("out");
-    let mut p = Proc::spawn(
-        "xorrent download",
-        xorrent_cmd()
-            .arg("download")
-            .arg(&t)
-            .arg("-o")
-            .arg(&out)
-            .args(["--bind", &(w.ip)(9).to_string(), "--no-web-seeds"])
-            .stderr(Stdio::null()),
-    );
+    let Running { mut p, err, .. } = start_download(&w, &t, 9, &["--no-web-seeds"]);
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         p.exit_note().is_none(),
-        "nothing to download from: it waits"
+        "nothing to download from: it waits\n{}",
+        err.text()
     );
     unsafe_kill(p.pid(), 2);
-    assert_eq!(p.wait_timeout(Duration::from_secs(20)).code(), Some(130));
+    assert_eq!(
+        p.wait_timeout(Duration::from_secs(20)).code(),
+        Some(130),
+        "{}",
+        err.text()
+    );
     assert!(asked.lines().is_empty(), "{:?}", asked.lines());
     // Without the flag the same server is used.
     let out = download(&w, &t, 10, &[], 60).out;

@@ -270,6 +270,56 @@ fn find(hay: &[u8], needle: &[u8], window: usize) -> Result<Option<usize>, MseEr
     Ok(None)
 }
 
+/// What one step of a handshake's state machine did.
+enum Step<S> {
+    /// Needs more input; the state to keep meanwhile.
+    Wait(S),
+    /// Moved on: the next state may proceed at once.
+    Next(S),
+    Done(Box<Established>),
+}
+
+/// One side of the handshake as a state machine for [`drive`]: `step`
+/// takes the state by value (ciphers move from state to state) and reads
+/// the rest of the side (keys, offer) by reference. `E` is what the
+/// caller lends for one `receive` (the responder's torrent lookup).
+trait Side<E: ?Sized> {
+    /// `Default` is the finished state, also left behind by an error.
+    type State: Default;
+
+    fn state(&mut self) -> &mut Self::State;
+
+    fn step(
+        &self,
+        state: Self::State,
+        input: &mut BytesMut,
+        out: &mut Vec<u8>,
+        env: &E,
+    ) -> Result<Step<Self::State>, MseError>;
+}
+
+/// Steps `side` while it can move on, keeps the state it waits in, and
+/// hands over the result once done.
+fn drive<E: ?Sized, S: Side<E>>(
+    side: &mut S,
+    input: &mut BytesMut,
+    out: &mut Vec<u8>,
+    env: &E,
+) -> Result<Option<Established>, MseError> {
+    loop {
+        let state = std::mem::take(side.state());
+        match side.step(state, input, out, env)? {
+            Step::Wait(s) => {
+                *side.state() = s;
+                return Ok(None);
+            }
+            Step::Next(s) => *side.state() = s,
+            Step::Done(e) => return Ok(Some(*e)),
+        }
+    }
+}
+
+#[derive(Default)]
 enum Init {
     /// Waiting for Yb.
     Key,
@@ -280,16 +330,14 @@ enum Init {
         marker: [u8; VC_LEN],
     },
     /// Waiting for crypto_select and len(PadD).
-    Select {
-        read: Cipher,
-        write: Cipher,
-    },
+    Select { read: Cipher, write: Cipher },
     PadD {
         read: Cipher,
         write: Cipher,
         select: u32,
         len: usize,
     },
+    #[default]
     Done,
 }
 
@@ -337,70 +385,7 @@ impl Initiator {
         input: &mut BytesMut,
         out: &mut Vec<u8>,
     ) -> Result<Option<Established>, MseError> {
-        loop {
-            let state = std::mem::replace(&mut self.state, Init::Done);
-            match self.step(state, input, out)? {
-                Step::Wait(s) => {
-                    self.state = s;
-                    return Ok(None);
-                }
-                Step::Next(s) => self.state = s,
-                Step::Done(e) => return Ok(Some(*e)),
-            }
-        }
-    }
-
-    fn step(
-        &self,
-        state: Init,
-        input: &mut BytesMut,
-        out: &mut Vec<u8>,
-    ) -> Result<Step<Init>, MseError> {
-        Ok(match state {
-            Init::Key if input.len() < KEY_LEN => Step::Wait(Init::Key),
-            Init::Key => Step::Next(self.send_provide(input, out)?),
-            Init::Sync {
-                mut read,
-                write,
-                marker,
-            } => match find(input, &marker, MAX_PAD + VC_LEN)? {
-                None => Step::Wait(Init::Sync {
-                    read,
-                    write,
-                    marker,
-                }),
-                Some(at) => {
-                    input.advance(at);
-                    skip(input, &mut read, VC_LEN);
-                    Step::Next(Init::Select { read, write })
-                }
-            },
-            Init::Select { mut read, write } => match take::<6>(input, &mut read) {
-                None => Step::Wait(Init::Select { read, write }),
-                Some(head) => Step::Next(self.selected(head, read, write)?),
-            },
-            s @ Init::PadD { len, .. } if input.len() < len => Step::Wait(s),
-            Init::PadD {
-                mut read,
-                write,
-                select,
-                len,
-            } => {
-                skip(input, &mut read, len);
-                let (read, write) = if select == CRYPTO_RC4 {
-                    read.apply(input);
-                    (Some(read), Some(write))
-                } else {
-                    (None, None)
-                };
-                Step::Done(Box::new(Established {
-                    info_hash: self.skey,
-                    read,
-                    write,
-                }))
-            }
-            Init::Done => Step::Wait(Init::Done),
-        })
+        drive(self, input, out, &())
     }
 
     /// Yb arrived: sends H(req1, S), the obfuscated SKEY and, encrypted,
@@ -449,13 +434,66 @@ impl Initiator {
     }
 }
 
-/// What one step of a handshake's state machine did.
-enum Step<S> {
-    /// Needs more input; the state to keep meanwhile.
-    Wait(S),
-    /// Moved on: the next state may proceed at once.
-    Next(S),
-    Done(Box<Established>),
+impl Side<()> for Initiator {
+    type State = Init;
+
+    fn state(&mut self) -> &mut Init {
+        &mut self.state
+    }
+
+    fn step(
+        &self,
+        state: Init,
+        input: &mut BytesMut,
+        out: &mut Vec<u8>,
+        _: &(),
+    ) -> Result<Step<Init>, MseError> {
+        Ok(match state {
+            Init::Key if input.len() < KEY_LEN => Step::Wait(Init::Key),
+            Init::Key => Step::Next(self.send_provide(input, out)?),
+            Init::Sync {
+                mut read,
+                write,
+                marker,
+            } => match find(input, &marker, MAX_PAD + VC_LEN)? {
+                None => Step::Wait(Init::Sync {
+                    read,
+                    write,
+                    marker,
+                }),
+                Some(at) => {
+                    input.advance(at);
+                    skip(input, &mut read, VC_LEN);
+                    Step::Next(Init::Select { read, write })
+                }
+            },
+            Init::Select { mut read, write } => match take::<6>(input, &mut read) {
+                None => Step::Wait(Init::Select { read, write }),
+                Some(head) => Step::Next(self.selected(head, read, write)?),
+            },
+            s @ Init::PadD { len, .. } if input.len() < len => Step::Wait(s),
+            Init::PadD {
+                mut read,
+                write,
+                select,
+                len,
+            } => {
+                skip(input, &mut read, len);
+                let (read, write) = if select == CRYPTO_RC4 {
+                    read.apply(input);
+                    (Some(read), Some(write))
+                } else {
+                    (None, None)
+                };
+                Step::Done(Box::new(Established {
+                    info_hash: self.skey,
+                    read,
+                    write,
+                }))
+            }
+            Init::Done => Step::Wait(Init::Done),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -3,17 +3,14 @@
 
 use super::*;
 
-enum Resp {
+#[derive(Default)]
+pub(super) enum Resp {
     /// Waiting for Ya.
     Key,
     /// Looking for H(req1, S) after PadA.
-    Sync {
-        secret: Box<[u8; KEY_LEN]>,
-    },
+    Sync { secret: Box<[u8; KEY_LEN]> },
     /// Waiting for the obfuscated SKEY.
-    Skey {
-        secret: Box<[u8; KEY_LEN]>,
-    },
+    Skey { secret: Box<[u8; KEY_LEN]> },
     /// Waiting for VC, crypto_provide and len(PadC).
     Provide {
         skey: InfoHash,
@@ -36,6 +33,7 @@ enum Resp {
         select: u32,
         len: usize,
     },
+    #[default]
     Done,
 }
 
@@ -74,17 +72,47 @@ impl Responder {
         out: &mut Vec<u8>,
         lookup: impl Fn(&[u8; 20]) -> Option<InfoHash>,
     ) -> Result<Option<Established>, MseError> {
-        loop {
-            let state = std::mem::replace(&mut self.state, Resp::Done);
-            match self.step(state, input, out, &lookup)? {
-                Step::Wait(s) => {
-                    self.state = s;
-                    return Ok(None);
-                }
-                Step::Next(s) => self.state = s,
-                Step::Done(e) => return Ok(Some(*e)),
-            }
+        drive(self, input, out, &lookup)
+    }
+    /// VC, crypto_provide and len(PadC) arrived: picks the method.
+    fn provided(
+        &self,
+        head: [u8; 14],
+        skey: InfoHash,
+        read: Cipher,
+        write: Cipher,
+    ) -> Result<Resp, MseError> {
+        if head[..VC_LEN] != [0u8; VC_LEN] {
+            return Err(MseError::BadVc);
         }
+        let provide = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+        let len = usize::from(u16::from_be_bytes([head[12], head[13]]));
+        if len > MAX_PAD {
+            return Err(MseError::PadTooLong);
+        }
+        let common = provide & self.accept;
+        let select = if common & CRYPTO_RC4 != 0 {
+            CRYPTO_RC4
+        } else if common & CRYPTO_PLAIN != 0 {
+            CRYPTO_PLAIN
+        } else {
+            return Err(MseError::NoCommonMethod);
+        };
+        Ok(Resp::PadC {
+            skey,
+            read,
+            write,
+            select,
+            len,
+        })
+    }
+}
+
+impl<F: Fn(&[u8; 20]) -> Option<InfoHash>> Side<F> for Responder {
+    type State = Resp;
+
+    fn state(&mut self) -> &mut Resp {
+        &mut self.state
     }
 
     fn step(
@@ -92,7 +120,7 @@ impl Responder {
         state: Resp,
         input: &mut BytesMut,
         out: &mut Vec<u8>,
-        lookup: &impl Fn(&[u8; 20]) -> Option<InfoHash>,
+        lookup: &F,
     ) -> Result<Step<Resp>, MseError> {
         Ok(match state {
             Resp::Key if input.len() < KEY_LEN => Step::Wait(Resp::Key),
@@ -185,39 +213,6 @@ impl Responder {
                 }))
             }
             Resp::Done => Step::Wait(Resp::Done),
-        })
-    }
-
-    /// VC, crypto_provide and len(PadC) arrived: picks the method.
-    fn provided(
-        &self,
-        head: [u8; 14],
-        skey: InfoHash,
-        read: Cipher,
-        write: Cipher,
-    ) -> Result<Resp, MseError> {
-        if head[..VC_LEN] != [0u8; VC_LEN] {
-            return Err(MseError::BadVc);
-        }
-        let provide = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
-        let len = usize::from(u16::from_be_bytes([head[12], head[13]]));
-        if len > MAX_PAD {
-            return Err(MseError::PadTooLong);
-        }
-        let common = provide & self.accept;
-        let select = if common & CRYPTO_RC4 != 0 {
-            CRYPTO_RC4
-        } else if common & CRYPTO_PLAIN != 0 {
-            CRYPTO_PLAIN
-        } else {
-            return Err(MseError::NoCommonMethod);
-        };
-        Ok(Resp::PadC {
-            skey,
-            read,
-            write,
-            select,
-            len,
         })
     }
 }

@@ -509,9 +509,15 @@ fn peer_json(p: &PeerInfo) -> Value {
     if p.incoming {
         flags.push('I');
     }
+    // An HTTP server names no client: say what it is.
+    let client = if p.web_seed {
+        "web seed"
+    } else {
+        p.client.as_deref().unwrap_or_default()
+    };
     json!({
         "address": p.addr.ip().to_string(),
-        "clientName": p.client.clone().unwrap_or_default(),
+        "clientName": client,
         "clientIsChoked": p.am_choking,
         "clientIsInterested": p.am_interested,
         "flagStr": flags,
@@ -581,5 +587,28 @@ mod tests {
             "http://t.example/scrape?k=1"
         );
         assert_eq!(scrape_url("udp://t.example:80"), "");
+    }
+
+    #[test]
+    fn a_web_seed_is_listed_as_one_and_a_peer_by_its_client() {
+        let mut p = PeerInfo {
+            addr: "127.0.0.2:8080".parse().unwrap(),
+            client: None,
+            incoming: false,
+            encrypted: false,
+            web_seed: true,
+            progress: 1.0,
+            am_choking: true,
+            am_interested: true,
+            peer_choking: false,
+            peer_interested: false,
+            down_rate: 0,
+            up_rate: 0,
+        };
+        assert_eq!(peer_json(&p)["clientName"], "web seed");
+        p.web_seed = false;
+        assert_eq!(peer_json(&p)["clientName"], "");
+        p.client = Some("libtorrent/2.0.10".into());
+        assert_eq!(peer_json(&p)["clientName"], "libtorrent/2.0.10");
     }
 }

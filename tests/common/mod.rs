@@ -218,8 +218,9 @@ pub fn unsafe_kill(pid: u32, sig: i32) {
 }
 
 /// A fresh block of loopback addresses for one test: 127.M.N.1, .2, ...
-/// with M from 100 up, apart from the fixed addresses some tests use
-/// (127.0.x, 127.66.x, 127.77.x, 127.88.x).
+/// with M from 100 up, so no two tests share an address (or a /24).
+/// Every test that binds anything but 127.0.0.1 port 0 takes its
+/// addresses from here; only `squat` keeps fixed ones, in 127.0.1-4.x.
 pub fn loopback_block() -> impl Fn(u8) -> Ipv4Addr {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
