@@ -15,12 +15,12 @@
 //!   extension messages and BEP-10 extended messages.
 //! - [`extension`]: BEP-10 extended handshake, BEP-9 `ut_metadata` and
 //!   BEP-11 `ut_pex` payloads.
-//! - [`metadata`]: fetching an info dictionary from peers (BEP-9), verified
-//!   against the info-hash.
-//! - [`magnet`]: magnet URIs (BEP-9, BEP-53).
+//! - [`magnet`]: everything a magnet link needs: parsing the URI (BEP-9,
+//!   BEP-53), assembling its info dictionary from peers' pieces and
+//!   checking it against the info-hash (`magnet::metadata`, sans-IO), and
+//!   the connections that fetch those pieces (`magnet::fetch`).
 //! - [`dht`]: the mainline DHT (BEP-5): KRPC codec, routing table,
 //!   lookups, the UDP node task and its peer store.
-//! - [`metafetch`]: the connections that fetch a magnet's metadata.
 //! - [`mse`]: the MSE/PE handshake (sans-IO) and its RC4 streams.
 //! - [`transport`]: dialling and accepting peer connections, plaintext or
 //!   encrypted, up to the exchanged BitTorrent handshakes.
@@ -62,8 +62,6 @@ pub mod engine;
 pub mod extension;
 pub mod listener;
 pub mod magnet;
-pub mod metadata;
-pub mod metafetch;
 pub mod metainfo;
 pub mod mse;
 pub mod peer;

@@ -343,7 +343,7 @@ async fn a_peer_claiming_a_2_pow_40_byte_info_dictionary_does_not_stop_the_magne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_claiming_a_size_just_over_the_cap_does_not_stop_the_magnet() {
-    magnet_despite_a_size_liar(86, xorrent::metadata::MAX_SIZE + 1).await;
+    magnet_despite_a_size_liar(86, xorrent::magnet::metadata::MAX_SIZE + 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -456,7 +456,7 @@ impl Conn {
     /// BEP-9: a piece of our info dictionary, through the upload limiter.
     async fn serve_metadata(&mut self, id: u8, piece: u32) -> Result<(), PeerError> {
         let info = self.engine.info_bytes.clone();
-        let reply = match crate::metadata::piece_of(&info, piece) {
+        let reply = match crate::magnet::metadata::piece_of(&info, piece) {
             Some(data) => {
                 self.engine.acquire_upload(data.len() as u64).await;
                 MetadataMsg::Data {

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! actor ── run token (child of the torrent's, child of the session's)
-//!   ├─ [magnet] metafetch on the run's peer channel
+//!   ├─ [magnet] magnet::fetch on the run's peer channel
 //!   ├─ announcer ── mpsc<Vec<SocketAddr>> (64) ──┐
 //!   ├─ DHT lookups ──────────────────────────────┤
 //!   ├─ swarm (dials; PEX feeds the same channel) <┘
@@ -33,8 +33,8 @@ use crate::dht::node::Dht;
 use crate::engine::ratelimit::RatePair;
 use crate::engine::{self, checker, Engine, EngineError, Phase, Setup, Stats};
 use crate::listener::Registry;
+use crate::magnet::fetch::{self, FetchConfig, FetchStatus};
 use crate::magnet::Magnet;
-use crate::metafetch::{self, FetchConfig, FetchStatus};
 use crate::metainfo::select::{self, SelectError};
 use crate::metainfo::{self, FileKind, Torrent};
 use crate::resume;

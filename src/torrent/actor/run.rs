@@ -182,11 +182,11 @@ impl Actor {
         let mut rx = run.peers_rx.take().expect("a fresh run");
         let fetch_cancel = run.token.child_token();
         let fetched = {
-            let fetch = metafetch::fetch(cfg, &mut rx, fstatus, &fetch_cancel);
-            tokio::pin!(fetch);
+            let metadata = fetch::fetch(cfg, &mut rx, fstatus, &fetch_cancel);
+            tokio::pin!(metadata);
             loop {
                 tokio::select! {
-                    r = &mut fetch => break r,
+                    r = &mut metadata => break r,
                     c = self.cmds.recv() => match c {
                         Some(Cmd::Pause(r)) => { fetch_cancel.cancel(); return Some(RunEnd::Paused(r)); }
                         Some(Cmd::Remove(d, r)) => { fetch_cancel.cancel(); return Some(RunEnd::Removed(d, r)); }

@@ -1,4 +1,7 @@
-//! Magnet URIs (BEP-9, with BEP-53 `so` file selection).
+//! Magnet links: this module parses the URI (BEP-9, with BEP-53 `so` file
+//! selection); [`metadata`] assembles the info dictionary the link names
+//! from peers' `ut_metadata` pieces (sans-IO) and [`fetch`] runs the
+//! connections that get them.
 //!
 //! [`Magnet::parse`] reads a link into a validated [`Magnet`]; `Display`
 //! writes the canonical form back. The two are inverse on everything
@@ -36,6 +39,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+pub mod fetch;
+pub mod metadata;
 
 use crate::metainfo::Torrent;
 use crate::types::InfoHash;

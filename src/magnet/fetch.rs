@@ -4,7 +4,7 @@
 //! — to assemble the dictionary from several peers at once.
 //!
 //! The bookkeeping (which piece from whom, the size cap, the hash check) is
-//! the sans-IO [`crate::metadata::Fetch`]. Peers whose data fails the check
+//! the sans-IO [`super::metadata::Fetch`]. Peers whose data fails the check
 //! are disconnected and never dialled again; every address seen is handed
 //! on, so the download that follows starts with the whole swarm.
 
@@ -20,8 +20,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::metadata::{self, MetadataError, Progress};
 use crate::extension::{self, ExtHandshake, MetadataMsg};
-use crate::metadata::{self, MetadataError, Progress};
 use crate::mse::Encryption;
 use crate::peer::{self, PeerError};
 use crate::transport::{self, Dial, DialOpts, Link};
