@@ -140,10 +140,16 @@ impl Engine {
         }
     }
 
+    /// Queues a complete piece for hashing, waiting for a hash permit.
+    /// Cancel-safe: dropped while waiting (its task aborted, a web seed
+    /// killed), the piece goes back to the picker instead of staying
+    /// "verifying" for ever.
     pub(super) async fn verify(self: &Arc<Engine>, c: Complete) {
+        let mut waiting = Unhashed(self, Some(c));
         let Ok(permit) = self.shared.hash_permits.clone().acquire_owned().await else {
             return;
         };
+        let c = waiting.1.take().expect("taken once");
         let engine = self.clone();
         self.verifying.fetch_add(1, Ordering::SeqCst);
         // Not awaited: the peer goes on reading while the piece is hashed.
@@ -259,5 +265,89 @@ impl Engine {
             }
         });
         self.cancel.cancel();
+    }
+}
+
+/// A complete piece not yet handed to the hasher; refetched if dropped.
+struct Unhashed<'a>(&'a Engine, Option<Complete>);
+
+impl Drop for Unhashed<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.1.take() {
+            self.0.state().picker.piece_failed(c.piece, c.data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::bencode::write::Dict;
+    use crate::storage::MemStorage;
+
+    const PIECE: usize = 16 * 1024;
+
+    /// A one-piece torrent's engine with no free hash permit, and a peer
+    /// that has the piece.
+    fn engine_without_permits(data: &[u8]) -> (Arc<Engine>, PeerKey) {
+        let mut info = Dict::new();
+        info.int("length", data.len() as i64)
+            .bytes("name", "x")
+            .int("piece length", PIECE as i64)
+            .bytes("pieces", Sha1::digest(data));
+        let mut t = Dict::new();
+        t.dict("info", &info);
+        let torrent = Arc::new(Torrent::from_bytes(&t.finish()).unwrap());
+        let n = torrent.geometry().num_pieces;
+        let engine = Engine::new(Setup {
+            storage: Arc::new(MemStorage::new(data.len())),
+            have: Bitfield::new(n),
+            wanted: Bitfield::full(n),
+            config: EngineConfig::default(),
+            shared: Shared {
+                hash_permits: Arc::new(Semaphore::new(0)),
+                ..Shared::default()
+            },
+            rates: Arc::new(RatePair::new(0, 0)),
+            stats: Arc::new(Stats::default()),
+            cancel: CancellationToken::new(),
+            torrent,
+        });
+        let (tx, _rx) = mpsc::channel(8);
+        let addr: SocketAddr = "127.0.0.2:6881".parse().unwrap();
+        let key = engine
+            .register(
+                addr,
+                PeerId([1; 20]),
+                true,
+                false,
+                tx,
+                CancellationToken::new(),
+            )
+            .unwrap();
+        engine.on_bitfield(key, Bitfield::full(n));
+        (engine, key)
+    }
+
+    #[tokio::test]
+    async fn a_piece_dropped_while_waiting_for_the_hasher_is_fetched_again() {
+        let data = vec![7u8; PIECE];
+        let (engine, key) = engine_without_permits(&data);
+        let mut picks = Vec::new();
+        engine.pick(key, 8, None, &mut picks);
+        assert_eq!(picks.len(), 1);
+        let b = picks[0];
+        {
+            let store = engine.on_block(key, b.piece, b.offset, &data);
+            tokio::pin!(store);
+            // No permit: the piece waits for the hasher; then its task is
+            // cancelled.
+            assert!(futures::poll!(store.as_mut()).is_pending());
+        }
+        let mut again = Vec::new();
+        engine.pick(key, 8, None, &mut again);
+        assert_eq!(again, vec![b], "the piece is picked again");
     }
 }
