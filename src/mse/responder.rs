@@ -165,54 +165,75 @@ impl<F: Fn(&[u8; 20]) -> Option<InfoHash>> Side<F> for Responder {
             s @ Resp::PadC { len, .. } if input.len() < len + 2 => Step::Wait(s),
             Resp::PadC {
                 skey,
-                mut read,
-                mut write,
-                select,
-                len,
-            } => {
-                skip(input, &mut read, len);
-                let ia = take::<2>(input, &mut read).expect("length checked");
-                let start = out.len();
-                out.extend_from_slice(&[0u8; VC_LEN]);
-                out.extend_from_slice(&select.to_be_bytes());
-                out.extend_from_slice(&0u16.to_be_bytes()); // no PadD
-                write.apply(&mut out[start..]);
-                Step::Next(Resp::Ia {
-                    skey,
-                    read,
-                    write,
-                    select,
-                    len: usize::from(u16::from_be_bytes(ia)),
-                })
-            }
-            s @ Resp::Ia { len, .. } if input.len() < len => Step::Wait(s),
-            Resp::Ia {
-                skey,
-                mut read,
+                read,
                 write,
                 select,
                 len,
-            } => {
-                // The IA is always encrypted; what follows only if RC4
-                // was selected.
-                let upto = if select == CRYPTO_RC4 {
-                    input.len()
-                } else {
-                    len
-                };
-                read.apply(&mut input[..upto]);
-                let (read, write) = if select == CRYPTO_RC4 {
-                    (Some(read), Some(write))
-                } else {
-                    (None, None)
-                };
-                Step::Done(Box::new(Established {
-                    info_hash: skey,
-                    read,
-                    write,
-                }))
-            }
+            } => Step::Next(answer(input, out, skey, read, write, select, len)),
+            s @ Resp::Ia { len, .. } if input.len() < len => Step::Wait(s),
+            Resp::Ia {
+                skey,
+                read,
+                write,
+                select,
+                len,
+            } => Step::Done(Box::new(established(input, skey, read, write, select, len))),
             Resp::Done => Step::Wait(Resp::Done),
         })
+    }
+}
+
+/// PadC is in: skip it, read the IA's length and send our VC, crypto
+/// select and (empty) PadD.
+fn answer(
+    input: &mut BytesMut,
+    out: &mut Vec<u8>,
+    skey: InfoHash,
+    mut read: Cipher,
+    mut write: Cipher,
+    select: u32,
+    pad_c: usize,
+) -> Resp {
+    skip(input, &mut read, pad_c);
+    let ia = take::<2>(input, &mut read).expect("length checked");
+    let start = out.len();
+    out.extend_from_slice(&[0u8; VC_LEN]);
+    out.extend_from_slice(&select.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes()); // no PadD
+    write.apply(&mut out[start..]);
+    Resp::Ia {
+        skey,
+        read,
+        write,
+        select,
+        len: usize::from(u16::from_be_bytes(ia)),
+    }
+}
+
+/// The IA is in: the handshake is done.
+fn established(
+    input: &mut BytesMut,
+    skey: InfoHash,
+    mut read: Cipher,
+    write: Cipher,
+    select: u32,
+    ia: usize,
+) -> Established {
+    // The IA is always encrypted; what follows only if RC4 was selected.
+    let upto = if select == CRYPTO_RC4 {
+        input.len()
+    } else {
+        ia
+    };
+    read.apply(&mut input[..upto]);
+    let (read, write) = if select == CRYPTO_RC4 {
+        (Some(read), Some(write))
+    } else {
+        (None, None)
+    };
+    Established {
+        info_hash: skey,
+        read,
+        write,
     }
 }
