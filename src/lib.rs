@@ -18,7 +18,8 @@
 //! - [`magnet`]: everything a magnet link needs: parsing the URI (BEP-9,
 //!   BEP-53), assembling its info dictionary from peers' pieces and
 //!   checking it against the info-hash (`magnet::metadata`, sans-IO), and
-//!   the connections that fetch those pieces (`magnet::fetch`).
+//!   the metadata phase the swarm's connections run before the engine
+//!   starts (`magnet::fetch`).
 //! - [`dht`]: the mainline DHT (BEP-5): KRPC codec, routing table,
 //!   lookups, the UDP node task and its peer store.
 //! - [`mse`]: the MSE/PE handshake (sans-IO) and its RC4 streams.

@@ -241,7 +241,7 @@ impl Incoming {
         let token = entry.run.child_token();
         let encrypted = link.encrypted();
         tracing::debug!(%addr, encrypted, "incoming peer handshaken");
-        let outcome = crate::peer::run(engine, link, addr, token, hs, buf, false).await;
+        let outcome = crate::peer::run(engine, link, addr, token, hs, buf, false, None).await;
         tracing::debug!(%addr, result = ?outcome.result, "incoming peer ended");
     }
 

@@ -1,40 +1,46 @@
-//! Fetching a magnet link's info dictionary (BEP-9) before the download
-//! can start. Connections here speak just enough of the protocol — the
-//! handshake with the BEP-10 bit, the extended handshake and `ut_metadata`
-//! — to assemble the dictionary from several peers at once.
+//! A magnet link's metadata phase (BEP-9) on the swarm's own connections.
+//!
+//! Until the info dictionary is known, the swarm (`swarm::run_magnet`)
+//! dials as for a download and runs each connection through
+//! [`MetadataPhase::connection`]: our extended handshake (and `have none`
+//! with the fast extension, so our first message is the one BEP-6 asks
+//! for), then `ut_metadata` requests. Everything else the peer says is
+//! kept. Once the dictionary is verified and the engine runs, the
+//! connection goes on in the peer loop (`peer::run`) with those messages,
+//! so the download starts on the connections that fetched the metadata.
 //!
 //! The bookkeeping (which piece from whom, the size cap, the hash check) is
 //! the sans-IO [`super::metadata::Fetch`]. Peers whose data fails the check
-//! are disconnected and never dialled again; every address seen is handed
-//! on, so the download that follows starts with the whole swarm.
+//! are disconnected with [`PeerError::BadMetadata`], which the swarm never
+//! dials again.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::metadata::{self, MetadataError, Progress};
+use crate::engine::{Engine, EngineConfig};
 use crate::extension::{self, ExtHandshake, MetadataMsg};
-use crate::mse::Encryption;
 use crate::peer::{self, PeerError};
-use crate::transport::{self, Dial, DialOpts, Link};
-use crate::types::{InfoHash, PeerId};
+use crate::transport::{self, Dial, DialOpts, Link, Opened};
+use crate::types::InfoHash;
 use crate::wire::{self, Handshake, Message, MAX_FRAME};
 
-/// A connection that sends nothing for this long is closed.
+/// A connection that sends nothing for this long while the metadata is
+/// fetched is closed.
 const IDLE: Duration = Duration::from_secs(30);
-/// Attempts per address before it is forgotten.
-const MAX_ATTEMPTS: u32 = 3;
-const RETRY_AFTER: Duration = Duration::from_secs(5);
-/// Addresses remembered at most.
-const MAX_KNOWN: usize = 5_000;
+/// Connections during the metadata phase at most.
+pub const MAX_CONNS: usize = 30;
+/// Messages kept from one peer for the peer loop: a bitfield and a few
+/// `have`s are normal; a flood is not.
+const MAX_KEPT: usize = 10_000;
 /// The piece count is unknown here: allow the bitfield of the largest
 /// torrent whose info dictionary we accept (20 bytes of hash a piece).
 const MAX_FRAME_HERE: usize = {
@@ -46,21 +52,6 @@ const MAX_FRAME_HERE: usize = {
     }
 };
 
-#[derive(Debug, Clone)]
-pub struct FetchConfig {
-    pub info_hash: InfoHash,
-    pub peer_id: PeerId,
-    /// Local address outgoing connections bind to.
-    pub bind_ip: Option<IpAddr>,
-    /// Our peer port, told to peers in the extended handshake.
-    pub listen_port: u16,
-    pub connect_timeout: Duration,
-    pub handshake_timeout: Duration,
-    /// Connections at once.
-    pub max_conns: usize,
-    pub encryption: Encryption,
-}
-
 /// Progress for the "fetching metadata" line.
 #[derive(Debug, Default)]
 pub struct FetchStatus {
@@ -71,262 +62,285 @@ pub struct FetchStatus {
     pub received: AtomicU64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("interrupted while fetching the metadata")]
-    Interrupted,
-}
-
-/// The verified info dictionary, and every peer address seen meanwhile.
-#[derive(Debug)]
-pub struct Fetched {
-    pub info: Vec<u8>,
-    pub peers: Vec<SocketAddr>,
-}
-
 type Key = metadata::PeerKey;
 
-struct Shared {
-    cfg: FetchConfig,
+/// One magnet's metadata phase, shared by its connections.
+pub struct MetadataPhase {
+    info_hash: InfoHash,
+    /// Dial and handshake settings, as the engine will have them.
+    config: EngineConfig,
+    /// We run a DHT node (the BEP-5 bit in our handshake).
+    dht: bool,
     fetch: Mutex<metadata::Fetch>,
     done: watch::Sender<Option<Arc<Vec<u8>>>>,
     conns: Mutex<HashMap<Key, (SocketAddr, CancellationToken)>>,
     liars: Mutex<HashSet<SocketAddr>>,
     status: Arc<FetchStatus>,
+    next_key: AtomicU64,
+}
+
+/// A connection whose metadata phase is over, for the peer loop.
+pub struct Handover {
+    pub engine: Arc<Engine>,
+    pub link: Link,
+    pub theirs: Handshake,
+    /// Bytes read and not yet decoded.
+    pub buf: BytesMut,
+    /// What the peer said meanwhile (its extended handshake, bitfield,
+    /// `have`s, chokes, requests), in order.
+    pub kept: Vec<Message>,
+    /// Metadata bytes it delivered.
+    pub metadata_bytes: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct Known {
-    busy: bool,
-    attempts: u32,
-    retry_at: Instant,
-}
-
-/// Dials the addresses arriving on `addrs` until the info dictionary is
-/// assembled and matches the info-hash, or `cancel` fires.
-pub async fn fetch(
-    cfg: FetchConfig,
-    addrs: &mut mpsc::Receiver<Vec<SocketAddr>>,
-    status: Arc<FetchStatus>,
-    cancel: &CancellationToken,
-) -> Result<Fetched, FetchError> {
-    let (done, mut done_rx) = watch::channel(None);
-    let shared = Arc::new(Shared {
-        fetch: Mutex::new(metadata::Fetch::new(cfg.info_hash)),
-        cfg,
-        done,
-        conns: Mutex::new(HashMap::new()),
-        liars: Mutex::new(HashSet::new()),
-        status,
-    });
-    let stop = cancel.child_token();
-    let mut known: HashMap<SocketAddr, Known> = HashMap::new();
-    let mut tasks: JoinSet<SocketAddr> = JoinSet::new();
-    let mut next_key: Key = 1;
-    let mut sources_open = true;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let result = loop {
-        let now = Instant::now();
-        let liars = lock(&shared.liars).clone();
-        for (addr, k) in known.iter_mut() {
-            if tasks.len() >= shared.cfg.max_conns {
-                break;
-            }
-            if k.busy || k.attempts >= MAX_ATTEMPTS || k.retry_at > now || liars.contains(addr) {
-                continue;
-            }
-            k.busy = true;
-            k.attempts += 1;
-            let (key, addr, sh, kill) = (next_key, *addr, shared.clone(), stop.child_token());
-            next_key += 1;
-            lock(&shared.conns).insert(key, (addr, kill.clone()));
-            tasks.spawn(async move {
-                let r = connection(&sh, addr, key, &kill).await;
-                if let Err(e) = &r {
-                    tracing::debug!(%addr, "metadata peer ended: {e}");
-                }
-                lock(&sh.fetch).remove_peer(key);
-                lock(&sh.conns).remove(&key);
-                addr
-            });
-        }
-        shared.status.known.store(known.len(), Ordering::Relaxed);
-        shared
-            .status
-            .connected
-            .store(tasks.len(), Ordering::Relaxed);
-        tokio::select! {
-            _ = cancel.cancelled() => break Err(FetchError::Interrupted),
-            r = done_rx.changed() => {
-                if r.is_ok() {
-                    if let Some(info) = done_rx.borrow_and_update().clone() {
-                        break Ok(info);
-                    }
-                }
-            }
-            a = addrs.recv(), if sources_open => match a {
-                Some(list) => {
-                    for a in list {
-                        if known.len() < MAX_KNOWN && a.port() != 0 && !a.ip().is_unspecified() {
-                            known.entry(a).or_insert(Known { busy: false, attempts: 0, retry_at: now });
-                        }
-                    }
-                }
-                // Every source is gone: keep going with what is known.
-                None => sources_open = false,
-            },
-            Some(r) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(addr) = r {
-                    if let Some(k) = known.get_mut(&addr) {
-                        k.busy = false;
-                        k.retry_at = Instant::now() + RETRY_AFTER * k.attempts;
-                    }
-                }
-            }
-            _ = tick.tick() => {}
-        }
-    };
-    stop.cancel();
-    tasks.shutdown().await;
-    let info = result?;
-    let liars = lock(&shared.liars).clone();
-    let peers = known.into_keys().filter(|a| !liars.contains(a)).collect();
-    Ok(Fetched {
-        info: info.to_vec(),
-        peers,
-    })
-}
-
-/// Why a metadata connection ended (logged).
-#[derive(Debug, thiserror::Error)]
-enum End {
-    #[error(transparent)]
-    Peer(#[from] PeerError),
-    #[error("{0}")]
-    Refused(&'static str),
-    #[error("timed out: peer went silent")]
-    Silent,
-    #[error("stopped")]
-    Killed,
-}
-
-impl From<std::io::Error> for End {
-    fn from(e: std::io::Error) -> End {
-        End::Peer(PeerError::Io(e))
+impl MetadataPhase {
+    pub fn new(
+        info_hash: InfoHash,
+        config: EngineConfig,
+        dht: bool,
+        status: Arc<FetchStatus>,
+    ) -> Arc<MetadataPhase> {
+        Arc::new(MetadataPhase {
+            info_hash,
+            config,
+            dht,
+            fetch: Mutex::new(metadata::Fetch::new(info_hash)),
+            done: watch::channel(None).0,
+            conns: Mutex::new(HashMap::new()),
+            liars: Mutex::new(HashSet::new()),
+            status,
+            next_key: AtomicU64::new(1),
+        })
     }
-}
 
-/// One peer: handshakes, then asks it for pieces of the dictionary.
-async fn connection(
-    sh: &Shared,
-    addr: SocketAddr,
-    key: Key,
-    kill: &CancellationToken,
-) -> Result<(), End> {
-    let cfg = &sh.cfg;
-    let mut hs = Handshake::new(cfg.info_hash, cfg.peer_id);
-    hs.set(wire::RESERVED_EXTENSION);
-    let opts = DialOpts {
-        bind_ip: cfg.bind_ip,
-        connect_timeout: cfg.connect_timeout,
-        handshake_timeout: cfg.handshake_timeout,
-    };
-    let how = Dial::choose(cfg.encryption, false, false);
-    let opened = tokio::select! {
-        o = transport::open(&opts, addr, &hs, how) => o.map_err(PeerError::from)?,
-        _ = kill.cancelled() => return Err(End::Killed),
-    };
-    let (mut stream, theirs, mut buf) = (opened.link, opened.theirs, opened.buf);
-    peer::check_handshake(&theirs, &cfg.info_hash, &cfg.peer_id)?;
-    if !theirs.has(wire::RESERVED_EXTENSION) {
-        return Err(End::Refused("no extension protocol"));
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
-    // No PEX before the metadata says whether the torrent is private.
-    let ours = ExtHandshake::ours(false, cfg.listen_port, addr.ip());
-    send(
-        &mut stream,
+
+    pub fn status(&self) -> &FetchStatus {
+        &self.status
+    }
+
+    pub fn max_conns(&self) -> usize {
+        self.config.max_peers.min(MAX_CONNS)
+    }
+
+    /// The verified info dictionary, once there is one.
+    pub async fn done(&self) -> Arc<Vec<u8>> {
+        let mut rx = self.done.subscribe();
+        loop {
+            if let Some(info) = rx.borrow_and_update().clone() {
+                return info;
+            }
+            // `self` holds the sender, so the channel stays open.
+            let _ = rx.changed().await;
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.borrow().is_some()
+    }
+
+    /// Our handshake: the bits the peer loop will rely on later are set now.
+    fn handshake(&self) -> Handshake {
+        let mut hs = Handshake::new(self.info_hash, self.config.peer_id);
+        hs.set(wire::RESERVED_EXTENSION);
+        hs.set(wire::RESERVED_FAST);
+        if self.dht {
+            hs.set(wire::RESERVED_DHT);
+        }
+        hs
+    }
+
+    /// Dials `addr` and handshakes.
+    pub async fn open(&self, addr: SocketAddr, plain_worked: bool) -> Result<Opened, PeerError> {
+        let c = &self.config;
+        let opts = DialOpts {
+            bind_ip: c.bind_ip,
+            connect_timeout: c.connect_timeout,
+            handshake_timeout: c.handshake_timeout,
+        };
+        let how = Dial::choose(c.encryption, plain_worked, false);
+        Ok(transport::open(&opts, addr, &self.handshake(), how).await?)
+    }
+
+    /// Fetches metadata over one opened connection, then keeps it until
+    /// the engine runs and hands it over. Ends early when the peer cannot
+    /// help (no `ut_metadata`, a size out of bounds), lies, goes silent,
+    /// or `cancel` fires.
+    pub async fn connection(
+        &self,
+        opened: Opened,
+        addr: SocketAddr,
+        mut engine: watch::Receiver<Option<Arc<Engine>>>,
+        cancel: &CancellationToken,
+    ) -> Result<Handover, PeerError> {
+        let Opened {
+            mut link,
+            theirs,
+            mut buf,
+            ..
+        } = opened;
+        peer::check_handshake(&theirs, &self.info_hash, &self.config.peer_id)?;
+        if !theirs.has(wire::RESERVED_EXTENSION) {
+            return Err(protocol("no extension protocol, so no metadata"));
+        }
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let kill = cancel.child_token();
+        lock(&self.conns).insert(key, (addr, kill.clone()));
+        let _gone = Gone(self, key);
+
+        // PEX is offered before the metadata says whether the torrent is
+        // private (as libtorrent does): a client that did not see it in the
+        // first extended handshake may never take it up. The peer loop
+        // withdraws it for a private torrent and sends no PEX of its own.
+        let ours = ExtHandshake {
+            reqq: Some(peer::OUR_REQQ),
+            ..ExtHandshake::ours(true, self.config.listen_port, addr.ip())
+        };
+        let mut first = BytesMut::new();
         Message::Extended {
             id: extension::HANDSHAKE,
             payload: Bytes::from(ours.encode()),
-        },
-    )
-    .await?;
+        }
+        .encode(&mut first);
+        if theirs.has(wire::RESERVED_FAST) {
+            Message::HaveNone.encode(&mut first);
+        }
+        link.write_all(&mut first).await?;
 
-    let mut their_id: Option<u8> = None;
-    let mut last_recv = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        while let Some(msg) = wire::decode_message(&mut buf, MAX_FRAME_HERE)
-            .map_err(|_| End::Refused("malformed message"))?
-        {
-            let Message::Extended { id, payload } = msg else {
-                continue;
-            };
-            if id == extension::HANDSHAKE {
-                let Ok(h) = ExtHandshake::decode(&payload) else {
-                    return Err(End::Refused("malformed extended handshake"));
-                };
-                let (Some(id), Some(size)) = (h.id(extension::UT_METADATA), h.metadata_size) else {
-                    return Err(End::Refused("no metadata to offer"));
-                };
-                if lock(&sh.fetch).add_peer(key, size).is_err() {
-                    return Err(End::Refused("metadata size out of bounds"));
-                }
-                their_id = Some(id);
-            } else if id == extension::OUR_UT_METADATA {
-                on_metadata(sh, key, &payload)?;
+        let mut c = Conn {
+            key,
+            their_id: None,
+            kept: Vec::new(),
+            metadata_bytes: 0,
+        };
+        let mut done = self.done.subscribe();
+        let (mut last_recv, mut last_sent) = (Instant::now(), Instant::now());
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while let Some(msg) = wire::decode_message(&mut buf, MAX_FRAME_HERE)? {
+                self.on_message(&mut c, msg)?;
             }
-        }
-        if let Some(id) = their_id {
-            request_more(sh, key, id, &mut stream).await?;
-        }
-        tokio::select! {
-            _ = kill.cancelled() => return Err(End::Killed),
-            n = stream.read_buf(&mut buf) => {
-                if n? == 0 {
-                    return Err(End::Refused("closed"));
+            let finished = done.borrow_and_update().is_some();
+            if finished {
+                if let Some(engine) = engine.borrow_and_update().clone() {
+                    return Ok(Handover {
+                        engine,
+                        link,
+                        theirs,
+                        buf,
+                        kept: c.kept,
+                        metadata_bytes: c.metadata_bytes,
+                    });
                 }
-                last_recv = Instant::now();
+            } else if let Some(id) = c.their_id {
+                if self.request_more(key, id, &mut link).await? {
+                    last_sent = Instant::now();
+                }
             }
-            _ = tick.tick() => {
-                if last_recv.elapsed() > IDLE {
-                    return Err(End::Silent);
+            tokio::select! {
+                _ = kill.cancelled() => {
+                    return Err(if lock(&self.liars).contains(&addr) {
+                        PeerError::BadMetadata
+                    } else {
+                        PeerError::Closed
+                    });
+                }
+                n = link.read_buf(&mut buf) => {
+                    if n? == 0 {
+                        return Err(PeerError::Closed);
+                    }
+                    last_recv = Instant::now();
+                }
+                _ = done.changed(), if !finished => {}
+                r = engine.changed(), if finished => {
+                    if r.is_err() {
+                        return Err(PeerError::Closed);
+                    }
+                }
+                _ = tick.tick() => {
+                    // Waiting for the engine (the data check may take a
+                    // while) is not the peer's silence.
+                    if !finished && last_recv.elapsed() > IDLE {
+                        return Err(PeerError::Timeout("fetching metadata: peer went silent"));
+                    }
+                    if last_sent.elapsed() >= self.config.keepalive_interval {
+                        link.write_all(&mut [0u8; 4]).await?;
+                        last_sent = Instant::now();
+                    }
                 }
             }
         }
     }
-}
 
-fn on_metadata(sh: &Shared, key: Key, payload: &Bytes) -> Result<(), End> {
-    let Ok(msg) = MetadataMsg::decode(payload) else {
-        return Ok(());
-    };
-    let mut f = lock(&sh.fetch);
-    match msg {
-        MetadataMsg::Request { .. } => {}
-        MetadataMsg::Reject { piece } => f.on_reject(key, piece),
-        MetadataMsg::Data {
-            piece,
-            total_size,
-            data,
-        } => match f.on_data(key, piece, total_size, &data, std::time::Instant::now()) {
+    fn on_message(&self, c: &mut Conn, msg: Message) -> Result<(), PeerError> {
+        match msg {
+            Message::Extended {
+                id: extension::HANDSHAKE,
+                ref payload,
+            } => {
+                if c.their_id.is_none() && !self.is_done() {
+                    let h = ExtHandshake::decode(payload)
+                        .map_err(|_| protocol("malformed extended handshake"))?;
+                    let (Some(id), Some(size)) = (h.id(extension::UT_METADATA), h.metadata_size)
+                    else {
+                        return Err(protocol("no metadata to offer"));
+                    };
+                    if lock(&self.fetch).add_peer(c.key, size).is_err() {
+                        return Err(protocol("metadata size out of bounds"));
+                    }
+                    c.their_id = Some(id);
+                }
+                c.keep(msg)
+            }
+            Message::Extended {
+                id: extension::OUR_UT_METADATA,
+                ref payload,
+            } => match MetadataMsg::decode(payload) {
+                // Answered by the peer loop, which has the dictionary.
+                Ok(MetadataMsg::Request { .. }) => c.keep(msg),
+                Ok(m) => self.on_metadata(c, m),
+                Err(_) => Ok(()),
+            },
+            // Nothing was requested yet; keep-alives are only noted.
+            Message::Piece { .. } | Message::KeepAlive => Ok(()),
+            _ => c.keep(msg),
+        }
+    }
+
+    fn on_metadata(&self, c: &mut Conn, msg: MetadataMsg) -> Result<(), PeerError> {
+        let mut f = lock(&self.fetch);
+        let (piece, total_size, data) = match msg {
+            MetadataMsg::Reject { piece } => {
+                f.on_reject(c.key, piece);
+                return Ok(());
+            }
+            MetadataMsg::Request { .. } => return Ok(()),
+            MetadataMsg::Data {
+                piece,
+                total_size,
+                data,
+            } => (piece, total_size, data),
+        };
+        let status = &self.status;
+        match f.on_data(c.key, piece, total_size, &data, std::time::Instant::now()) {
             Ok(Progress::Done(info)) => {
-                sh.status
-                    .received
-                    .store(info.len() as u64, Ordering::Relaxed);
-                sh.done.send_replace(Some(Arc::new(info)));
+                c.metadata_bytes += data.len() as u64;
+                status.received.store(info.len() as u64, Ordering::Relaxed);
+                self.done.send_replace(Some(Arc::new(info)));
             }
-            Ok(Progress::Stored | Progress::Ignored) => {
-                sh.status
-                    .size
-                    .store(f.size().unwrap_or(0), Ordering::Relaxed);
-                sh.status.received.store(f.received(), Ordering::Relaxed);
+            Ok(Progress::Stored) => {
+                c.metadata_bytes += data.len() as u64;
+                status.size.store(f.size().unwrap_or(0), Ordering::Relaxed);
+                status.received.store(f.received(), Ordering::Relaxed);
             }
+            Ok(Progress::Ignored) => {}
             Err(MetadataError::HashMismatch { peers }) => {
                 drop(f);
                 if peers.is_empty() {
@@ -338,49 +352,78 @@ fn on_metadata(sh: &Shared, key: Key, payload: &Bytes) -> Result<(), End> {
                         "metadata from a peer failed the hash check; dropping it, asking others"
                     );
                 }
-                let conns = lock(&sh.conns);
-                let mut liars = lock(&sh.liars);
+                let conns = lock(&self.conns);
+                let mut liars = lock(&self.liars);
                 for p in &peers {
                     if let Some((addr, kill)) = conns.get(p) {
                         liars.insert(*addr);
                         kill.cancel();
                     }
                 }
-                sh.status.received.store(0, Ordering::Relaxed);
-                if peers.contains(&key) {
-                    return Err(End::Refused("sent metadata that fails the hash check"));
+                status.received.store(0, Ordering::Relaxed);
+                if peers.contains(&c.key) {
+                    return Err(PeerError::BadMetadata);
                 }
             }
             Err(_) => {}
-        },
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-async fn request_more(sh: &Shared, key: Key, their_id: u8, stream: &mut Link) -> Result<(), End> {
-    let pieces: Vec<u32> = {
-        let mut f = lock(&sh.fetch);
-        let now = std::time::Instant::now();
-        std::iter::from_fn(|| f.next_request(key, now))
-            .take(8)
-            .collect()
-    };
-    for piece in pieces {
-        send(
-            stream,
+    /// Sends the requests the fetch hands this peer; whether there were any.
+    async fn request_more(&self, key: Key, their_id: u8, link: &mut Link) -> std::io::Result<bool> {
+        let pieces: Vec<u32> = {
+            let mut f = lock(&self.fetch);
+            let now = std::time::Instant::now();
+            std::iter::from_fn(|| f.next_request(key, now))
+                .take(8)
+                .collect()
+        };
+        if pieces.is_empty() {
+            return Ok(false);
+        }
+        let mut b = BytesMut::new();
+        for piece in pieces {
             Message::Extended {
                 id: their_id,
                 payload: Bytes::from(MetadataMsg::Request { piece }.encode()),
-            },
-        )
-        .await?;
+            }
+            .encode(&mut b);
+        }
+        link.write_all(&mut b).await?;
+        Ok(true)
     }
-    Ok(())
 }
 
-async fn send(stream: &mut Link, m: Message) -> Result<(), End> {
-    let mut b = BytesMut::new();
-    m.encode(&mut b);
-    stream.write_all(&mut b).await?;
-    Ok(())
+/// One connection's part of the phase.
+struct Conn {
+    key: Key,
+    /// The peer's id for `ut_metadata`, once its extended handshake came.
+    their_id: Option<u8>,
+    kept: Vec<Message>,
+    metadata_bytes: u64,
+}
+
+impl Conn {
+    fn keep(&mut self, msg: Message) -> Result<(), PeerError> {
+        if self.kept.len() >= MAX_KEPT {
+            return Err(protocol("too many messages before the metadata"));
+        }
+        self.kept.push(msg);
+        Ok(())
+    }
+}
+
+/// Forgets a connection when it ends or is handed over.
+struct Gone<'a>(&'a MetadataPhase, Key);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.fetch).remove_peer(self.1);
+        lock(&self.0.conns).remove(&self.1);
+    }
+}
+
+fn protocol(why: &str) -> PeerError {
+    PeerError::Protocol(why.to_string())
 }

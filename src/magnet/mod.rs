@@ -1,7 +1,8 @@
 //! Magnet links: this module parses the URI (BEP-9, with BEP-53 `so` file
 //! selection); [`metadata`] assembles the info dictionary the link names
-//! from peers' `ut_metadata` pieces (sans-IO) and [`fetch`] runs the
-//! connections that get them.
+//! from peers' `ut_metadata` pieces (sans-IO) and [`fetch`] is the
+//! metadata phase the swarm's connections run, before they go on to
+//! download.
 //!
 //! [`Magnet::parse`] reads a link into a validated [`Magnet`]; `Display`
 //! writes the canonical form back. The two are inverse on everything

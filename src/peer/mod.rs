@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use self::state::{Action, Greeting, PeerState, Remote, Settings, Torrent};
 use crate::engine::picker::PeerKey;
 use crate::engine::{Engine, PeerCommand, Refusal};
-use crate::extension::{ExtHandshake, MetadataMsg};
+use crate::extension::{self, ExtHandshake, MetadataMsg};
 use crate::mse::Encryption;
 use crate::transport::{self, Dial, DialOpts, Link, LinkError, Opened, ReadLink, WriteLink};
 use crate::types::{Bitfield, BlockRef, BLOCK_LEN};
@@ -37,7 +37,7 @@ use crate::wire::{self, Handshake, Message, WireError, MAX_FRAME};
 
 const READ_CHUNK: usize = 256 * 1024;
 /// Requests we let a peer queue, as advertised in `reqq`.
-const OUR_REQQ: u32 = 500;
+pub(crate) const OUR_REQQ: u32 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -53,6 +53,8 @@ pub enum PeerError {
     SelfConnection,
     #[error("peer is banned")]
     Banned,
+    #[error("peer sent metadata that fails the hash check")]
+    BadMetadata,
     #[error("already connected to this peer")]
     Duplicate,
     #[error("closed to make room for another peer")]
@@ -134,7 +136,9 @@ pub fn failed(e: PeerError) -> Outcome {
 
 /// Runs a connection whose remote handshake (`theirs`, with the bytes
 /// that followed it) has been read; for an incoming one ours is sent
-/// first.
+/// first. `earlier`: the connection comes from a magnet's metadata phase,
+/// which greeted the peer already and kept these messages from it.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     engine: Arc<Engine>,
     mut link: Link,
@@ -143,6 +147,7 @@ pub async fn run(
     theirs: Handshake,
     buf: BytesMut,
     outgoing: bool,
+    earlier: Option<Vec<Message>>,
 ) -> Outcome {
     if !outgoing {
         if let Err(e) = link.write_all(&mut our_handshake(&engine).encode()).await {
@@ -187,7 +192,7 @@ pub async fn run(
         useful_bytes: 0,
         upload_job: None,
     };
-    let result = conn.run(rd, buf, cmd_rx, &cancel, &kill).await;
+    let result = conn.run(rd, buf, earlier, cmd_rx, &cancel, &kill).await;
     drop(conn.out);
     writer.abort();
     tracing::debug!(%addr, ?result, "peer disconnected");
@@ -334,9 +339,9 @@ impl Conn {
             .map_err(|_| PeerError::Closed)
     }
 
-    fn greeting(&self) -> Greeting {
+    fn greeting(&self, continued: bool) -> Greeting {
         let e = &self.engine;
-        let hs = ExtHandshake {
+        let mut hs = ExtHandshake {
             reqq: Some(OUR_REQQ),
             metadata_size: Some(e.info_bytes.len() as u64),
             encryption: e.config.encryption != Encryption::Disable,
@@ -346,10 +351,15 @@ impl Conn {
                 self.state.remote().addr.ip(),
             )
         };
+        if continued && e.private {
+            // The metadata phase offered PEX before it knew; id 0 withdraws it.
+            hs.m.push((extension::UT_PEX.to_string(), 0));
+        }
         Greeting {
             have: e.have_bitfield(),
             ext_handshake: Bytes::from(hs.encode()),
             dht_port: e.dht.get().map(|(port, _)| *port),
+            continued,
         }
     }
 
@@ -357,6 +367,7 @@ impl Conn {
         &mut self,
         mut rd: ReadLink,
         mut buf: BytesMut,
+        earlier: Option<Vec<Message>>,
         mut cmds: mpsc::Receiver<PeerCommand>,
         cancel: &CancellationToken,
         kill: &CancellationToken,
@@ -365,9 +376,12 @@ impl Conn {
         let max_frame = MAX_FRAME.max(engine.geometry.bitfield_len() + 1);
         let mut haves = engine.have_updates();
         let mut have_cursor = *haves.borrow_and_update();
-        let greeting = self.greeting();
+        let greeting = self.greeting(earlier.is_some());
         self.state.start(greeting, Instant::now());
         self.flush().await?;
+        for msg in earlier.into_iter().flatten() {
+            self.handle(&engine, msg).await?;
+        }
         // Messages may have arrived in the same segment as the handshake.
         self.read_messages(&mut buf, max_frame).await?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -421,35 +435,41 @@ impl Conn {
     ) -> Result<(), PeerError> {
         let engine = self.engine.clone();
         while let Some(msg) = wire::decode_message(buf, max_frame)? {
-            if !matches!(msg, Message::Piece { .. }) {
-                tracing::trace!(key = self.key, ?msg, "received");
-            }
-            let mut t = EngineView {
-                engine: &engine,
-                key: self.key,
-            };
-            match self.state.on_message(msg, Instant::now(), &mut t)? {
-                None => {}
-                Some(Action::Store {
-                    piece,
-                    offset,
-                    data,
-                }) => {
-                    let len = data.len() as u64;
-                    engine.acquire_download(len).await;
-                    self.state.stored(len, Instant::now());
-                    if engine.on_block(self.key, piece, offset, &data).await {
-                        self.useful_bytes += len;
-                    }
-                }
-                Some(Action::Metadata { id, piece }) => self.serve_metadata(id, piece).await?,
-            }
+            self.handle(&engine, msg).await?;
         }
         let mut t = EngineView {
             engine: &engine,
             key: self.key,
         };
         self.state.fill(Instant::now(), &mut t);
+        Ok(())
+    }
+
+    /// Feeds the core one message and runs what it asks for.
+    async fn handle(&mut self, engine: &Arc<Engine>, msg: Message) -> Result<(), PeerError> {
+        if !matches!(msg, Message::Piece { .. }) {
+            tracing::trace!(key = self.key, ?msg, "received");
+        }
+        let mut t = EngineView {
+            engine,
+            key: self.key,
+        };
+        match self.state.on_message(msg, Instant::now(), &mut t)? {
+            None => {}
+            Some(Action::Store {
+                piece,
+                offset,
+                data,
+            }) => {
+                let len = data.len() as u64;
+                engine.acquire_download(len).await;
+                self.state.stored(len, Instant::now());
+                if engine.on_block(self.key, piece, offset, &data).await {
+                    self.useful_bytes += len;
+                }
+            }
+            Some(Action::Metadata { id, piece }) => self.serve_metadata(id, piece).await?,
+        }
         Ok(())
     }
 

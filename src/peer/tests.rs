@@ -707,6 +707,7 @@ fn choking_a_fast_peer_rejects_its_queue_but_serves_allowed_fast_pieces() {
             have,
             ext_handshake: Bytes::new(),
             dht_port: None,
+            continued: false,
         },
         p.t0,
     );
@@ -825,6 +826,7 @@ fn the_greeting_is_ext_handshake_then_pieces_then_allowed_fast_then_port() {
             have: have.clone(),
             ext_handshake: payload.clone(),
             dht_port: Some(7000),
+            continued: false,
         },
         p.t0,
     );
@@ -848,6 +850,40 @@ fn the_greeting_is_ext_handshake_then_pieces_then_allowed_fast_then_port() {
 }
 
 #[test]
+fn after_a_metadata_phase_the_greeting_sends_haves_never_a_bitfield() {
+    let mut p = Peer::new(true);
+    let mut have = Bitfield::new(PIECES);
+    have.set(1);
+    have.set(3);
+    let payload = Bytes::from_static(b"d1:md6:ut_pexi2eee");
+    p.core.start(
+        Greeting {
+            have,
+            ext_handshake: payload.clone(),
+            dht_port: None,
+            continued: true,
+        },
+        p.t0,
+    );
+    let sent = p.sent();
+    assert_eq!(
+        sent[..3],
+        [
+            Message::Extended {
+                id: extension::HANDSHAKE,
+                payload
+            },
+            Message::Have(1),
+            Message::Have(3),
+        ]
+    );
+    assert!(sent.iter().all(|m| !matches!(
+        m,
+        Message::Bitfield(_) | Message::HaveAll | Message::HaveNone
+    )));
+}
+
+#[test]
 fn a_fast_peer_hears_have_all_or_have_none_and_a_plain_one_a_bitfield_or_nothing() {
     let cases = [
         (true, Bitfield::full(PIECES), Some(Message::HaveAll)),
@@ -868,6 +904,7 @@ fn a_fast_peer_hears_have_all_or_have_none_and_a_plain_one_a_bitfield_or_nothing
                 have,
                 ext_handshake: Bytes::new(),
                 dht_port: None,
+                continued: false,
             },
             p.t0,
         );

@@ -49,6 +49,9 @@ pub(super) struct Run {
     pub(super) announcer: Option<tokio::task::JoinHandle<()>>,
     pub(super) announcer_stop: CancellationToken,
     pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// A magnet's swarm started in the metadata phase waits here for the
+    /// engine; kept open for the whole run.
+    pub(super) engine_tx: Option<watch::Sender<Option<Arc<Engine>>>>,
 }
 
 impl Actor {

@@ -33,7 +33,7 @@ use crate::dht::node::Dht;
 use crate::engine::ratelimit::RatePair;
 use crate::engine::{self, checker, Engine, EngineError, Phase, Setup, Stats};
 use crate::listener::Registry;
-use crate::magnet::fetch::{self, FetchConfig, FetchStatus};
+use crate::magnet::fetch::{FetchStatus, MetadataPhase};
 use crate::magnet::Magnet;
 use crate::metainfo::select::{self, SelectError};
 use crate::metainfo::{self, FileKind, Torrent};

@@ -107,6 +107,11 @@ pub(crate) struct Greeting {
     pub ext_handshake: Bytes,
     /// Our DHT node's port, if we run one.
     pub dht_port: Option<u16>,
+    /// A magnet's metadata phase already sent our first messages on this
+    /// connection: the extended handshake goes again (now with what the
+    /// metadata tells) and what we have goes as `have`s, since a bitfield
+    /// may only come first.
+    pub continued: bool,
 }
 
 /// Our side as a downloader: DESIGN.md's "choked" and "downloading"
@@ -226,6 +231,7 @@ impl PeerState {
             have,
             ext_handshake,
             dht_port,
+            continued,
         } = greeting;
         let fast = self.remote.fast;
         if self.remote.extended {
@@ -237,7 +243,11 @@ impl PeerState {
                 now,
             );
         }
-        if fast && have.is_full() {
+        if continued {
+            for p in have.iter_ones() {
+                self.send(Message::Have(p), now);
+            }
+        } else if fast && have.is_full() {
             self.send(Message::HaveAll, now);
         } else if fast && have.count() == 0 {
             self.send(Message::HaveNone, now);

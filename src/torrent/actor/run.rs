@@ -29,6 +29,7 @@ impl Actor {
             announcer: None,
             announcer_stop: CancellationToken::new(),
             tasks: Vec::new(),
+            engine_tx: None,
         };
         let (ih, private, nodes) = match (&self.torrent, &self.add.source) {
             (Some(t), _) => (t.info_hash, t.private, t.nodes.clone()),
@@ -168,42 +169,37 @@ impl Actor {
             .get()
             .map(|(_, f)| f.clone())
             .unwrap_or_default();
-        let econf = &self.session.config.engine;
-        let cfg = FetchConfig {
-            info_hash: m.info_hash,
-            peer_id: self.session.peer_id,
-            bind_ip: self.session.config.bind,
-            listen_port: self.session.listen_port,
-            connect_timeout: econf.connect_timeout,
-            handshake_timeout: econf.handshake_timeout,
-            max_conns: econf.max_peers.min(30),
-            encryption: econf.encryption,
-        };
-        let mut rx = run.peers_rx.take().expect("a fresh run");
-        let fetch_cancel = run.token.child_token();
-        let fetched = {
-            let metadata = fetch::fetch(cfg, &mut rx, fstatus, &fetch_cancel);
-            tokio::pin!(metadata);
-            loop {
-                tokio::select! {
-                    r = &mut metadata => break r,
-                    c = self.cmds.recv() => match c {
-                        Some(Cmd::Pause(r)) => { fetch_cancel.cancel(); return Some(RunEnd::Paused(r)); }
-                        Some(Cmd::Remove(d, r)) => { fetch_cancel.cancel(); return Some(RunEnd::Removed(d, r)); }
-                        Some(Cmd::Select(s, r)) => { let _ = r.send(self.apply_selection(s)); }
-                        Some(Cmd::SeedLimits(l)) => self.add.seed = Some(l),
-                        Some(Cmd::Resume | Cmd::Verify) => {}
-                        None => { fetch_cancel.cancel(); return Some(RunEnd::Cancelled); }
-                    },
-                }
+        let phase = MetadataPhase::new(
+            m.info_hash,
+            self.session.config.engine.clone(),
+            self.session.dht.is_some(),
+            fstatus,
+        );
+        // The swarm outlives the phase: its connections go on downloading.
+        let (engine_tx, engine_rx) = watch::channel(None);
+        run.engine_tx = Some(engine_tx);
+        run.tasks.push(tokio::spawn(swarm::run_magnet(
+            phase.clone(),
+            engine_rx,
+            self.session.limits.clone(),
+            run.peers_rx.take().expect("a fresh run"),
+            run.token.clone(),
+        )));
+        let info = loop {
+            tokio::select! {
+                info = phase.done() => break info,
+                _ = run.token.cancelled() => return Some(RunEnd::Cancelled),
+                c = self.cmds.recv() => match c {
+                    Some(Cmd::Pause(r)) => return Some(RunEnd::Paused(r)),
+                    Some(Cmd::Remove(d, r)) => return Some(RunEnd::Removed(d, r)),
+                    Some(Cmd::Select(s, r)) => { let _ = r.send(self.apply_selection(s)); }
+                    Some(Cmd::SeedLimits(l)) => self.add.seed = Some(l),
+                    Some(Cmd::Resume | Cmd::Verify) => {}
+                    None => return Some(RunEnd::Cancelled),
+                },
             }
         };
-        run.peers_rx = Some(rx);
-        let fetched = match fetched {
-            Ok(f) => f,
-            Err(_) => return Some(RunEnd::Cancelled),
-        };
-        let mut t = match Torrent::from_info_bytes(&fetched.info) {
+        let mut t = match Torrent::from_info_bytes(&info) {
             Ok(t) => t,
             Err(e) => return Some(RunEnd::Failed(e.into())),
         };
@@ -223,9 +219,6 @@ impl Actor {
             if let Err(e) = saved {
                 tracing::debug!("metadata not cached: {e}");
             }
-        }
-        if !fetched.peers.is_empty() {
-            let _ = run.peers_tx.try_send(fetched.peers);
         }
         if let Err(e) = self.set_torrent(t) {
             return Some(RunEnd::Failed(e));
@@ -366,14 +359,22 @@ impl Actor {
         if !t.private {
             let _ = engine.pex.set(run.peers_tx.clone());
         }
-        let rx = run.peers_rx.take().expect("taken once a run");
-        run.tasks.push(tokio::spawn(swarm::run(
-            engine.clone(),
-            self.session.limits.clone(),
-            rx,
-            Vec::new(),
-            run.token.clone(),
-        )));
+        match &run.engine_tx {
+            // The magnet's swarm hands its connections over.
+            Some(tx) => {
+                tx.send_replace(Some(engine.clone()));
+            }
+            None => {
+                let rx = run.peers_rx.take().expect("taken once a run");
+                run.tasks.push(tokio::spawn(swarm::run(
+                    engine.clone(),
+                    self.session.limits.clone(),
+                    rx,
+                    Vec::new(),
+                    run.token.clone(),
+                )));
+            }
+        }
         if self.add.web_seeds && !was_complete {
             self.start_web_seeds(run, &engine, &t);
         }
