@@ -494,6 +494,39 @@ async fn an_honest_peer_that_shared_a_failed_attempt_with_a_liar_still_completes
     );
 }
 
+/// The connection that brought the metadata goes on to bring the data:
+/// the peer is dialled once, and what it said before the metadata was
+/// known (its bitfield) still counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnet_downloads_over_the_connection_that_fetched_its_metadata() {
+    let c = Arc::new(content(6 * PIECE + 9, 92));
+    let ip = loopback_block();
+    let seeder = FakePeer::start_script(
+        any_port(ip(2)),
+        meta_seeder(
+            &c,
+            c.info.len() as u64,
+            Some(c.info.clone()),
+            Duration::ZERO,
+        ),
+    )
+    .await;
+    let m = magnet(&c.ih, &[seeder.addr]);
+    let c2 = c.clone();
+    let run = blocking(move || xorrent_download(&c2, ip(1), &m, &[], None))
+        .await
+        .unwrap();
+    let summary = assert_complete(&c, &run);
+    let s = &seeder.seen;
+    assert!(s.metadata_requests.load(Ordering::Relaxed) >= 1);
+    assert_eq!(
+        s.connections.load(Ordering::Relaxed),
+        1,
+        "the seeder was dialled again for the data"
+    );
+    assert_eq!(bytes_from(&summary, seeder.addr), c.data.len() as u64);
+}
+
 /// A second run of a magnet takes the metadata from the state directory:
 /// its only peer then is a plain BEP-3 seeder that could not serve it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
