@@ -176,7 +176,7 @@ impl MetadataPhase {
         &self,
         opened: Opened,
         addr: SocketAddr,
-        mut engine: watch::Receiver<Option<Arc<Engine>>>,
+        engine: watch::Receiver<Option<Arc<Engine>>>,
         cancel: &CancellationToken,
     ) -> Result<Handover, PeerError> {
         let Opened {
@@ -193,7 +193,34 @@ impl MetadataPhase {
         let kill = cancel.child_token();
         lock(&self.conns).insert(key, (addr, kill.clone()));
         let _gone = Gone(self, key);
+        self.greet(&mut link, &theirs, addr).await?;
+        let mut c = Conn {
+            key,
+            their_id: None,
+            kept: Vec::new(),
+            metadata_bytes: 0,
+        };
+        let engine = self
+            .exchange(&mut c, &mut link, &mut buf, engine, &kill, addr)
+            .await?;
+        Ok(Handover {
+            engine,
+            link,
+            theirs,
+            buf,
+            kept: c.kept,
+            metadata_bytes: c.metadata_bytes,
+        })
+    }
 
+    /// Our first messages: the extended handshake, and `have none` to a
+    /// fast peer (one of the three first messages BEP-6 asks for).
+    async fn greet(
+        &self,
+        link: &mut Link,
+        theirs: &Handshake,
+        addr: SocketAddr,
+    ) -> Result<(), PeerError> {
         // PEX is offered before the metadata says whether the torrent is
         // private (as libtorrent does): a client that did not see it in the
         // first extended handshake may never take it up. The peer loop
@@ -211,36 +238,35 @@ impl MetadataPhase {
         if theirs.has(wire::RESERVED_FAST) {
             Message::HaveNone.encode(&mut first);
         }
-        link.write_all(&mut first).await?;
+        Ok(link.write_all(&mut first).await?)
+    }
 
-        let mut c = Conn {
-            key,
-            their_id: None,
-            kept: Vec::new(),
-            metadata_bytes: 0,
-        };
+    /// Requests pieces and reads until the dictionary is verified, then
+    /// (still reading) until the engine runs; returns the engine.
+    async fn exchange(
+        &self,
+        c: &mut Conn,
+        link: &mut Link,
+        buf: &mut BytesMut,
+        mut engine: watch::Receiver<Option<Arc<Engine>>>,
+        kill: &CancellationToken,
+        addr: SocketAddr,
+    ) -> Result<Arc<Engine>, PeerError> {
         let mut done = self.done.subscribe();
         let (mut last_recv, mut last_sent) = (Instant::now(), Instant::now());
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            while let Some(msg) = wire::decode_message(&mut buf, MAX_FRAME_HERE)? {
-                self.on_message(&mut c, msg)?;
+            while let Some(msg) = wire::decode_message(buf, MAX_FRAME_HERE)? {
+                self.on_message(c, msg)?;
             }
             let finished = done.borrow_and_update().is_some();
             if finished {
                 if let Some(engine) = engine.borrow_and_update().clone() {
-                    return Ok(Handover {
-                        engine,
-                        link,
-                        theirs,
-                        buf,
-                        kept: c.kept,
-                        metadata_bytes: c.metadata_bytes,
-                    });
+                    return Ok(engine);
                 }
             } else if let Some(id) = c.their_id {
-                if self.request_more(key, id, &mut link).await? {
+                if self.request_more(c.key, id, link).await? {
                     last_sent = Instant::now();
                 }
             }
@@ -252,7 +278,7 @@ impl MetadataPhase {
                         PeerError::Closed
                     });
                 }
-                n = link.read_buf(&mut buf) => {
+                n = link.read_buf(buf) => {
                     if n? == 0 {
                         return Err(PeerError::Closed);
                     }
