@@ -360,6 +360,7 @@ impl Swarm {
                     let rx = engine_rx.expect("a magnet's swarm has an engine channel");
                     match m.connection(o, addr, rx, &cancel).await {
                         Ok(h) => {
+                            tracing::debug!(%addr, kept = h.kept.len(), "metadata connection handed over");
                             let mut outcome = peer::run(
                                 h.engine,
                                 h.link,

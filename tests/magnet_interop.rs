@@ -1,4 +1,4 @@
-//! Magnet links against libtorrent, on loopback: BEP-9 metadata exchange
+//! Magnet links against libtorrent (and Transmission and aria2), on loopback: BEP-9 metadata exchange
 //! over the BEP-10 extension protocol, in both directions, and BEP-11 peer
 //! exchange, in both directions.
 //!
@@ -11,6 +11,8 @@
 //! - A libtorrent leecher given only a magnet link whose `x.pe=` names an
 //!   `xorrent seed` gets the info dictionary (three metadata pieces) and
 //!   the data from xorrent.
+//! - From a Transmission and an aria2 seeder at once, the connections
+//!   that fetched the metadata go on to carry the data.
 //! - PEX: xorrent, knowing only libtorrent seeder A, learns seeder B from
 //!   A's ut_pex messages and downloads from B; a libtorrent leecher that
 //!   knows only `xorrent seed` learns another peer from xorrent's.
@@ -894,4 +896,63 @@ fn libtorrent_learns_a_peer_through_xorrent_pex() {
         "{test}: libtorrent connected to B through xorrent's PEX after {:.1} s",
         learnt_after.as_secs_f64()
     );
+}
+
+/// Transmission (host 2) and aria2 (host 3) seed; xorrent gets only a
+/// magnet naming both. Each serves BEP-9 its own way, and each connection
+/// that fetched the metadata must go on to carry data: the peer loop takes
+/// it over with a second extended handshake and `have`s rather than a
+/// bitfield, which neither client may refuse.
+#[test]
+fn downloads_by_magnet_from_transmission_and_aria2_over_the_metadata_connections() {
+    let test = "downloads_by_magnet_from_transmission_and_aria2_over_the_metadata_connections";
+    let needs = [
+        "transmission-daemon",
+        "transmission-remote",
+        "aria2c",
+        "opentracker",
+        "mktorrent",
+    ];
+    if !interop_ready(test, &needs) {
+        return;
+    }
+    let mut w = World::new();
+    let name = "handover.bin";
+    let len = 12 * 1024 * 1024 + 99;
+    let t = single_file(&w, name, len, 18, 93);
+    let ih = info_hash(&t);
+    w.tracker(std::slice::from_ref(&ih));
+    let data = w.path("data");
+    // Capped, so that neither finishes alone before the other joins.
+    w.transmission_seed(&t, &data, 2, &["--upload-limit", "1500"]);
+    w.aria2_seed(&t, &data, 3, &["--upload-limit", "1500000"]);
+    let link = magnet(&ih, Some(name), &[], &[at(&w, 2), at(&w, 3)]);
+    let got = xorrent_fetch(&w, 9, &link, &[], &[], Duration::from_secs(120), &[]);
+    same_file(&data.join(name), &got.out.join(name));
+    for host in [2, 3] {
+        let addr = at(&w, host);
+        assert!(
+            got.bytes_from(addr) > 0,
+            "seeder {addr} contributed nothing\n{}",
+            got.summary
+        );
+        // The connection that fetched the metadata was handed to the
+        // peer loop, and it was the only one that loop ran with the
+        // seeder (each logs one "peer disconnected" when it ends).
+        let at_addr = format!("addr={addr} ");
+        let count = |what: &str| {
+            got.log
+                .lines()
+                .filter(|l| l.contains(what) && l.contains(&at_addr))
+                .count()
+        };
+        assert_eq!(
+            count("metadata connection handed over"),
+            1,
+            "{addr}\n{}",
+            got.log
+        );
+        assert_eq!(count("peer disconnected"), 1, "{addr}\n{}", got.log);
+    }
+    println!("{test}: {:.1} s", got.secs);
 }
