@@ -5,12 +5,12 @@
 //! `max_tokens` small allocations. Each dictionary entry keeps the raw bytes
 //! of its value: the info-hash is taken over those, never over a re-encoding.
 //!
-//! Everything we write by hand goes through [`mod@write`] ([`Dict`], [`List`]),
+//! Everything we write by hand goes through `write` ([`Dict`], [`List`]),
 //! whose dictionaries sort their keys themselves.
 
 use std::fmt;
 
-pub mod write;
+mod write;
 
 pub use write::{encode_bytes, encode_int, Dict, List};
 

@@ -5,7 +5,7 @@ use super::*;
 
 impl Daemon {
     /// Adds a torrent: validated like the CLI does, recorded, then started.
-    pub async fn add(&self, req: AddRequest) -> Result<Added, DaemonError> {
+    pub(crate) async fn add(&self, req: AddRequest) -> Result<Added, DaemonError> {
         let (torrent, magnet) = match (&req.metainfo, &req.magnet) {
             (Some(b), _) => (Some(Torrent::from_bytes(b)?), None),
             (None, Some(m)) => (None, Some(Magnet::parse(m)?)),

@@ -13,7 +13,7 @@ use crate::types::{Bitfield, Geometry};
 /// given); returns the ones that match. `progress` counts bytes examined;
 /// setting `stop` ends the check early (pieces not reached count as
 /// missing). Blocking: call off the reactor.
-pub fn check(
+pub(crate) fn check(
     storage: &dyn Storage,
     geo: Geometry,
     hashes: &[[u8; 20]],

@@ -7,11 +7,11 @@
 //! reads (backpressure) instead of growing memory. Progress leaves as
 //! atomics ([`Stats`]) and a `watch` of the [`Phase`].
 
-pub mod checker;
-pub mod choker;
+pub(crate) mod checker;
+pub(crate) mod choker;
 pub mod picker;
 mod pieces;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 mod registry;
 
 use std::collections::{HashMap, HashSet};

@@ -284,7 +284,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::bencode::write::Dict;
+    use crate::bencode::Dict;
     use crate::storage::MemStorage;
 
     const PIECE: usize = 16 * 1024;

@@ -1,6 +1,6 @@
 //! Magnet links: this module parses the URI (BEP-9, with BEP-53 `so` file
 //! selection); [`metadata`] assembles the info dictionary the link names
-//! from peers' `ut_metadata` pieces (sans-IO) and [`fetch`] runs the
+//! from peers' `ut_metadata` pieces (sans-IO) and `fetch` runs the
 //! connections that get them.
 //!
 //! [`Magnet::parse`] reads a link into a validated [`Magnet`]; `Display`
@@ -40,7 +40,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-pub mod fetch;
+// Left `pub` while this file is being rewritten (issue 16).
+#[allow(unreachable_pub)]
+pub(crate) mod fetch;
 pub mod metadata;
 
 use crate::metainfo::Torrent;

@@ -13,7 +13,7 @@
 
 pub mod create;
 mod file_list;
-pub mod select;
+pub(crate) mod select;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

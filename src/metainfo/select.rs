@@ -25,7 +25,7 @@ pub enum SelectError {
 }
 
 /// The selected files, one flag per entry of `torrent.files`.
-pub fn select_files(
+pub(crate) fn select_files(
     torrent: &Torrent,
     ranges: &[RangeInclusive<u32>],
 ) -> Result<Vec<bool>, SelectError> {
@@ -48,7 +48,7 @@ pub fn select_files(
 }
 
 /// Pieces holding any byte of a selected file (pad files never count).
-pub fn wanted_pieces(torrent: &Torrent, selected: &[bool]) -> Bitfield {
+pub(crate) fn wanted_pieces(torrent: &Torrent, selected: &[bool]) -> Bitfield {
     let piece_len = u64::from(torrent.piece_length);
     let mut wanted = Bitfield::new(torrent.num_pieces());
     for (f, _) in torrent
@@ -67,7 +67,7 @@ pub fn wanted_pieces(torrent: &Torrent, selected: &[bool]) -> Bitfield {
 }
 
 /// Bytes of the pieces in `pieces`.
-pub fn piece_bytes(torrent: &Torrent, pieces: &Bitfield) -> u64 {
+pub(crate) fn piece_bytes(torrent: &Torrent, pieces: &Bitfield) -> u64 {
     let geo = torrent.geometry();
     pieces
         .iter_ones()
@@ -77,7 +77,11 @@ pub fn piece_bytes(torrent: &Torrent, pieces: &Bitfield) -> u64 {
 
 /// Files to create: the selected ones (empty files and symlinks too) and
 /// every regular file a wanted piece is written across.
-pub fn files_to_create(torrent: &Torrent, selected: &[bool], wanted: &Bitfield) -> Vec<bool> {
+pub(crate) fn files_to_create(
+    torrent: &Torrent,
+    selected: &[bool],
+    wanted: &Bitfield,
+) -> Vec<bool> {
     let piece_len = u64::from(torrent.piece_length);
     torrent
         .files

@@ -16,7 +16,7 @@ use crate::torrent::{Snapshot, Stage};
 use crate::types::Bitfield;
 
 /// Transmission's `tr_torrent_activity`.
-pub fn status_code(stage: Stage) -> i64 {
+pub(crate) fn status_code(stage: Stage) -> i64 {
     match stage {
         Stage::Paused | Stage::Done | Stage::Failed => 0,
         Stage::Loading => 1,
@@ -27,14 +27,14 @@ pub fn status_code(stage: Stage) -> i64 {
 }
 
 /// What every torrent of one request shares.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     daemon: &'a Daemon,
     queue: &'a [u64],
     now: u64,
 }
 
 impl<'a> Context<'a> {
-    pub fn new(daemon: &'a Daemon, queue: &'a [u64]) -> Context<'a> {
+    pub(crate) fn new(daemon: &'a Daemon, queue: &'a [u64]) -> Context<'a> {
         Context {
             daemon,
             queue,
@@ -44,7 +44,7 @@ impl<'a> Context<'a> {
 }
 
 /// One torrent's answer, computed as fields are asked for.
-pub struct Torrent<'a> {
+pub(crate) struct Torrent<'a> {
     ctx: &'a Context<'a>,
     e: &'a Entry,
     snap: Snapshot,
@@ -55,7 +55,7 @@ pub struct Torrent<'a> {
 }
 
 impl<'a> Torrent<'a> {
-    pub fn new(ctx: &'a Context<'a>, e: &'a Entry) -> Torrent<'a> {
+    pub(crate) fn new(ctx: &'a Context<'a>, e: &'a Entry) -> Torrent<'a> {
         Torrent {
             ctx,
             e,
@@ -176,7 +176,7 @@ impl<'a> Torrent<'a> {
 
     /// The value of one field; `None` for a name we do not know (left out,
     /// as Transmission does).
-    pub fn field(&mut self, name: &str) -> Option<Value> {
+    pub(crate) fn field(&mut self, name: &str) -> Option<Value> {
         self.progress_field(name)
             .or_else(|| self.sources_field(name))
             .or_else(|| self.metainfo_field(name))
@@ -536,7 +536,7 @@ fn peer_json(p: &PeerInfo) -> Value {
 }
 
 /// Verified bytes in each file, from the verified pieces.
-pub fn bytes_per_file(t: &Meta, have: &Bitfield) -> Vec<u64> {
+pub(crate) fn bytes_per_file(t: &Meta, have: &Bitfield) -> Vec<u64> {
     let plen = u64::from(t.piece_length);
     let geo = t.geometry();
     t.files

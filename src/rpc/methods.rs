@@ -18,14 +18,14 @@ use crate::mse::Encryption;
 use crate::types::InfoHash;
 use session::*;
 
-pub const RPC_VERSION: u32 = 16;
-pub const RPC_VERSION_MINIMUM: u32 = 14;
-pub const RPC_VERSION_SEMVER: &str = "5.2.0";
+pub(crate) const RPC_VERSION: u32 = 16;
+pub(crate) const RPC_VERSION_MINIMUM: u32 = 14;
+pub(crate) const RPC_VERSION_SEMVER: &str = "5.2.0";
 
 type Args = Map<String, Value>;
 
 /// Answers one request body with the response body.
-pub async fn handle(daemon: &Daemon, body: &[u8]) -> Vec<u8> {
+pub(crate) async fn handle(daemon: &Daemon, body: &[u8]) -> Vec<u8> {
     let req: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return reply(None, Err(format!("invalid JSON request: {e}"))),
@@ -146,7 +146,7 @@ async fn call(d: &Daemon, method: &str, a: &Args) -> Result<Args, String> {
 
 /// `ids` as Transmission allows it: absent (all), a number, a hash, a
 /// list of both, or `"recently-active"`.
-pub fn ids(a: &Args) -> Result<Ids, String> {
+pub(crate) fn ids(a: &Args) -> Result<Ids, String> {
     let one = |v: &Value| -> Result<IdOrHash, String> {
         match v {
             Value::Number(n) => n
