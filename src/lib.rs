@@ -54,6 +54,8 @@
 
 // `pub` means used by main.rs, tests, benches or fuzz; the rest is pub(crate).
 #![warn(unreachable_pub)]
+// Piece, offset and length arithmetic converts with `try_from`, not `as`.
+#![warn(clippy::cast_possible_truncation)]
 
 pub mod bencode;
 pub mod cli;

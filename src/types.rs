@@ -1,6 +1,7 @@
 //! Identifiers and torrent geometry: piece and block arithmetic, no IO.
 
 use std::fmt;
+use std::ops::Range;
 
 /// Bytes in one request (BEP-3: the de-facto 16 KiB block).
 pub const BLOCK_LEN: u32 = 16 * 1024;
@@ -104,8 +105,8 @@ impl Geometry {
     pub fn piece_size(&self, piece: PieceIndex) -> u32 {
         debug_assert!(piece < self.num_pieces);
         if piece + 1 == self.num_pieces {
-            let rem = self.total_len - u64::from(piece) * u64::from(self.piece_len);
-            rem as u32
+            let rem = self.total_len - self.piece_offset(piece);
+            u32::try_from(rem).expect("the last piece is at most piece_len")
         } else {
             self.piece_len
         }
@@ -134,6 +135,17 @@ impl Geometry {
     pub fn contains(&self, piece: u32, offset: u32, len: u32) -> bool {
         piece < self.num_pieces
             && u64::from(offset) + u64::from(len) <= u64::from(self.piece_size(piece))
+    }
+
+    /// The pieces holding any byte of `bytes`, a non-empty range of the
+    /// torrent's byte stream.
+    pub fn pieces_over(&self, bytes: Range<u64>) -> Range<u32> {
+        debug_assert!(bytes.start < bytes.end);
+        let plen = u64::from(self.piece_len);
+        let piece = |b: u64| {
+            u32::try_from(b / plen).expect("a byte of the torrent lies in one of its pieces")
+        };
+        piece(bytes.start)..piece(bytes.end - 1) + 1
     }
 
     /// Bytes in a bitfield message for this torrent.
@@ -209,6 +221,16 @@ impl Bitfield {
         self.ones
     }
 
+    /// Pieces set both here and in `other`.
+    pub fn count_common(&self, other: &Bitfield) -> u32 {
+        // Spare bits are never set, so whole bytes can be counted.
+        self.bits
+            .iter()
+            .zip(&other.bits)
+            .map(|(a, b)| (a & b).count_ones())
+            .sum()
+    }
+
     pub fn is_full(&self) -> bool {
         self.ones == self.len
     }
@@ -254,6 +276,28 @@ mod tests {
         assert!(g.contains(3, 0, 1_696));
         assert!(!g.contains(3, 0, 1_697));
         assert!(!g.contains(4, 0, 1));
+    }
+
+    #[test]
+    fn a_byte_range_covers_the_pieces_it_touches() {
+        let g = Geometry::new(100_000, 32_768);
+        assert_eq!(g.pieces_over(0..1), 0..1);
+        assert_eq!(g.pieces_over(32_767..32_769), 0..2);
+        assert_eq!(g.pieces_over(32_768..65_536), 1..2);
+        assert_eq!(g.pieces_over(0..100_000), 0..4);
+    }
+
+    #[test]
+    fn counts_pieces_set_in_both_bitfields() {
+        let mut a = Bitfield::new(10);
+        let mut b = Bitfield::new(10);
+        for i in [0, 3, 9] {
+            a.set(i);
+        }
+        for i in [3, 8, 9] {
+            b.set(i);
+        }
+        assert_eq!(a.count_common(&b), 2);
     }
 
     #[test]

@@ -165,7 +165,7 @@ pub(crate) fn requests(t: &Torrent, urls: &[Option<Url>], span: Range<u64>) -> V
                 url: url.clone(),
                 range: lo - f.offset..hi - f.offset,
                 file_len: f.length,
-                at: (lo - span.start) as usize,
+                at: usize::try_from(lo - span.start).expect("a span is held in a buffer"),
             });
         }
     }
@@ -457,16 +457,16 @@ impl Seed<'_> {
         for run in contiguous(&geo, blocks) {
             let first = &run[0];
             let start = geo.piece_offset(first.piece) + u64::from(first.offset);
-            let len: u64 = run.iter().map(|b| u64::from(b.len)).sum();
+            let len: usize = run.iter().map(|b| b.len as usize).sum();
             // Zeroed: pad files are not fetched.
             self.buf.clear();
-            self.buf.resize(len as usize, 0);
-            let span = start..start + len;
+            self.buf.resize(len, 0);
+            let span = start..start + len as u64;
             if let Err(e) = fetch_span(&self.http, self.t, &self.urls, span, &mut self.buf).await {
                 result = Err(e);
                 break;
             }
-            self.engine.acquire_download(len).await;
+            self.engine.acquire_download(len as u64).await;
             let mut at = 0usize;
             for b in run {
                 let data = &self.buf[at..at + b.len as usize];
@@ -513,7 +513,7 @@ async fn fetch_span(
     buf: &mut [u8],
 ) -> Result<(), Ended> {
     for req in requests(t, urls, span) {
-        let len = (req.range.end - req.range.start) as usize;
+        let len = usize::try_from(req.range.end - req.range.start).expect("inside the span");
         let out = &mut buf[req.at..req.at + len];
         let mut resp = http
             .get(req.url.clone())

@@ -481,12 +481,12 @@ impl<'a> Decoder<'a> {
             return Err(Error::LeadingZero { at: start });
         }
         self.pos += 1;
-        let remaining = (self.input.len() - self.pos) as u64;
-        if len > remaining {
-            return Err(Error::LengthExceedsInput { at: start, len });
-        }
-        let s = &self.input[self.pos..self.pos + len as usize];
-        self.pos += len as usize;
+        let n = match usize::try_from(len) {
+            Ok(n) if n <= self.input.len() - self.pos => n,
+            _ => return Err(Error::LengthExceedsInput { at: start, len }),
+        };
+        let s = &self.input[self.pos..self.pos + n];
+        self.pos += n;
         Ok(s)
     }
 }

@@ -85,7 +85,7 @@ impl Daemon {
         let Some((t, _)) = e.handle.meta() else {
             return Err(DaemonError::NoMetadata);
         };
-        let n = t.files.len() as u32;
+        let n = t.num_files();
         let every = |l: &[u32]| -> Vec<u32> {
             if l.is_empty() {
                 (0..n).collect()
@@ -111,7 +111,7 @@ impl Daemon {
         if set == e.record.unwanted {
             return Ok(());
         }
-        let sel = (!set.is_empty()).then(|| wanted_ranges(&set, n as usize));
+        let sel = (!set.is_empty()).then(|| wanted_ranges(&set, n));
         e.handle.set_selection(sel).await?;
         self.save(e.id, |r| r.unwanted = set)?;
         Ok(())

@@ -425,10 +425,10 @@ impl Daemon {
 }
 
 /// The wanted files as ranges, from the unwanted indexes.
-fn wanted_ranges(unwanted: &[u32], files: usize) -> Vec<RangeInclusive<u32>> {
+fn wanted_ranges(unwanted: &[u32], files: u32) -> Vec<RangeInclusive<u32>> {
     let mut out = Vec::new();
     let mut start = None;
-    for i in 0..files as u32 {
+    for i in 0..files {
         let want = !unwanted.contains(&i);
         match (want, start) {
             (true, None) => start = Some(i),
@@ -440,7 +440,7 @@ fn wanted_ranges(unwanted: &[u32], files: usize) -> Vec<RangeInclusive<u32>> {
         }
     }
     if let Some(s) = start {
-        out.push(s..=(files as u32).saturating_sub(1));
+        out.push(s..=files.saturating_sub(1));
     }
     out
 }

@@ -125,9 +125,9 @@ impl Lookup {
             c.state = State::Asked;
             self.rounds = self.rounds.max(c.round);
             out.push(c.info);
+            self.queries += 1;
         }
         self.in_flight += out.len();
-        self.queries += out.len() as u32;
         out
     }
 
@@ -212,7 +212,10 @@ mod tests {
     fn info(id: NodeId, n: u32) -> NodeInfo {
         NodeInfo {
             id,
-            addr: SocketAddrV4::new([127, 0, (n >> 8) as u8, n as u8].into(), 6881),
+            addr: SocketAddrV4::new(
+                [127, 0, n.to_be_bytes()[2], n.to_be_bytes()[3]].into(),
+                6881,
+            ),
         }
     }
 

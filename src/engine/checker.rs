@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn finds_exactly_the_pieces_that_match() {
         let geo = Geometry::new(40_000, 16_384);
-        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7) as u8).collect();
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7).to_le_bytes()[0]).collect();
         let hashes: Vec<[u8; 20]> = data
             .chunks(16_384)
             .map(|c| Sha1::digest(c).into())

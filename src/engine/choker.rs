@@ -589,7 +589,7 @@ mod tests {
                     served.extend(unchoked(&c));
                 }
                 for k in 1..=8 {
-                    let n = &mut choked_for[k as usize];
+                    let n = &mut choked_for[usize::try_from(k).unwrap()];
                     *n = if c.is_choking(k) { *n + 1 } else { 0 };
                     // 2 regular slots in 3-round turns plus the optimistic
                     // slot: the other 7 peers are served within 9 rounds.

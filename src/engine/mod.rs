@@ -491,8 +491,7 @@ impl Engine {
     pub fn wanted_progress(&self) -> (u32, u32) {
         let st = self.state();
         let (wanted, have) = (st.picker.wanted(), st.picker.have());
-        let done = wanted.iter_ones().filter(|&p| have.get(p)).count() as u32;
-        (done, wanted.count())
+        (wanted.count_common(have), wanted.count())
     }
 
     pub fn wanted_bytes(&self) -> u64 {

@@ -219,13 +219,13 @@ impl Picker {
         let geo = self.geo;
         let partial = self.partial.get_mut(&p).expect("caller checked");
         let mut n = 0;
-        for (i, slot) in partial.slots.iter_mut().enumerate() {
+        for (i, slot) in (0..).zip(partial.slots.iter_mut()) {
             if n >= max {
                 break;
             }
             if !slot.received && slot.requested.is_empty() {
                 slot.requested.push(peer);
-                out.push(geo.block(p, i as u32));
+                out.push(geo.block(p, i));
                 n += 1;
             }
         }
@@ -265,7 +265,7 @@ impl Picker {
         pieces.sort_unstable();
         for p in pieces {
             let partial = self.partial.get_mut(&p).expect("listed above");
-            for (i, slot) in partial.slots.iter_mut().enumerate() {
+            for (i, slot) in (0..).zip(partial.slots.iter_mut()) {
                 if out.len() >= max {
                     return;
                 }
@@ -274,7 +274,7 @@ impl Picker {
                     && !slot.requested.contains(&peer)
                 {
                     slot.requested.push(peer);
-                    out.push(geo.block(p, i as u32));
+                    out.push(geo.block(p, i));
                 }
             }
         }
@@ -294,11 +294,11 @@ impl Picker {
         let Some(partial) = self.partial.get_mut(&piece) else {
             return BlockOutcome::Unrequested;
         };
-        let idx = (offset / BLOCK_LEN) as usize;
-        let Some(slot) = partial.slots.get_mut(idx) else {
+        let idx = offset / BLOCK_LEN;
+        let Some(slot) = partial.slots.get_mut(idx as usize) else {
             return BlockOutcome::Unrequested;
         };
-        let want = self.geo.block(piece, idx as u32).len as usize;
+        let want = self.geo.block(piece, idx).len as usize;
         if slot.received || !slot.requested.contains(&peer) || data.len() != want {
             return BlockOutcome::Unrequested;
         }
@@ -420,11 +420,11 @@ impl Rarity {
     fn new(candidates: &Bitfield) -> Rarity {
         let n = candidates.len();
         let mut order: Vec<PieceIndex> = candidates.iter_ones().collect();
-        let split = order.len() as u32;
+        let split = candidates.count();
         order.extend((0..n).filter(|&p| !candidates.get(p)));
         let mut pos = vec![0u32; n as usize];
-        for (i, &p) in order.iter().enumerate() {
-            pos[p as usize] = i as u32;
+        for (i, &p) in (0..).zip(&order) {
+            pos[p as usize] = i;
         }
         Rarity {
             avail: vec![0; n as usize],
@@ -493,7 +493,7 @@ impl Rarity {
             return;
         }
         if a + 1 == self.split.len() {
-            let end = self.order.len() as u32;
+            let end = u32::try_from(self.order.len()).expect("one entry per piece");
             self.split.push(end);
             self.start.push(end);
         }
@@ -555,7 +555,8 @@ impl Rarity {
             } else {
                 // From a random offset, wrapping: for a peer with most
                 // pieces this ends within a few steps.
-                let offset = rng.gen_range(0..level.len() as u32);
+                let len = u32::try_from(level.len()).expect("one entry per piece");
+                let offset = rng.gen_range(0..len);
                 let (before, after) = level.split_at(offset as usize);
                 after
                     .iter()
@@ -826,7 +827,9 @@ mod model {
                         && !self.verifying.get(p)
                         && !self.partial.contains_key(&p)
                 })
-                .count() as u32
+                .count()
+                .try_into()
+                .unwrap()
         }
     }
 
@@ -920,8 +923,8 @@ mod rarity {
             let r = &self.rarity;
             let n = self.geo.num_pieces;
             assert_eq!(r.order.len(), n as usize);
-            for (i, &p) in r.order.iter().enumerate() {
-                assert_eq!(r.pos[p as usize], i as u32, "position of {p}");
+            for (i, &p) in (0u32..).zip(&r.order) {
+                assert_eq!(r.pos[p as usize], i, "position of {p}");
             }
             assert_eq!(r.start.len(), r.split.len() + 1);
             assert_eq!((r.start[0], *r.start.last().unwrap()), (0, n));

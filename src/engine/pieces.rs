@@ -122,7 +122,7 @@ impl Engine {
                     let block = BlockRef {
                         piece,
                         offset,
-                        len: data.len() as u32,
+                        len: u32::try_from(data.len()).expect("the picker took it as a block"),
                     };
                     let st = self.state();
                     for k in cancel {

@@ -366,7 +366,8 @@ fn base32_20(s: &[u8]) -> Option<[u8; 20]> {
         bits += 5;
         if bits >= 8 {
             bits -= 8;
-            out[n] = (acc >> bits) as u8;
+            // The low byte is the next one; the bits above were written.
+            out[n] = (acc >> bits).to_le_bytes()[0];
             n += 1;
         }
     }

@@ -37,7 +37,7 @@ pub(crate) fn select_files(
     for r in ranges {
         // Checked before the loop: `4-4000000000` must not spin.
         if *r.end() as usize >= count {
-            let index = (*r.start()).max(count as u32);
+            let index = (*r.start()).max(u32::try_from(count).expect("below *r.end()"));
             return Err(SelectError::NoSuchFile { index, count });
         }
         for i in r.clone() {
@@ -49,7 +49,7 @@ pub(crate) fn select_files(
 
 /// Pieces holding any byte of a selected file (pad files never count).
 pub(crate) fn wanted_pieces(torrent: &Torrent, selected: &[bool]) -> Bitfield {
-    let piece_len = u64::from(torrent.piece_length);
+    let geo = torrent.geometry();
     let mut wanted = Bitfield::new(torrent.num_pieces());
     for (f, _) in torrent
         .files
@@ -57,10 +57,8 @@ pub(crate) fn wanted_pieces(torrent: &Torrent, selected: &[bool]) -> Bitfield {
         .zip(selected)
         .filter(|(f, &s)| s && f.kind == FileKind::Regular && f.length > 0)
     {
-        let first = f.offset / piece_len;
-        let last = (f.offset + f.length - 1) / piece_len;
-        for p in first..=last {
-            wanted.set(p as u32);
+        for p in geo.pieces_over(f.offset..f.offset + f.length) {
+            wanted.set(p);
         }
     }
     wanted
@@ -82,7 +80,7 @@ pub(crate) fn files_to_create(
     selected: &[bool],
     wanted: &Bitfield,
 ) -> Vec<bool> {
-    let piece_len = u64::from(torrent.piece_length);
+    let geo = torrent.geometry();
     torrent
         .files
         .iter()
@@ -97,9 +95,8 @@ pub(crate) fn files_to_create(
             if f.kind != FileKind::Regular || f.length == 0 {
                 return false;
             }
-            let first = f.offset / piece_len;
-            let last = (f.offset + f.length - 1) / piece_len;
-            (first..=last).any(|p| wanted.get(p as u32))
+            geo.pieces_over(f.offset..f.offset + f.length)
+                .any(|p| wanted.get(p))
         })
         .collect()
 }

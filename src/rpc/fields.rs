@@ -367,7 +367,7 @@ impl<'a> Torrent<'a> {
     /// The files and their selection.
     fn files_field(&mut self, name: &str) -> Option<Value> {
         let e = self.e;
-        let num_files = self.meta.as_ref().map_or(0, |t| t.files.len());
+        let num_files = self.meta.as_ref().map_or(0, |t| t.num_files());
         Some(match name {
             "file-count" => json!(num_files),
             "files" => {
@@ -389,23 +389,22 @@ impl<'a> Torrent<'a> {
             }
             "fileStats" => {
                 let done = self.file_done();
-                let stats: Vec<Value> = done
-                    .iter()
-                    .enumerate()
+                let stats: Vec<Value> = (0u32..)
+                    .zip(&done)
                     .map(|(i, d)| {
                         json!({
                             "bytesCompleted": d,
-                            "wanted": !e.record.unwanted.contains(&(i as u32)),
+                            "wanted": !e.record.unwanted.contains(&i),
                             "priority": 0,
                         })
                     })
                     .collect();
                 json!(stats)
             }
-            "wanted" => json!((0..num_files as u32)
+            "wanted" => json!((0..num_files)
                 .map(|i| i32::from(!e.record.unwanted.contains(&i)))
                 .collect::<Vec<_>>()),
-            "priorities" => json!(vec![0; num_files]),
+            "priorities" => json!(vec![0; num_files as usize]),
             _ => return None,
         })
     }
@@ -537,7 +536,6 @@ fn peer_json(p: &PeerInfo) -> Value {
 
 /// Verified bytes in each file, from the verified pieces.
 pub(crate) fn bytes_per_file(t: &Meta, have: &Bitfield) -> Vec<u64> {
-    let plen = u64::from(t.piece_length);
     let geo = t.geometry();
     t.files
         .iter()
@@ -546,11 +544,11 @@ pub(crate) fn bytes_per_file(t: &Meta, have: &Bitfield) -> Vec<u64> {
                 return if f.kind == FileKind::Pad { f.length } else { 0 };
             }
             let (start, end) = (f.offset, f.offset + f.length);
-            let (first, last) = ((start / plen) as u32, ((end - 1) / plen) as u32);
-            (first..=last.min(geo.num_pieces.saturating_sub(1)))
+            // `have.get` is false past the last piece.
+            geo.pieces_over(start..end)
                 .filter(|&p| have.get(p))
                 .map(|p| {
-                    let ps = u64::from(p) * plen;
+                    let ps = geo.piece_offset(p);
                     let pe = ps + u64::from(geo.piece_size(p));
                     pe.min(end) - ps.max(start)
                 })
