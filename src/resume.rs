@@ -446,7 +446,6 @@ pub fn trusted(
 /// be opened or walked sends its trusted pieces to `recheck`.
 pub fn drop_holes(root: &Path, torrent: &Torrent, have: &mut Bitfield, recheck: &mut Bitfield) {
     let geo = torrent.geometry();
-    let piece_len = u64::from(torrent.piece_length);
     for i in regular_files(torrent) {
         let f = &torrent.files[i];
         if f.length == 0 {
@@ -457,7 +456,7 @@ pub fn drop_holes(root: &Path, torrent: &Torrent, have: &mut Bitfield, recheck: 
         let Some(last) = pieces.rev().find(|&p| have.get(p)) else {
             continue;
         };
-        let limit = ((u64::from(last) + 1) * piece_len).min(f.offset + f.length) - f.offset;
+        let limit = geo.piece_span(last).end.min(f.offset + f.length) - f.offset;
         let mut distrust = |lo: u64, hi: u64| {
             for p in geo.pieces_over(f.offset + lo..f.offset + hi) {
                 if have.get(p) {
@@ -554,6 +553,7 @@ mod tests {
     use super::*;
     use crate::metainfo::test_torrent;
     use crate::storage::{FileStorage, Storage};
+    use crate::types::PieceIndex;
 
     /// Pieces of 4 bytes over a (6), b (5), a pad (1), c (8):
     /// p0 = a[0..4], p1 = a[4..6] b[0..2], p2 = b[2..5] pad,
@@ -582,13 +582,13 @@ mod tests {
     fn bits(len: u32, ones: &[u32]) -> Bitfield {
         let mut b = Bitfield::new(len);
         for &i in ones {
-            b.set(i);
+            b.set(PieceIndex::unchecked(i));
         }
         b
     }
 
     fn ones(b: &Bitfield) -> Vec<u32> {
-        b.iter_ones().collect()
+        b.iter_ones().map(PieceIndex::get).collect()
     }
 
     /// A record claiming `claimed` over files stamped now.
@@ -896,7 +896,8 @@ mod tests {
         );
         let s = FileStorage::new(dir.path(), &t, true).unwrap();
         let piece = vec![0x5a; 64 * 1024];
-        for p in [0u32, 3] {
+        for p in [0, 3] {
+            let p = t.geometry().piece(p).unwrap();
             s.write_at(t.geometry().piece_offset(p), &piece).unwrap();
         }
         s.finish().unwrap();

@@ -18,7 +18,7 @@ use url::Url;
 use crate::engine::picker::PeerKey;
 use crate::engine::{Engine, PeerCommand};
 use crate::metainfo::{FileKind, Torrent};
-use crate::types::{Bitfield, BlockRef, Geometry, PeerId};
+use crate::types::{Bitfield, BlockRef, Geometry, PeerId, PieceIndex};
 
 /// What a path element may keep unescaped: RFC 3986 unreserved characters.
 const ELEMENT: &AsciiSet = &CONTROLS
@@ -440,12 +440,13 @@ impl Seed<'_> {
         self.engine.pick(self.key, SPAN_BLOCKS, None, blocks);
         if let Some(last) = blocks.iter().map(|b| b.piece).max() {
             if blocks.len() < SPAN_BLOCKS {
-                let next: Vec<u32> = (last + 1..geo.num_pieces).take(SPAN_BLOCKS).collect();
+                let after = last as usize + 1;
+                let next: Vec<PieceIndex> = geo.pieces().skip(after).take(SPAN_BLOCKS).collect();
                 let room = SPAN_BLOCKS - blocks.len();
                 self.engine.pick(self.key, room, Some(&next), blocks);
             }
         }
-        blocks.sort_by_key(|b| geo.piece_offset(b.piece) + u64::from(b.offset));
+        blocks.sort_by_key(|b| geo.block_offset(b));
     }
 
     /// Fetches each contiguous run of `blocks` and files its blocks with
@@ -456,7 +457,7 @@ impl Seed<'_> {
         let mut result = Ok(());
         for run in contiguous(&geo, blocks) {
             let first = &run[0];
-            let start = geo.piece_offset(first.piece) + u64::from(first.offset);
+            let start = geo.block_offset(first);
             let len: usize = run.iter().map(|b| b.len as usize).sum();
             // Zeroed: pad files are not fetched.
             self.buf.clear();
@@ -470,9 +471,10 @@ impl Seed<'_> {
             let mut at = 0usize;
             for b in run {
                 let data = &self.buf[at..at + b.len as usize];
-                self.engine
-                    .on_block(self.key, b.piece, b.offset, data)
-                    .await;
+                let piece = geo
+                    .piece(b.piece)
+                    .expect("the picker picks pieces of the torrent");
+                self.engine.on_block(self.key, piece, b.offset, data).await;
                 at += b.len as usize;
             }
             done += run.len();
@@ -498,8 +500,8 @@ fn contiguous<'a>(
     geo: &'a Geometry,
     blocks: &'a [BlockRef],
 ) -> impl Iterator<Item = &'a [BlockRef]> + 'a {
-    let end = |b: &BlockRef| geo.piece_offset(b.piece) + u64::from(b.offset) + u64::from(b.len);
-    let start = |b: &BlockRef| geo.piece_offset(b.piece) + u64::from(b.offset);
+    let end = |b: &BlockRef| geo.block_offset(b) + u64::from(b.len);
+    let start = |b: &BlockRef| geo.block_offset(b);
     blocks.chunk_by(move |a, b| end(a) == start(b))
 }
 

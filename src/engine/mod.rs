@@ -103,13 +103,13 @@ pub enum Phase {
 pub enum EngineError {
     #[error("disk full while writing piece {piece}")]
     DiskFull {
-        piece: u32,
+        piece: PieceIndex,
         #[source]
         source: std::io::Error,
     },
     #[error("cannot write piece {piece}")]
     Write {
-        piece: u32,
+        piece: PieceIndex,
         #[source]
         source: std::io::Error,
     },
@@ -396,7 +396,7 @@ impl Engine {
             .iter()
             .map(|b| {
                 let mut buf = vec![0u8; b.len as usize];
-                let at = self.geometry.piece_offset(b.piece) + u64::from(b.offset);
+                let at = self.geometry.block_offset(b);
                 self.storage.read_at(at, &mut buf)?;
                 Ok((*b, bytes::Bytes::from(buf)))
             })

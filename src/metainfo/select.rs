@@ -104,6 +104,7 @@ pub(crate) fn files_to_create(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::PieceIndex;
 
     /// Piece length 10; file `i` is `t/i`.
     fn torrent(files: &[(u64, FileKind)]) -> Torrent {
@@ -130,7 +131,7 @@ mod tests {
         let sel = select_files(&t, &[1..=2, 4..=4]).unwrap();
         let w = wanted_pieces(&t, &sel);
         assert_eq!(
-            w.iter_ones().collect::<Vec<_>>(),
+            w.iter_ones().map(PieceIndex::get).collect::<Vec<_>>(),
             vec![4],
             "pads and empty files want nothing"
         );
@@ -142,7 +143,10 @@ mod tests {
         );
         let sel = select_files(&t, &[0..=0]).unwrap();
         let w = wanted_pieces(&t, &sel);
-        assert_eq!(w.iter_ones().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            w.iter_ones().map(PieceIndex::get).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
         assert_eq!(piece_bytes(&t, &w), 20);
         assert_eq!(
             files_to_create(&t, &sel, &w),

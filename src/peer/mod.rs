@@ -260,19 +260,24 @@ struct EngineView<'a> {
 }
 
 impl Torrent for EngineView<'_> {
-    fn has_piece(&self, piece: u32) -> bool {
+    fn has_piece(&self, piece: crate::types::PieceIndex) -> bool {
         self.engine.has_piece(piece)
     }
     fn on_bitfield(&mut self, has: Bitfield) -> bool {
         self.engine.on_bitfield(self.key, has)
     }
-    fn on_have(&mut self, piece: u32) -> bool {
+    fn on_have(&mut self, piece: crate::types::PieceIndex) -> bool {
         self.engine.on_have(self.key, piece)
     }
     fn is_interesting(&self) -> bool {
         self.engine.is_interesting(self.key)
     }
-    fn pick(&mut self, max: usize, only: Option<&[u32]>, out: &mut Vec<BlockRef>) {
+    fn pick(
+        &mut self,
+        max: usize,
+        only: Option<&[crate::types::PieceIndex]>,
+        out: &mut Vec<BlockRef>,
+    ) {
         self.engine.pick(self.key, max, only, out);
     }
     fn release(&mut self, block: BlockRef) {

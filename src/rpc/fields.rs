@@ -350,9 +350,11 @@ impl<'a> Torrent<'a> {
                 json!(base64::engine::general_purpose::STANDARD.encode(b))
             }
             "availability" => {
-                let n = self.meta.as_ref().map_or(0, |t| t.num_pieces());
+                let geo = self.meta.as_ref().map(|t| t.geometry());
                 let have = self.pieces().cloned();
-                json!((0..n)
+                json!(geo
+                    .iter()
+                    .flat_map(|g| g.pieces())
                     .map(|p| if have.as_ref().is_some_and(|h| h.get(p)) {
                         -1
                     } else {

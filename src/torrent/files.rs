@@ -165,15 +165,12 @@ pub(super) fn unrelated_file(
     have: &Bitfield,
 ) -> Option<PathBuf> {
     let geo = t.geometry();
-    let total = t.total_length;
     storage
         .existing_files()
         .find(|(path, range)| {
             let mut pieces = geo.pieces_over(range.clone());
             !pieces.clone().any(|p| have.get(p))
-                && pieces.any(|p| {
-                    storage.was_on_disk(geo.piece_offset(p)..geo.piece_offset(p + 1).min(total))
-                })
+                && pieces.any(|p| storage.was_on_disk(geo.piece_span(p)))
                 && resume::has_data(path)
         })
         .map(|(path, _)| path.to_path_buf())
