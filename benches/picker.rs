@@ -25,9 +25,9 @@ const RANDOM_PEERS: usize = 20;
 const SEEDERS: usize = 3;
 const BATCH: usize = 16;
 
-fn random_half(n: u32, rng: &mut StdRng) -> Bitfield {
-    let mut b = Bitfield::new(n);
-    for i in 0..n {
+fn random_half(geo: &Geometry, rng: &mut StdRng) -> Bitfield {
+    let mut b = Bitfield::new(geo.num_pieces);
+    for i in geo.pieces() {
         if rng.gen_bool(0.5) {
             b.set(i);
         }
@@ -52,6 +52,7 @@ fn measure(budget: Duration, mut batch: impl FnMut() -> (usize, Duration)) -> f6
 /// Times `BATCH` picks by `peer_has`, each starting one new piece, then
 /// (untimed) fails those pieces so they are unstarted again.
 fn pick_batch(p: &mut Picker, peer_has: &Bitfield, block: &[u8]) -> (usize, Duration) {
+    let geo = p.geometry();
     let mut picked: Vec<BlockRef> = Vec::with_capacity(BATCH);
     let mut out = Vec::with_capacity(1);
     let t = Instant::now();
@@ -63,7 +64,8 @@ fn pick_batch(p: &mut Picker, peer_has: &Bitfield, block: &[u8]) -> (usize, Dura
     let spent = t.elapsed();
     assert_eq!(picked.len(), BATCH, "every pick starts a piece");
     for b in picked {
-        match p.on_block(1, b.piece, b.offset, &block[..b.len as usize]) {
+        let piece = geo.piece(b.piece).expect("picked from the torrent");
+        match p.on_block(1, piece, b.offset, &block[..b.len as usize]) {
             BlockOutcome::Stored {
                 complete: Some(c), ..
             } => p.piece_failed(c.piece, c.data),
@@ -87,12 +89,12 @@ fn main() {
         let mut p = Picker::new(geo, 1);
         let seeder = Bitfield::full(n);
         for _ in 0..RANDOM_PEERS {
-            p.add_availability(&random_half(n, &mut rng));
+            p.add_availability(&random_half(&geo, &mut rng));
         }
         for _ in 0..SEEDERS {
             p.add_availability(&seeder);
         }
-        let half = random_half(n, &mut rng);
+        let half = random_half(&geo, &mut rng);
 
         let seeder_ns = measure(budget, || pick_batch(&mut p, &seeder, &block));
         let half_ns = measure(budget, || pick_batch(&mut p, &half, &block));

@@ -10,21 +10,21 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Bytes in one compact IPv4 peer.
-pub const V4_LEN: usize = 6;
+pub(crate) const V4_LEN: usize = 6;
 /// Bytes in one compact IPv6 peer.
-pub const V6_LEN: usize = 18;
+pub(crate) const V6_LEN: usize = 18;
 /// Bytes in one compact IPv4 node (id + peer).
-pub const NODE_V4_LEN: usize = 20 + V4_LEN;
+pub(crate) const NODE_V4_LEN: usize = 20 + V4_LEN;
 
 /// Which kind of entries a compact list holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+pub(crate) enum Family {
     V4,
     V6,
 }
 
 impl Family {
-    pub const fn entry_len(self) -> usize {
+    pub(crate) const fn entry_len(self) -> usize {
         match self {
             Family::V4 => V4_LEN,
             Family::V6 => V6_LEN,
@@ -33,7 +33,7 @@ impl Family {
 }
 
 /// Appends the 4 or 16 address bytes of `ip`.
-pub fn encode_ip(ip: IpAddr, out: &mut Vec<u8>) {
+pub(crate) fn encode_ip(ip: IpAddr, out: &mut Vec<u8>) {
     match ip {
         IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
         IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
@@ -41,7 +41,7 @@ pub fn encode_ip(ip: IpAddr, out: &mut Vec<u8>) {
 }
 
 /// A 4-byte (IPv4) or 16-byte (IPv6) address; any other length is `None`.
-pub fn decode_ip(b: &[u8]) -> Option<IpAddr> {
+pub(crate) fn decode_ip(b: &[u8]) -> Option<IpAddr> {
     match b.len() {
         4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b).ok()?))),
         16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))),
@@ -50,19 +50,19 @@ pub fn decode_ip(b: &[u8]) -> Option<IpAddr> {
 }
 
 /// Appends 6 bytes (IPv4) or 18 bytes (IPv6).
-pub fn encode_peer(addr: &SocketAddr, out: &mut Vec<u8>) {
+pub(crate) fn encode_peer(addr: &SocketAddr, out: &mut Vec<u8>) {
     encode_ip(addr.ip(), out);
     out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
 /// Appends the 6 bytes of an IPv4 peer.
-pub fn encode_v4(addr: &SocketAddrV4, out: &mut Vec<u8>) {
+pub(crate) fn encode_v4(addr: &SocketAddrV4, out: &mut Vec<u8>) {
     out.extend_from_slice(&addr.ip().octets());
     out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
 /// One peer of exactly 6 or 18 bytes; any other length is `None`.
-pub fn decode_peer(b: &[u8]) -> Option<SocketAddr> {
+pub(crate) fn decode_peer(b: &[u8]) -> Option<SocketAddr> {
     let (ip, port) = b.split_at(b.len().checked_sub(2)?);
     let port = u16::from_be_bytes([port[0], port[1]]);
     Some(match decode_ip(ip)? {
@@ -72,19 +72,19 @@ pub fn decode_peer(b: &[u8]) -> Option<SocketAddr> {
 }
 
 /// The peers of a compact list of one family; a ragged tail is ignored.
-pub fn decode_peers(b: &[u8], family: Family) -> impl Iterator<Item = SocketAddr> + '_ {
+pub(crate) fn decode_peers(b: &[u8], family: Family) -> impl Iterator<Item = SocketAddr> + '_ {
     b.chunks_exact(family.entry_len())
         .map(|c| decode_peer(c).expect("an entry of a peer's length"))
 }
 
 /// Appends a 26-byte node: `id`, then its compact IPv4 address.
-pub fn encode_node_v4(id: &[u8; 20], addr: &SocketAddrV4, out: &mut Vec<u8>) {
+pub(crate) fn encode_node_v4(id: &[u8; 20], addr: &SocketAddrV4, out: &mut Vec<u8>) {
     out.extend_from_slice(id);
     encode_v4(addr, out);
 }
 
 /// The (id, address) pairs of a compact node list; a ragged tail is ignored.
-pub fn decode_nodes_v4(b: &[u8]) -> impl Iterator<Item = ([u8; 20], SocketAddrV4)> + '_ {
+pub(crate) fn decode_nodes_v4(b: &[u8]) -> impl Iterator<Item = ([u8; 20], SocketAddrV4)> + '_ {
     b.chunks_exact(NODE_V4_LEN).map(|c| {
         let (id, peer) = c.split_at(20);
         let SocketAddr::V4(addr) = decode_peer(peer).expect("6 bytes") else {

@@ -24,7 +24,7 @@ use crate::transport;
 use crate::types::InfoHash;
 
 /// Connections allowed to be mid-handshake at once.
-pub const MAX_HALF_OPEN: usize = 64;
+pub(crate) const MAX_HALF_OPEN: usize = 64;
 /// Of which from one IP address.
 const MAX_HALF_OPEN_PER_IP: usize = 8;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +40,7 @@ struct Entry {
 /// current run, or `None` while the torrent is checking or paused (a peer
 /// arriving then waits a little for the run to start).
 #[derive(Default, Clone)]
-pub struct Registry {
+pub(crate) struct Registry {
     torrents: Arc<Mutex<Torrents>>,
 }
 
@@ -65,42 +65,38 @@ impl Torrents {
 
 impl Registry {
     /// Makes a torrent known before it runs.
-    pub fn reserve(&self, ih: InfoHash) {
+    pub(crate) fn reserve(&self, ih: InfoHash) {
         self.lock().slot(ih);
     }
 
     /// The torrent's run is up: its peers are accepted.
-    pub fn add(&self, engine: Arc<Engine>, run: CancellationToken) {
+    pub(crate) fn add(&self, engine: Arc<Engine>, run: CancellationToken) {
         let ih = engine.info_hash;
         let mut map = self.lock();
         map.slot(ih).send_replace(Some(Entry { engine, run }));
     }
 
     /// The run ended (paused, checking again, finished).
-    pub fn remove(&self, ih: &InfoHash) {
+    pub(crate) fn remove(&self, ih: &InfoHash) {
         if let Some(slot) = self.lock().slots.get(ih) {
             slot.send_replace(None);
         }
     }
 
     /// The torrent is gone from the session.
-    pub fn forget(&self, ih: &InfoHash) {
+    pub(crate) fn forget(&self, ih: &InfoHash) {
         let mut map = self.lock();
         map.slots.remove(ih);
         map.by_req2.remove(&mse::req2(ih));
     }
 
     /// Torrents whose run is up.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock()
             .slots
             .values()
             .filter(|s| s.borrow().is_some())
             .count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn get(&self, ih: &InfoHash) -> Option<watch::Receiver<Option<Entry>>> {
@@ -150,7 +146,7 @@ impl HalfOpen {
 }
 
 /// Accepts until `cancel` fires.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     registry: Registry,
     limits: Limits,

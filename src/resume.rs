@@ -17,7 +17,6 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -26,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::metainfo::{FileKind, Torrent};
-use crate::types::{Bitfield, InfoHash, PieceIndex};
+use crate::types::{Bitfield, InfoHash};
 
 /// Format version written by this build; others are refused.
 pub const VERSION: u32 = 1;
@@ -294,7 +293,7 @@ pub fn load(path: &Path) -> Result<Option<ResumeRecord>, ResumeError> {
             len,
         });
     }
-    let mut data = Vec::with_capacity(len as usize);
+    let mut data = Vec::with_capacity(usize::try_from(len).expect("at most MAX_RECORD_LEN"));
     // `take`: the file may grow between the stat and the read.
     f.take(MAX_RECORD_LEN + 1)
         .read_to_end(&mut data)
@@ -329,7 +328,8 @@ pub fn stamp_files(root: &Path, torrent: &Torrent) -> Vec<FileStamp> {
                     path,
                     size: m.len(),
                     mtime_secs: m.mtime(),
-                    mtime_nanos: m.mtime_nsec() as u32,
+                    // The kernel keeps it in [0, 10^9).
+                    mtime_nanos: u32::try_from(m.mtime_nsec()).unwrap_or(0),
                     present: true,
                 },
                 _ => FileStamp {
@@ -400,7 +400,7 @@ pub fn trusted(
         return Err(Mismatch::OtherStamps { index });
     }
 
-    let piece_len = u64::from(torrent.piece_length);
+    let geo = torrent.geometry();
     let mut have = rec.have.clone();
     let mut recheck = Bitfield::new(n);
     let mut changed_files = Vec::new();
@@ -421,7 +421,7 @@ pub fn trusted(
             continue;
         }
         let fresh = changed && now.present;
-        for p in pieces_over(piece_len, f.offset + from, f.offset + f.length) {
+        for p in geo.pieces_over(f.offset + from..f.offset + f.length) {
             if have.get(p) {
                 have.clear(p);
                 recheck.set(p);
@@ -445,20 +445,20 @@ pub fn trusted(
 /// holes are not reported the file counts as all data; a file that cannot
 /// be opened or walked sends its trusted pieces to `recheck`.
 pub fn drop_holes(root: &Path, torrent: &Torrent, have: &mut Bitfield, recheck: &mut Bitfield) {
-    let piece_len = u64::from(torrent.piece_length);
+    let geo = torrent.geometry();
     for i in regular_files(torrent) {
         let f = &torrent.files[i];
         if f.length == 0 {
             continue;
         }
-        let pieces = pieces_over(piece_len, f.offset, f.offset + f.length);
+        let pieces = geo.pieces_over(f.offset..f.offset + f.length);
         // Walk only up to the end of the last trusted piece in this file.
         let Some(last) = pieces.rev().find(|&p| have.get(p)) else {
             continue;
         };
-        let limit = ((u64::from(last) + 1) * piece_len).min(f.offset + f.length) - f.offset;
+        let limit = geo.piece_span(last).end.min(f.offset + f.length) - f.offset;
         let mut distrust = |lo: u64, hi: u64| {
-            for p in pieces_over(piece_len, f.offset + lo, f.offset + hi) {
+            for p in geo.pieces_over(f.offset + lo..f.offset + hi) {
                 if have.get(p) {
                     have.clear(p);
                     recheck.set(p);
@@ -525,11 +525,6 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<u64> {
     }
 }
 
-/// Pieces holding any byte of the stream range `[start, end)`, `end > start`.
-fn pieces_over(piece_len: u64, start: u64, end: u64) -> Range<PieceIndex> {
-    (start / piece_len) as PieceIndex..((end - 1) / piece_len + 1) as PieceIndex
-}
-
 /// First position where `stamps` stops naming the torrent's regular files.
 fn first_path_difference(
     torrent: &Torrent,
@@ -558,6 +553,7 @@ mod tests {
     use super::*;
     use crate::metainfo::test_torrent;
     use crate::storage::{FileStorage, Storage};
+    use crate::types::PieceIndex;
 
     /// Pieces of 4 bytes over a (6), b (5), a pad (1), c (8):
     /// p0 = a[0..4], p1 = a[4..6] b[0..2], p2 = b[2..5] pad,
@@ -579,20 +575,20 @@ mod tests {
         for f in t.files.iter().filter(|f| f.kind == FileKind::Regular) {
             let p = root.join(&f.path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, vec![7u8; f.length as usize]).unwrap();
+            std::fs::write(&p, vec![7u8; usize::try_from(f.length).unwrap()]).unwrap();
         }
     }
 
     fn bits(len: u32, ones: &[u32]) -> Bitfield {
         let mut b = Bitfield::new(len);
         for &i in ones {
-            b.set(i);
+            b.set(PieceIndex::unchecked(i));
         }
         b
     }
 
     fn ones(b: &Bitfield) -> Vec<u32> {
-        b.iter_ones().collect()
+        b.iter_ones().map(PieceIndex::get).collect()
     }
 
     /// A record claiming `claimed` over files stamped now.
@@ -892,7 +888,7 @@ mod tests {
         // p3 = b[32K..96K], p4 = b[96K..100K].
         const K: u64 = 1024;
         let t = test_torrent(
-            64 * K as u32,
+            64 * 1024,
             &[
                 ("t/a", 160 * K, FileKind::Regular),
                 ("t/b", 100 * K, FileKind::Regular),
@@ -900,7 +896,8 @@ mod tests {
         );
         let s = FileStorage::new(dir.path(), &t, true).unwrap();
         let piece = vec![0x5a; 64 * 1024];
-        for p in [0u32, 3] {
+        for p in [0, 3] {
+            let p = t.geometry().piece(p).unwrap();
             s.write_at(t.geometry().piece_offset(p), &piece).unwrap();
         }
         s.finish().unwrap();

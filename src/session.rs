@@ -1,5 +1,5 @@
 //! What the whole process shares between its torrents: one peer listener
-//! (its [`Registry`] routes each incoming handshake to the torrent it
+//! (its `Registry` routes each incoming handshake to the torrent it
 //! names), one DHT node, the global rate caps and hashing budget, the peer
 //! id, the global peer and half-open caps, a task tracker and the root
 //! cancellation token.

@@ -218,7 +218,7 @@ impl FileStorage {
         let a = DIRECT_ALIGN as u64;
         let ptr = data.as_ptr() as u64;
         if self.writable && data.len() >= DIRECT_ALIGN && (ptr % a) == (at % a) {
-            let head = ((a - at % a) % a) as usize;
+            let head = usize::try_from((a - at % a) % a).expect("below DIRECT_ALIGN");
             let mid = (data.len() - head) / DIRECT_ALIGN * DIRECT_ALIGN;
             if mid > 0 {
                 if let Some(d) = self.direct(i) {
@@ -292,7 +292,8 @@ impl FileStorage {
             }
             let lo = offset.max(fs);
             let hi = end.min(fs + fl);
-            op(i, lo - fs, (lo - offset) as usize..(hi - offset) as usize)?;
+            let in_buf = |x: u64| usize::try_from(x - offset).expect("at most len");
+            op(i, lo - fs, in_buf(lo)..in_buf(hi))?;
         }
         Ok(())
     }
@@ -431,23 +432,26 @@ impl MemStorage {
 impl Storage for MemStorage {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut d = self.data.lock().unwrap_or_else(|e| e.into_inner());
-        let end = offset as usize + data.len();
-        if end > d.len() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        d[offset as usize..end].copy_from_slice(data);
+        let span = mem_span(offset, data.len(), d.len())?;
+        d[span].copy_from_slice(data);
         Ok(())
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let d = self.data.lock().unwrap_or_else(|e| e.into_inner());
-        let end = offset as usize + buf.len();
-        if end > d.len() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.copy_from_slice(&d[offset as usize..end]);
+        let span = mem_span(offset, buf.len(), d.len())?;
+        buf.copy_from_slice(&d[span]);
         Ok(())
     }
+}
+
+/// `len` bytes at `offset` of a buffer of `size` bytes, if they fit.
+fn mem_span(offset: u64, len: usize, size: usize) -> io::Result<std::ops::Range<usize>> {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|start| Some(start..start.checked_add(len)?))
+        .filter(|r| r.end <= size)
+        .ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
 }
 
 #[cfg(test)]
@@ -488,7 +492,7 @@ mod tests {
         let s = FileStorage::new(dir.path(), &t, true).unwrap();
         let mut buf = AlignedBuf::new(45_000);
         for (i, b) in buf.iter_mut().enumerate() {
-            *b = (i % 251) as u8;
+            *b = u8::try_from(i % 251).unwrap();
         }
         s.write_at(0, &buf[..20_000]).unwrap();
         s.write_at(20_000, &buf[20_000..]).unwrap();

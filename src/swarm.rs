@@ -38,7 +38,7 @@ const TURNOVER_EVERY: Duration = Duration::from_secs(1);
 
 /// Caps the session shares between its torrents.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Outgoing connects in flight in the whole process.
     pub half_open: Arc<Semaphore>,
     /// Peer connections in the whole process, and their cap.
@@ -47,7 +47,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(max_peers: usize, max_half_open: usize) -> Limits {
+    pub(crate) fn new(max_peers: usize, max_half_open: usize) -> Limits {
         Limits {
             half_open: Arc::new(Semaphore::new(max_half_open.max(1))),
             peers: Arc::new(AtomicUsize::new(0)),
@@ -56,16 +56,16 @@ impl Limits {
     }
 
     /// Whether the process has room for one more peer.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.peers.load(Ordering::Relaxed) < self.max_peers
     }
 }
 
 /// A connection counted against the session's peer cap while it lives.
-pub struct PeerSlot(Arc<AtomicUsize>);
+pub(crate) struct PeerSlot(Arc<AtomicUsize>);
 
 impl PeerSlot {
-    pub fn take(limits: &Limits) -> PeerSlot {
+    pub(crate) fn take(limits: &Limits) -> PeerSlot {
         limits.peers.fetch_add(1, Ordering::Relaxed);
         PeerSlot(limits.peers.clone())
     }
@@ -96,7 +96,7 @@ type Dialled = (SocketAddr, Outcome, bool);
 
 /// Runs the connection manager on the channel peer sources feed until
 /// `cancel` fires; `initial` addresses are dialled first.
-pub async fn run(
+pub(crate) async fn run(
     engine: Arc<Engine>,
     limits: Limits,
     rx: mpsc::Receiver<Vec<SocketAddr>>,
@@ -110,7 +110,7 @@ pub async fn run(
 
 /// Runs a magnet's connection manager: its connections fetch the metadata
 /// for `phase`, then serve the engine `engine` names once it runs.
-pub async fn run_magnet(
+pub(crate) async fn run_magnet(
     phase: Arc<MetadataPhase>,
     engine: watch::Receiver<Option<Arc<Engine>>>,
     limits: Limits,

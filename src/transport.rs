@@ -24,7 +24,7 @@ use crate::wire::{Handshake, WireError, PROTOCOL};
 const READ_CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("timed out connecting")]
@@ -51,20 +51,20 @@ pub enum LinkError {
 
 impl LinkError {
     /// Worth one more try in plaintext (`prefer`).
-    pub fn mse_failed(&self) -> bool {
+    pub(crate) fn mse_failed(&self) -> bool {
         matches!(self, LinkError::MseRefused | LinkError::Mse(_))
     }
 }
 
 /// The connection's stream with its ciphers.
-pub struct Link {
+pub(crate) struct Link {
     stream: TcpStream,
     read: Option<Cipher>,
     write: Option<Cipher>,
 }
 
 impl Link {
-    pub fn plain(stream: TcpStream) -> Link {
+    pub(crate) fn plain(stream: TcpStream) -> Link {
         Link {
             stream,
             read: None,
@@ -81,25 +81,25 @@ impl Link {
     }
 
     /// The payload stream is RC4-encrypted.
-    pub fn encrypted(&self) -> bool {
+    pub(crate) fn encrypted(&self) -> bool {
         self.read.is_some()
     }
 
     /// Reads and decrypts what the socket has, appended to `buf`.
-    pub async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+    pub(crate) async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         read_into(&mut self.stream, self.read.as_mut(), buf).await
     }
 
     /// Encrypts `data` in place and writes it all. Not cancel-safe: a
     /// write dropped midway leaves the stream out of step with the cipher.
-    pub async fn write_all(&mut self, data: &mut [u8]) -> std::io::Result<()> {
+    pub(crate) async fn write_all(&mut self, data: &mut [u8]) -> std::io::Result<()> {
         if let Some(c) = &mut self.write {
             c.apply(data);
         }
         self.stream.write_all(data).await
     }
 
-    pub fn into_split(self) -> (ReadLink, WriteLink) {
+    pub(crate) fn into_split(self) -> (ReadLink, WriteLink) {
         let (rd, wr) = self.stream.into_split();
         (
             ReadLink {
@@ -129,18 +129,18 @@ async fn read_into<R: AsyncReadExt + Unpin>(
     Ok(n)
 }
 
-pub struct ReadLink {
+pub(crate) struct ReadLink {
     rd: OwnedReadHalf,
     cipher: Option<Cipher>,
 }
 
 impl ReadLink {
-    pub async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+    pub(crate) async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         read_into(&mut self.rd, self.cipher.as_mut(), buf).await
     }
 }
 
-pub struct WriteLink {
+pub(crate) struct WriteLink {
     wr: OwnedWriteHalf,
     cipher: Option<Cipher>,
 }
@@ -148,20 +148,20 @@ pub struct WriteLink {
 impl WriteLink {
     /// Encrypts `data` in place and writes it all. Not cancel-safe: a
     /// write dropped midway leaves the stream out of step with the cipher.
-    pub async fn write_all(&mut self, data: &mut [u8]) -> std::io::Result<()> {
+    pub(crate) async fn write_all(&mut self, data: &mut [u8]) -> std::io::Result<()> {
         if let Some(c) = &mut self.cipher {
             c.apply(data);
         }
         self.wr.write_all(data).await
     }
 
-    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn shutdown(&mut self) -> std::io::Result<()> {
         self.wr.shutdown().await
     }
 }
 
 /// Dials `addr` from `bind_ip` (when of the same family) within `limit`.
-pub async fn dial(
+pub(crate) async fn dial(
     bind_ip: Option<IpAddr>,
     addr: SocketAddr,
     limit: Duration,
@@ -191,7 +191,7 @@ pub async fn dial(
 
 /// How an outgoing connection opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dial {
+pub(crate) enum Dial {
     Plain,
     /// MSE offering these `crypto_provide` bits.
     Mse(u32),
@@ -204,7 +204,7 @@ impl Dial {
     /// What `policy` allows for a peer; `plain_worked`: an earlier MSE
     /// attempt failed where plaintext then succeeded; `prefers_mse`: the
     /// peer is known to want encryption.
-    pub fn choose(policy: Encryption, plain_worked: bool, prefers_mse: bool) -> Dial {
+    pub(crate) fn choose(policy: Encryption, plain_worked: bool, prefers_mse: bool) -> Dial {
         match policy {
             Encryption::Disable => Dial::Plain,
             Encryption::Require => Dial::Mse(mse::CRYPTO_RC4),
@@ -216,14 +216,14 @@ impl Dial {
     }
 }
 
-pub struct DialOpts {
+pub(crate) struct DialOpts {
     pub bind_ip: Option<IpAddr>,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
 }
 
 /// An outgoing connection with the remote handshake read.
-pub struct Opened {
+pub(crate) struct Opened {
     pub link: Link,
     pub theirs: Handshake,
     /// Plaintext bytes that followed the handshake.
@@ -234,7 +234,7 @@ pub struct Opened {
 
 /// Dials and handshakes as `how` says; `ours` is sent first (inside the
 /// MSE handshake when there is one).
-pub async fn open(
+pub(crate) async fn open(
     opts: &DialOpts,
     addr: SocketAddr,
     ours: &Handshake,
@@ -271,7 +271,7 @@ pub async fn open(
 
 /// Our side of an outgoing handshake: MSE first when `provide` is set,
 /// then the BitTorrent handshakes, all within `limit`.
-pub async fn handshake_out(
+pub(crate) async fn handshake_out(
     mut stream: TcpStream,
     ours: &Handshake,
     provide: Option<u32>,
@@ -358,7 +358,7 @@ fn is_plaintext(first: &[u8]) -> Option<bool> {
 /// allows, MSE torrents found through `lookup` (`H(req2, SKEY)` → the
 /// info-hash). Returns the link and the remote BitTorrent handshake, with
 /// the plaintext that followed it; our handshake is not sent yet.
-pub async fn handshake_in(
+pub(crate) async fn handshake_in(
     mut stream: TcpStream,
     policy: Encryption,
     lookup: impl Fn(&[u8; 20]) -> Option<InfoHash>,

@@ -18,7 +18,7 @@ use url::Url;
 use crate::engine::picker::PeerKey;
 use crate::engine::{Engine, PeerCommand};
 use crate::metainfo::{FileKind, Torrent};
-use crate::types::{Bitfield, BlockRef, Geometry, PeerId};
+use crate::types::{Bitfield, BlockRef, Geometry, PeerId, PieceIndex};
 
 /// What a path element may keep unescaped: RFC 3986 unreserved characters.
 const ELEMENT: &AsciiSet = &CONTROLS
@@ -53,10 +53,10 @@ const ELEMENT: &AsciiSet = &CONTROLS
     .add(b'*');
 
 /// The longest wait a server's `Retry-After` may ask for.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WebSeedError {
+pub(crate) enum WebSeedError {
     #[error("not a usable web seed URL: {0}")]
     BadUrl(String),
     #[error("the server has no such file (HTTP {0})")]
@@ -75,7 +75,7 @@ pub enum WebSeedError {
 
 impl WebSeedError {
     /// Errors after which the server is not asked again.
-    pub fn is_fatal(&self) -> bool {
+    pub(crate) fn is_fatal(&self) -> bool {
         matches!(
             self,
             WebSeedError::BadUrl(_)
@@ -91,7 +91,7 @@ impl WebSeedError {
 /// `range` of the file at `url`, landing at `at` in the span's buffer.
 /// Pad files are not asked for (they are zeros).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     pub url: Url,
     pub range: Range<u64>,
     /// The whole file's length: a 200 answer is fine when `range` is all
@@ -105,7 +105,7 @@ pub struct Request {
 /// single-file torrent `base` is the file itself, or a directory when it
 /// ends in `/`; for a multi-file torrent it is the directory holding the
 /// torrent's top folder. Path elements are percent-encoded one by one.
-pub fn file_urls(base: &str, t: &Torrent) -> Result<Vec<Option<Url>>, WebSeedError> {
+pub(crate) fn file_urls(base: &str, t: &Torrent) -> Result<Vec<Option<Url>>, WebSeedError> {
     let url = Url::parse(base).map_err(|e| WebSeedError::BadUrl(format!("{base}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(WebSeedError::BadUrl(base.to_string()));
@@ -147,7 +147,7 @@ pub fn file_urls(base: &str, t: &Torrent) -> Result<Vec<Option<Url>>, WebSeedErr
 
 /// The requests that fetch bytes `span` of the torrent's stream: one per
 /// file the span touches, pad files and symlinks left out.
-pub fn requests(t: &Torrent, urls: &[Option<Url>], span: Range<u64>) -> Vec<Request> {
+pub(crate) fn requests(t: &Torrent, urls: &[Option<Url>], span: Range<u64>) -> Vec<Request> {
     let start = t
         .files
         .partition_point(|f| f.offset + f.length <= span.start);
@@ -165,7 +165,7 @@ pub fn requests(t: &Torrent, urls: &[Option<Url>], span: Range<u64>) -> Vec<Requ
                 url: url.clone(),
                 range: lo - f.offset..hi - f.offset,
                 file_len: f.length,
-                at: (lo - span.start) as usize,
+                at: usize::try_from(lo - span.start).expect("a span is held in a buffer"),
             });
         }
     }
@@ -174,7 +174,7 @@ pub fn requests(t: &Torrent, urls: &[Option<Url>], span: Range<u64>) -> Vec<Requ
 
 /// What the headers of a response promise.
 #[derive(Debug, Default, Clone)]
-pub struct Head<'a> {
+pub(crate) struct Head<'a> {
     pub status: u16,
     pub content_range: Option<&'a str>,
     pub content_length: Option<u64>,
@@ -184,7 +184,7 @@ pub struct Head<'a> {
 /// Whether a response answers `req`: 206 with exactly the range asked
 /// (and the file's length where the server names it), or 200 when the
 /// range is the whole file. The body must then be `req.range` long.
-pub fn check_response(h: &Head<'_>, req: &Request) -> Result<(), WebSeedError> {
+pub(crate) fn check_response(h: &Head<'_>, req: &Request) -> Result<(), WebSeedError> {
     let want_len = req.range.end - req.range.start;
     match h.status {
         206 => {
@@ -266,7 +266,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The HTTP client web seeds share: from `bind` (`--bind`) when given,
 /// bounded redirects (a loop ends as an error), rustls, connection reuse.
-pub fn client(bind: Option<std::net::IpAddr>) -> reqwest::Client {
+pub(crate) fn client(bind: Option<std::net::IpAddr>) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(bind)
         .redirect(reqwest::redirect::Policy::limited(5))
@@ -279,7 +279,7 @@ pub fn client(bind: Option<std::net::IpAddr>) -> reqwest::Client {
 
 /// Why a web seed stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum Ended {
+pub(crate) enum Ended {
     #[error(transparent)]
     Server(#[from] WebSeedError),
     #[error(transparent)]
@@ -304,7 +304,7 @@ pub enum Ended {
 /// server whose data fails is banned like a peer). Ends when the
 /// download is complete, on `cancel`, or with the reason the server was
 /// dropped.
-pub async fn run(
+pub(crate) async fn run(
     engine: Arc<Engine>,
     t: Arc<Torrent>,
     base: String,
@@ -440,12 +440,13 @@ impl Seed<'_> {
         self.engine.pick(self.key, SPAN_BLOCKS, None, blocks);
         if let Some(last) = blocks.iter().map(|b| b.piece).max() {
             if blocks.len() < SPAN_BLOCKS {
-                let next: Vec<u32> = (last + 1..geo.num_pieces).take(SPAN_BLOCKS).collect();
+                let after = last as usize + 1;
+                let next: Vec<PieceIndex> = geo.pieces().skip(after).take(SPAN_BLOCKS).collect();
                 let room = SPAN_BLOCKS - blocks.len();
                 self.engine.pick(self.key, room, Some(&next), blocks);
             }
         }
-        blocks.sort_by_key(|b| geo.piece_offset(b.piece) + u64::from(b.offset));
+        blocks.sort_by_key(|b| geo.block_offset(b));
     }
 
     /// Fetches each contiguous run of `blocks` and files its blocks with
@@ -456,23 +457,24 @@ impl Seed<'_> {
         let mut result = Ok(());
         for run in contiguous(&geo, blocks) {
             let first = &run[0];
-            let start = geo.piece_offset(first.piece) + u64::from(first.offset);
-            let len: u64 = run.iter().map(|b| u64::from(b.len)).sum();
+            let start = geo.block_offset(first);
+            let len: usize = run.iter().map(|b| b.len as usize).sum();
             // Zeroed: pad files are not fetched.
             self.buf.clear();
-            self.buf.resize(len as usize, 0);
-            let span = start..start + len;
+            self.buf.resize(len, 0);
+            let span = start..start + len as u64;
             if let Err(e) = fetch_span(&self.http, self.t, &self.urls, span, &mut self.buf).await {
                 result = Err(e);
                 break;
             }
-            self.engine.acquire_download(len).await;
+            self.engine.acquire_download(len as u64).await;
             let mut at = 0usize;
             for b in run {
                 let data = &self.buf[at..at + b.len as usize];
-                self.engine
-                    .on_block(self.key, b.piece, b.offset, data)
-                    .await;
+                let piece = geo
+                    .piece(b.piece)
+                    .expect("the picker picks pieces of the torrent");
+                self.engine.on_block(self.key, piece, b.offset, data).await;
                 at += b.len as usize;
             }
             done += run.len();
@@ -498,8 +500,8 @@ fn contiguous<'a>(
     geo: &'a Geometry,
     blocks: &'a [BlockRef],
 ) -> impl Iterator<Item = &'a [BlockRef]> + 'a {
-    let end = |b: &BlockRef| geo.piece_offset(b.piece) + u64::from(b.offset) + u64::from(b.len);
-    let start = |b: &BlockRef| geo.piece_offset(b.piece) + u64::from(b.offset);
+    let end = |b: &BlockRef| geo.block_offset(b) + u64::from(b.len);
+    let start = |b: &BlockRef| geo.block_offset(b);
     blocks.chunk_by(move |a, b| end(a) == start(b))
 }
 
@@ -513,7 +515,7 @@ async fn fetch_span(
     buf: &mut [u8],
 ) -> Result<(), Ended> {
     for req in requests(t, urls, span) {
-        let len = (req.range.end - req.range.start) as usize;
+        let len = usize::try_from(req.range.end - req.range.start).expect("inside the span");
         let out = &mut buf[req.at..req.at + len];
         let mut resp = http
             .get(req.url.clone())

@@ -276,13 +276,13 @@ impl Message {
             Message::HaveAll => simple(out, id::HAVE_ALL),
             Message::HaveNone => simple(out, id::HAVE_NONE),
             Message::Extended { id, payload } => {
-                out.put_u32(2 + payload.len() as u32);
+                out.put_u32(frame_len(2 + payload.len()));
                 out.put_u8(id::EXTENDED);
                 out.put_u8(*id);
                 out.put_slice(payload);
             }
             Message::Bitfield(b) => {
-                out.put_u32(1 + b.len() as u32);
+                out.put_u32(frame_len(1 + b.len()));
                 out.put_u8(id::BITFIELD);
                 out.put_slice(b);
             }
@@ -304,7 +304,7 @@ impl Message {
                 offset,
                 data,
             } => {
-                out.put_u32(9 + data.len() as u32);
+                out.put_u32(frame_len(9 + data.len()));
                 out.put_u8(id::PIECE);
                 out.put_u32(*piece);
                 out.put_u32(*offset);
@@ -318,6 +318,11 @@ impl Message {
             Message::Unknown(_) => {}
         }
     }
+}
+
+/// The length prefix of a message of `n` bytes.
+fn frame_len(n: usize) -> u32 {
+    u32::try_from(n).expect("what we send is a block, a bitfield or a small payload")
 }
 
 fn id_u32(out: &mut BytesMut, id: u8, v: u32) {

@@ -5,12 +5,12 @@
 //! `max_tokens` small allocations. Each dictionary entry keeps the raw bytes
 //! of its value: the info-hash is taken over those, never over a re-encoding.
 //!
-//! Everything we write by hand goes through [`mod@write`] ([`Dict`], [`List`]),
+//! Everything we write by hand goes through `write` ([`Dict`], [`List`]),
 //! whose dictionaries sort their keys themselves.
 
 use std::fmt;
 
-pub mod write;
+mod write;
 
 pub use write::{encode_bytes, encode_int, Dict, List};
 
@@ -481,12 +481,12 @@ impl<'a> Decoder<'a> {
             return Err(Error::LeadingZero { at: start });
         }
         self.pos += 1;
-        let remaining = (self.input.len() - self.pos) as u64;
-        if len > remaining {
-            return Err(Error::LengthExceedsInput { at: start, len });
-        }
-        let s = &self.input[self.pos..self.pos + len as usize];
-        self.pos += len as usize;
+        let n = match usize::try_from(len) {
+            Ok(n) if n <= self.input.len() - self.pos => n,
+            _ => return Err(Error::LengthExceedsInput { at: start, len }),
+        };
+        let s = &self.input[self.pos..self.pos + n];
+        self.pos += n;
         Ok(s)
     }
 }

@@ -225,6 +225,8 @@ pub(super) fn parse_select(s: &str) -> Result<FileSelect, String> {
 
 /// Bytes/s with an optional K/M/G suffix, `B`/`iB` optional (binary
 /// units either way, as aria2 reads them), `/s` optional.
+// The value is range-checked; the cast only drops a fraction of a byte.
+#[allow(clippy::cast_possible_truncation)]
 pub(super) fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim().trim_end_matches("/s").trim_end_matches("/S");
     let lower = t.to_ascii_lowercase();

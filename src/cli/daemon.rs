@@ -54,7 +54,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
         .with_context(|| format!("cannot resolve {}", p.display()))
 }
 
-pub async fn daemon(a: DaemonArgs, cancel: CancellationToken) -> Result<()> {
+pub(super) async fn daemon(a: DaemonArgs, cancel: CancellationToken) -> Result<()> {
     let rpc_config = RpcConfig {
         bind: a.rpc_bind,
         auth: a.rpc_auth.clone(),
@@ -226,7 +226,7 @@ fn size(b: u64) -> String {
     super::human_bytes(b)
 }
 
-pub async fn remote(a: RemoteArgs) -> Result<()> {
+pub(super) async fn remote(a: RemoteArgs) -> Result<()> {
     let mut c = Client {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))

@@ -80,7 +80,7 @@ async fn start(f: &NodeFlags, default_port: u16, cancel: CancellationToken) -> R
         .with_context(|| format!("cannot start a DHT node on {addr}"))
 }
 
-pub async fn run(c: DhtCommand, cancel: CancellationToken) -> Result<()> {
+pub(super) async fn run(c: DhtCommand, cancel: CancellationToken) -> Result<()> {
     match c {
         DhtCommand::Lookup(a) => lookup(a, cancel).await,
         DhtCommand::Node(a) => node(a, cancel).await,

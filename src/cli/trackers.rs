@@ -54,7 +54,7 @@ pub struct TrackerArgs {
 }
 
 /// Reads an allow-list: one hex info-hash a line.
-pub fn read_allow_list(path: &Path) -> Result<HashSet<InfoHash>> {
+pub(super) fn read_allow_list(path: &Path) -> Result<HashSet<InfoHash>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read allow-list {}", path.display()))?;
     let mut set = HashSet::new();
@@ -75,7 +75,7 @@ pub fn read_allow_list(path: &Path) -> Result<HashSet<InfoHash>> {
     Ok(set)
 }
 
-pub async fn tracker(a: TrackerArgs, cancel: CancellationToken) -> Result<()> {
+pub(super) async fn tracker(a: TrackerArgs, cancel: CancellationToken) -> Result<()> {
     let (http, udp) = match (a.http, a.udp) {
         (None, None) => {
             let any = SocketAddr::from(([0, 0, 0, 0], 6969));
@@ -135,7 +135,7 @@ pub struct ScrapeArgs {
     pub udp_retries: u32,
 }
 
-pub async fn scrape(a: ScrapeArgs) -> Result<()> {
+pub(super) async fn scrape(a: ScrapeArgs) -> Result<()> {
     let (ih, mut urls) = match InfoHash::from_hex(&a.target) {
         Some(ih) => (ih, Vec::new()),
         None => {

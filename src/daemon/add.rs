@@ -5,7 +5,7 @@ use super::*;
 
 impl Daemon {
     /// Adds a torrent: validated like the CLI does, recorded, then started.
-    pub async fn add(&self, req: AddRequest) -> Result<Added, DaemonError> {
+    pub(crate) async fn add(&self, req: AddRequest) -> Result<Added, DaemonError> {
         let (torrent, magnet) = match (&req.metainfo, &req.magnet) {
             (Some(b), _) => (Some(Torrent::from_bytes(b)?), None),
             (None, Some(m)) => (None, Some(Magnet::parse(m)?)),
@@ -140,14 +140,14 @@ impl Daemon {
         Ok(entry)
     }
 
-    pub(super) fn file_count(&self, record: &Record) -> usize {
+    pub(super) fn file_count(&self, record: &Record) -> u32 {
         self.inner
             .store
             .metainfo(&record.info_hash)
             .ok()
             .flatten()
             .and_then(|b| Torrent::from_bytes(&b).ok())
-            .map_or(0, |t| t.files.len())
+            .map_or(0, |t| t.num_files())
     }
 
     /// The ratio at which a torrent stops seeding (`None`: never).

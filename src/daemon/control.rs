@@ -4,7 +4,7 @@
 use super::*;
 
 impl Daemon {
-    pub async fn stop(&self, e: &Entry) -> Result<(), DaemonError> {
+    pub(crate) async fn stop(&self, e: &Entry) -> Result<(), DaemonError> {
         self.save(e.id, |r| r.paused = true)?;
         e.handle.pause().await;
         Ok(())
@@ -12,7 +12,7 @@ impl Daemon {
 
     /// Starts a paused torrent, or one whose actor ended (finished its
     /// seeding, or failed): that one is started afresh with the same id.
-    pub async fn start_torrent(&self, e: &Entry) -> Result<(), DaemonError> {
+    pub(crate) async fn start_torrent(&self, e: &Entry) -> Result<(), DaemonError> {
         self.save(e.id, |r| r.paused = false)?;
         match e.handle.stats().stage {
             Stage::Done | Stage::Failed => self.relaunch(e.id, false).await,
@@ -23,7 +23,7 @@ impl Daemon {
         }
     }
 
-    pub async fn verify(&self, e: &Entry) -> Result<(), DaemonError> {
+    pub(crate) async fn verify(&self, e: &Entry) -> Result<(), DaemonError> {
         match e.handle.stats().stage {
             Stage::Done | Stage::Failed => self.relaunch(e.id, true).await,
             _ => {
@@ -64,7 +64,7 @@ impl Daemon {
     /// Removes a torrent (with `delete`, its files too). The record goes
     /// last: a crash in between brings the torrent back, never loses it
     /// silently.
-    pub async fn remove(&self, e: &Entry, delete: bool) -> Result<(), DaemonError> {
+    pub(crate) async fn remove(&self, e: &Entry, delete: bool) -> Result<(), DaemonError> {
         let r = self.inner.session.remove(&e.info_hash(), delete).await;
         lock(&self.inner.torrents).retain(|x| x.id != e.id);
         lock(&self.inner.removed).push((e.id, Instant::now()));
@@ -76,7 +76,7 @@ impl Daemon {
     }
 
     /// `files-wanted` / `files-unwanted`; an empty list means every file.
-    pub async fn set_wanted(
+    pub(crate) async fn set_wanted(
         &self,
         e: &Entry,
         wanted: Option<&[u32]>,
@@ -85,7 +85,7 @@ impl Daemon {
         let Some((t, _)) = e.handle.meta() else {
             return Err(DaemonError::NoMetadata);
         };
-        let n = t.files.len() as u32;
+        let n = t.num_files();
         let every = |l: &[u32]| -> Vec<u32> {
             if l.is_empty() {
                 (0..n).collect()
@@ -111,7 +111,7 @@ impl Daemon {
         if set == e.record.unwanted {
             return Ok(());
         }
-        let sel = (!set.is_empty()).then(|| wanted_ranges(&set, n as usize));
+        let sel = (!set.is_empty()).then(|| wanted_ranges(&set, n));
         e.handle.set_selection(sel).await?;
         self.save(e.id, |r| r.unwanted = set)?;
         Ok(())
@@ -119,7 +119,7 @@ impl Daemon {
 
     /// `torrent-set-location`: the torrent's files now live in `dir`
     /// (moved there with `moving`, else looked for there).
-    pub async fn set_location(
+    pub(crate) async fn set_location(
         &self,
         e: &Entry,
         dir: &std::path::Path,
@@ -165,7 +165,7 @@ impl Daemon {
     }
 
     /// Moves torrents in the list (Transmission's queue order).
-    pub fn move_in_queue(&self, ids: &[u64], how: &str) {
+    pub(crate) fn move_in_queue(&self, ids: &[u64], how: &str) {
         let mut list = lock(&self.inner.torrents);
         let chosen = |e: &Entry| ids.contains(&e.id);
         match how {
@@ -198,7 +198,7 @@ impl Daemon {
     }
 
     /// The torrent's own caps (bytes/s; `None`: off).
-    pub fn set_limits(
+    pub(crate) fn set_limits(
         &self,
         e: &Entry,
         up: Option<Option<u64>>,
@@ -218,7 +218,7 @@ impl Daemon {
     }
 
     /// Seed ratio, labels: kept; the seed limits apply at once.
-    pub async fn set_record(
+    pub(crate) async fn set_record(
         &self,
         e: &Entry,
         f: impl FnOnce(&mut Record),
@@ -229,7 +229,7 @@ impl Daemon {
     }
 
     /// The session's default ratio changed: torrents that follow it learn.
-    pub async fn apply_default_ratio(&self) {
+    pub(crate) async fn apply_default_ratio(&self) {
         for e in self.entries() {
             if e.record.seed_ratio_mode == 0 {
                 e.handle.set_seed_limits(self.seed_limits(&e.record)).await;

@@ -17,8 +17,8 @@
 
 mod add;
 mod control;
-pub mod folders;
-pub mod store;
+pub(crate) mod folders;
+pub(crate) mod store;
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -32,10 +32,10 @@ use crate::metainfo::Torrent;
 use crate::session::{AddError, Session, SessionConfig};
 use crate::torrent::{AddTorrent, SeedLimits, Source, Stage, TorrentHandle};
 use crate::types::InfoHash;
-pub use store::{Record, Settings, Store, StoreError};
+pub(crate) use store::{Record, Settings, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot create {path}")]
@@ -84,7 +84,7 @@ pub enum DaemonError {
 
 /// The daemon's own settings; the session's come from the same flags.
 #[derive(Debug, Clone)]
-pub struct DaemonConfig {
+pub(crate) struct DaemonConfig {
     pub download_dir: PathBuf,
     pub state_dir: PathBuf,
     pub watch_dir: Option<PathBuf>,
@@ -96,7 +96,7 @@ pub struct DaemonConfig {
 
 /// What `torrent-add` asks for.
 #[derive(Debug, Clone, Default)]
-pub struct AddRequest {
+pub(crate) struct AddRequest {
     /// The .torrent file's bytes, or a magnet link.
     pub metainfo: Option<Vec<u8>>,
     pub magnet: Option<String>,
@@ -111,7 +111,7 @@ pub struct AddRequest {
 
 /// The outcome of an add: the torrent's id, and whether it was new.
 #[derive(Debug, Clone)]
-pub struct Added {
+pub(crate) struct Added {
     pub id: u64,
     pub name: String,
     pub info_hash: InfoHash,
@@ -120,7 +120,7 @@ pub struct Added {
 
 /// One torrent the daemon holds.
 #[derive(Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Stable for the daemon's lifetime (Transmission's `id`).
     pub id: u64,
     pub handle: TorrentHandle,
@@ -128,13 +128,13 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn info_hash(&self) -> InfoHash {
+    pub(crate) fn info_hash(&self) -> InfoHash {
         InfoHash::from_hex(&self.record.info_hash).unwrap_or(InfoHash([0; 20]))
     }
 
     /// The torrent's name; before its metainfo is read, the magnet's
     /// `dn` or the info-hash.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         let n = self.handle.stats().name;
         if !n.is_empty() {
             return n;
@@ -148,18 +148,18 @@ impl Entry {
     }
 
     /// Bytes uploaded over every run.
-    pub fn uploaded_ever(&self) -> u64 {
+    pub(crate) fn uploaded_ever(&self) -> u64 {
         self.record.uploaded_before + self.handle.stats().uploaded
     }
 
-    pub fn downloaded_ever(&self) -> u64 {
+    pub(crate) fn downloaded_ever(&self) -> u64 {
         self.record.downloaded_before + self.handle.stats().received
     }
 }
 
 /// Which torrents a request names.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Ids {
+pub(crate) enum Ids {
     All,
     /// Ids and hex info-hashes, as given.
     Some(Vec<IdOrHash>),
@@ -168,13 +168,13 @@ pub enum Ids {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum IdOrHash {
+pub(crate) enum IdOrHash {
     Id(u64),
     Hash(InfoHash),
 }
 
 #[derive(Clone)]
-pub struct Daemon {
+pub(crate) struct Daemon {
     inner: Arc<Inner>,
 }
 
@@ -198,7 +198,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -209,7 +209,7 @@ const RECENT: Duration = Duration::from_secs(60);
 
 impl Daemon {
     /// Opens the state, starts the session and every stored torrent.
-    pub async fn start(
+    pub(crate) async fn start(
         config: DaemonConfig,
         parent: &CancellationToken,
     ) -> Result<Daemon, DaemonError> {
@@ -254,28 +254,28 @@ impl Daemon {
         Ok(daemon)
     }
 
-    pub fn session(&self) -> &Session {
+    pub(crate) fn session(&self) -> &Session {
         &self.inner.session
     }
 
-    pub fn config(&self) -> &DaemonConfig {
+    pub(crate) fn config(&self) -> &DaemonConfig {
         &self.inner.config
     }
 
-    pub fn cancel_token(&self) -> CancellationToken {
+    pub(crate) fn cancel_token(&self) -> CancellationToken {
         self.inner.cancel.clone()
     }
 
-    pub fn uptime(&self) -> Duration {
+    pub(crate) fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
     }
 
-    pub fn settings(&self) -> Settings {
+    pub(crate) fn settings(&self) -> Settings {
         lock(&self.inner.settings).clone()
     }
 
     /// Changes the session settings and keeps them.
-    pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) -> Result<(), DaemonError> {
+    pub(crate) fn update_settings(&self, f: impl FnOnce(&mut Settings)) -> Result<(), DaemonError> {
         let s = {
             let mut s = lock(&self.inner.settings);
             f(&mut s);
@@ -287,7 +287,7 @@ impl Daemon {
     }
 
     /// The default download directory (`session-set download-dir`).
-    pub fn download_dir(&self) -> PathBuf {
+    pub(crate) fn download_dir(&self) -> PathBuf {
         self.settings()
             .download_dir
             .unwrap_or_else(|| self.inner.config.download_dir.clone())
@@ -318,11 +318,11 @@ impl Daemon {
     }
 
     /// Torrents in id order.
-    pub fn entries(&self) -> Vec<Entry> {
+    pub(crate) fn entries(&self) -> Vec<Entry> {
         lock(&self.inner.torrents).clone()
     }
 
-    pub fn select(&self, ids: &Ids) -> Vec<Entry> {
+    pub(crate) fn select(&self, ids: &Ids) -> Vec<Entry> {
         let all = self.entries();
         match ids {
             Ids::All => all,
@@ -347,7 +347,7 @@ impl Daemon {
     }
 
     /// Ids removed in the last minute.
-    pub fn recently_removed(&self) -> Vec<u64> {
+    pub(crate) fn recently_removed(&self) -> Vec<u64> {
         let mut r = lock(&self.inner.removed);
         r.retain(|(_, at)| at.elapsed() < RECENT);
         r.iter().map(|(id, _)| *id).collect()
@@ -389,7 +389,7 @@ impl Daemon {
 
     /// Stops every torrent (trackers told, resume records flushed) and
     /// keeps the byte counts.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         let entries = self.entries();
         let up: u64 = entries.iter().map(|e| e.handle.stats().uploaded).sum();
         let down: u64 = entries.iter().map(|e| e.handle.stats().received).sum();
@@ -411,7 +411,7 @@ impl Daemon {
     }
 
     /// Where fetched and shared .torrent files are kept.
-    pub fn torrent_file(&self, ih: &InfoHash) -> PathBuf {
+    pub(crate) fn torrent_file(&self, ih: &InfoHash) -> PathBuf {
         self.inner
             .config
             .state_dir
@@ -419,16 +419,16 @@ impl Daemon {
             .join(format!("{}.torrent", ih.to_hex()))
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }
 }
 
 /// The wanted files as ranges, from the unwanted indexes.
-fn wanted_ranges(unwanted: &[u32], files: usize) -> Vec<RangeInclusive<u32>> {
+fn wanted_ranges(unwanted: &[u32], files: u32) -> Vec<RangeInclusive<u32>> {
     let mut out = Vec::new();
     let mut start = None;
-    for i in 0..files as u32 {
+    for i in 0..files {
         let want = !unwanted.contains(&i);
         match (want, start) {
             (true, None) => start = Some(i),
@@ -440,7 +440,7 @@ fn wanted_ranges(unwanted: &[u32], files: usize) -> Vec<RangeInclusive<u32>> {
         }
     }
     if let Some(s) = start {
-        out.push(s..=(files as u32).saturating_sub(1));
+        out.push(s..=files.saturating_sub(1));
     }
     out
 }

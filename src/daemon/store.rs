@@ -21,7 +21,7 @@ const METAINFO: TableDefinition<&str, &[u8]> = TableDefinition::new("metainfo");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("cannot open the state database {path}")]
     Open {
         path: PathBuf,
@@ -52,7 +52,7 @@ db_err!(
 
 /// One torrent as the daemon keeps it between runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Record {
+pub(crate) struct Record {
     /// Hex info-hash.
     pub info_hash: String,
     /// How it was added, while its metainfo is not known (a magnet).
@@ -96,7 +96,7 @@ pub struct Record {
 
 /// Session settings changed over RPC (the flags give the starting values).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// KiB/s, as Transmission counts them.
     pub speed_limit_down: Option<u64>,
     pub speed_limit_up: Option<u64>,
@@ -119,14 +119,14 @@ pub struct Settings {
     pub seconds_active: u64,
 }
 
-pub struct Store {
+pub(crate) struct Store {
     db: Database,
 }
 
 impl Store {
     /// Opens (or creates) the database. A second daemon on the same state
     /// directory is refused here (redb locks the file).
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source: Box::new(source),
@@ -141,7 +141,7 @@ impl Store {
 
     /// Every record that decodes; one that does not is skipped with a
     /// warning (its torrent is lost, the others are not).
-    pub fn records(&self) -> Result<Vec<Record>, StoreError> {
+    pub(crate) fn records(&self) -> Result<Vec<Record>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(TORRENTS)?;
         let mut out = Vec::new();
@@ -156,7 +156,7 @@ impl Store {
         Ok(out)
     }
 
-    pub fn put(&self, r: &Record) -> Result<(), StoreError> {
+    pub(crate) fn put(&self, r: &Record) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(r)?;
         let tx = self.db.begin_write()?;
         tx.open_table(TORRENTS)?
@@ -166,7 +166,7 @@ impl Store {
     }
 
     /// The record and its metainfo in one transaction.
-    pub fn put_with_metainfo(&self, r: &Record, metainfo: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn put_with_metainfo(&self, r: &Record, metainfo: &[u8]) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(r)?;
         let tx = self.db.begin_write()?;
         tx.open_table(METAINFO)?
@@ -177,13 +177,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn metainfo(&self, info_hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) fn metainfo(&self, info_hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(METAINFO)?;
         Ok(t.get(info_hash)?.map(|v| v.value().to_vec()))
     }
 
-    pub fn delete(&self, info_hash: &str) -> Result<(), StoreError> {
+    pub(crate) fn delete(&self, info_hash: &str) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         tx.open_table(TORRENTS)?.remove(info_hash)?;
         tx.open_table(METAINFO)?.remove(info_hash)?;
@@ -191,7 +191,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn settings(&self) -> Result<Settings, StoreError> {
+    pub(crate) fn settings(&self) -> Result<Settings, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(SETTINGS)?;
         Ok(t.get("session")?
@@ -199,7 +199,7 @@ impl Store {
             .unwrap_or_default())
     }
 
-    pub fn put_settings(&self, s: &Settings) -> Result<(), StoreError> {
+    pub(crate) fn put_settings(&self, s: &Settings) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(s)?;
         let tx = self.db.begin_write()?;
         tx.open_table(SETTINGS)?

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use super::krpc::{NodeId, NodeInfo};
 use super::routing::K;
 
-pub const ALPHA: usize = 3;
+pub(crate) const ALPHA: usize = 3;
 /// Candidates kept (closest first); farther ones are never asked.
 const MAX_CANDIDATES: usize = 64;
 /// Peers collected by one lookup.
@@ -34,7 +34,7 @@ struct Candidate {
 }
 
 #[derive(Debug)]
-pub struct Lookup {
+pub(crate) struct Lookup {
     target: NodeId,
     candidates: BTreeMap<[u8; 20], Candidate>,
     in_flight: usize,
@@ -46,7 +46,7 @@ pub struct Lookup {
 }
 
 impl Lookup {
-    pub fn new(target: NodeId, seeds: impl IntoIterator<Item = NodeInfo>) -> Lookup {
+    pub(crate) fn new(target: NodeId, seeds: impl IntoIterator<Item = NodeInfo>) -> Lookup {
         let mut l = Lookup {
             target,
             candidates: BTreeMap::new(),
@@ -62,7 +62,7 @@ impl Lookup {
         l
     }
 
-    pub fn target(&self) -> NodeId {
+    pub(crate) fn target(&self) -> NodeId {
         self.target
     }
 
@@ -108,7 +108,7 @@ impl Lookup {
 
     /// Nodes to query now (marked as asked); empty when the α slots are
     /// busy or nothing worth asking is left.
-    pub fn next_queries(&mut self) -> Vec<NodeInfo> {
+    pub(crate) fn next_queries(&mut self) -> Vec<NodeInfo> {
         let room = ALPHA.saturating_sub(self.in_flight);
         let picks: Vec<[u8; 20]> = self
             .candidates
@@ -125,9 +125,9 @@ impl Lookup {
             c.state = State::Asked;
             self.rounds = self.rounds.max(c.round);
             out.push(c.info);
+            self.queries += 1;
         }
         self.in_flight += out.len();
-        self.queries += out.len() as u32;
         out
     }
 
@@ -140,7 +140,7 @@ impl Lookup {
 
     /// `from` answered: its closer nodes become candidates, its peers are
     /// collected, its token kept for announcing.
-    pub fn on_response(
+    pub(crate) fn on_response(
         &mut self,
         from: &NodeId,
         nodes: &[NodeInfo],
@@ -164,7 +164,7 @@ impl Lookup {
         }
     }
 
-    pub fn on_timeout(&mut self, id: &NodeId) {
+    pub(crate) fn on_timeout(&mut self, id: &NodeId) {
         if let Some(c) = self.find(id) {
             c.state = State::Failed;
             self.in_flight -= 1;
@@ -173,17 +173,17 @@ impl Lookup {
 
     /// Nothing in flight and the k closest live candidates have all
     /// answered (or there is nobody left to ask).
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.in_flight == 0 && self.best().all(|c| c.state == State::Answered)
     }
 
     /// Peers found so far; drains them.
-    pub fn take_peers(&mut self) -> Vec<SocketAddr> {
+    pub(crate) fn take_peers(&mut self) -> Vec<SocketAddr> {
         std::mem::take(&mut self.peers)
     }
 
     /// The k closest nodes that answered, with their write tokens.
-    pub fn closest_with_tokens(&self) -> Vec<(NodeInfo, Vec<u8>)> {
+    pub(crate) fn closest_with_tokens(&self) -> Vec<(NodeInfo, Vec<u8>)> {
         self.candidates
             .values()
             .filter(|c| c.state == State::Answered)
@@ -193,7 +193,7 @@ impl Lookup {
     }
 
     /// The k closest nodes that answered.
-    pub fn closest(&self) -> Vec<NodeInfo> {
+    pub(crate) fn closest(&self) -> Vec<NodeInfo> {
         self.candidates
             .values()
             .filter(|c| c.state == State::Answered)
@@ -212,7 +212,10 @@ mod tests {
     fn info(id: NodeId, n: u32) -> NodeInfo {
         NodeInfo {
             id,
-            addr: SocketAddrV4::new([127, 0, (n >> 8) as u8, n as u8].into(), 6881),
+            addr: SocketAddrV4::new(
+                [127, 0, n.to_be_bytes()[2], n.to_be_bytes()[3]].into(),
+                6881,
+            ),
         }
     }
 

@@ -2,7 +2,7 @@
 //! side, each sans-IO.
 
 pub mod krpc;
-pub mod lookup;
+pub(crate) mod lookup;
 pub mod node;
 pub mod routing;
-pub mod storage;
+pub(crate) mod storage;

@@ -305,6 +305,9 @@ impl Node {
                     if now.duration_since(last_refresh) >= REFRESH_EVERY {
                         last_refresh = now;
                         self.refresh(now).await;
+                        // Without this, dead announces fill the caps and
+                        // every later announce is refused.
+                        self.store.expire(now);
                     }
                     if now.duration_since(last_save) >= SAVE_EVERY {
                         last_save = now;

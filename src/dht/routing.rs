@@ -404,8 +404,8 @@ mod tests {
         let mut rt = RoutingTable::new(own, t0);
         let _ = rt.on_response(node(at_depth(&own, 7), 999), t0);
         let far: Vec<NodeId> = (0..8).map(|_| at_depth(&own, 0)).collect();
-        for (p, id) in far.iter().enumerate() {
-            let _ = rt.on_response(node(*id, p as u16 + 1), t0);
+        for (p, id) in (1..).zip(&far) {
+            let _ = rt.on_response(node(*id, p), t0);
         }
         let newcomer = node(at_depth(&own, 0), 500);
         let t1 = t0 + QUIET + Duration::from_secs(1);

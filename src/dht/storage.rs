@@ -12,19 +12,19 @@ use crate::types::InfoHash;
 
 /// The token secret changes this often; a token is accepted under the
 /// current and the previous secret, so for 5–10 minutes.
-pub const SECRET_LIFE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const SECRET_LIFE: Duration = Duration::from_secs(5 * 60);
 /// An announced peer is kept this long.
-pub const PEER_LIFE: Duration = Duration::from_secs(30 * 60);
+pub(crate) const PEER_LIFE: Duration = Duration::from_secs(30 * 60);
 const TOKEN_LEN: usize = 8;
 
-pub struct Tokens {
+pub(crate) struct Tokens {
     current: [u8; 16],
     previous: [u8; 16],
     rotated: Instant,
 }
 
 impl Tokens {
-    pub fn new(now: Instant) -> Tokens {
+    pub(crate) fn new(now: Instant) -> Tokens {
         Tokens {
             current: rand::random(),
             previous: rand::random(),
@@ -55,12 +55,12 @@ impl Tokens {
         h.finalize()[..TOKEN_LEN].try_into().expect("8 bytes")
     }
 
-    pub fn issue(&mut self, ip: IpAddr, now: Instant) -> Vec<u8> {
+    pub(crate) fn issue(&mut self, ip: IpAddr, now: Instant) -> Vec<u8> {
         self.rotate(now);
         Self::make(&self.current, ip).to_vec()
     }
 
-    pub fn valid(&mut self, token: &[u8], ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn valid(&mut self, token: &[u8], ip: IpAddr, now: Instant) -> bool {
         self.rotate(now);
         token == Self::make(&self.current, ip) || token == Self::make(&self.previous, ip)
     }
@@ -84,14 +84,14 @@ impl Default for StoreLimits {
 }
 
 /// Peers announced to us, per info-hash.
-pub struct PeerStore {
+pub(crate) struct PeerStore {
     limits: StoreLimits,
     peers: HashMap<InfoHash, Vec<(SocketAddr, Instant)>>,
     total: usize,
 }
 
 impl PeerStore {
-    pub fn new(limits: StoreLimits) -> PeerStore {
+    pub(crate) fn new(limits: StoreLimits) -> PeerStore {
         PeerStore {
             limits,
             peers: HashMap::new(),
@@ -100,7 +100,7 @@ impl PeerStore {
     }
 
     /// Records an announce; false when a cap refused it.
-    pub fn announce(&mut self, ih: InfoHash, peer: SocketAddr, now: Instant) -> bool {
+    pub(crate) fn announce(&mut self, ih: InfoHash, peer: SocketAddr, now: Instant) -> bool {
         let expires = now + PEER_LIFE;
         if let Some(list) = self.peers.get_mut(&ih) {
             if let Some(e) = list.iter_mut().find(|(a, _)| *a == peer) {
@@ -122,7 +122,7 @@ impl PeerStore {
     }
 
     /// Up to `n` live peers for `ih`, in random order.
-    pub fn get(&self, ih: &InfoHash, n: usize, now: Instant) -> Vec<SocketAddr> {
+    pub(crate) fn get(&self, ih: &InfoHash, n: usize, now: Instant) -> Vec<SocketAddr> {
         let Some(list) = self.peers.get(ih) else {
             return Vec::new();
         };
@@ -137,7 +137,7 @@ impl PeerStore {
     }
 
     /// Drops expired peers and empty torrents.
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         let mut dropped = 0;
         self.peers.retain(|_, list| {
             let before = list.len();
@@ -149,7 +149,7 @@ impl PeerStore {
     }
 
     /// (torrents, peers) stored.
-    pub fn size(&self) -> (usize, usize) {
+    pub(crate) fn size(&self) -> (usize, usize) {
         (self.peers.len(), self.total)
     }
 }

@@ -13,7 +13,7 @@ use crate::types::{Bitfield, Geometry};
 /// given); returns the ones that match. `progress` counts bytes examined;
 /// setting `stop` ends the check early (pieces not reached count as
 /// missing). Blocking: call off the reactor.
-pub fn check(
+pub(crate) fn check(
     storage: &dyn Storage,
     geo: Geometry,
     hashes: &[[u8; 20]],
@@ -32,10 +32,9 @@ pub fn check(
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let p = next.fetch_add(1, Ordering::Relaxed);
-                    if p >= geo.num_pieces {
+                    let Some(p) = geo.piece(next.fetch_add(1, Ordering::Relaxed)) else {
                         return;
-                    }
+                    };
                     if only.is_some_and(|o| !o.get(p)) {
                         continue;
                     }
@@ -47,7 +46,7 @@ pub fn check(
                     }
                     buf.resize(size, 0);
                     let ok = storage.read_at(offset, &mut buf).is_ok()
-                        && <[u8; 20]>::from(Sha1::digest(&buf)) == hashes[p as usize];
+                        && <[u8; 20]>::from(Sha1::digest(&buf)) == hashes[p.as_usize()];
                     if ok {
                         have.lock().unwrap_or_else(|e| e.into_inner()).set(p);
                     }
@@ -67,7 +66,7 @@ mod tests {
     #[test]
     fn finds_exactly_the_pieces_that_match() {
         let geo = Geometry::new(40_000, 16_384);
-        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7) as u8).collect();
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7).to_le_bytes()[0]).collect();
         let hashes: Vec<[u8; 20]> = data
             .chunks(16_384)
             .map(|c| Sha1::digest(c).into())
@@ -85,7 +84,8 @@ mod tests {
             &AtomicBool::new(false),
             None,
         );
-        assert!(have.get(0) && !have.get(1) && have.get(2));
+        let has = |i| have.get(geo.piece(i).unwrap());
+        assert!(has(0) && !has(1) && has(2));
         assert_eq!(progress.load(Ordering::Relaxed), 40_000);
     }
 }

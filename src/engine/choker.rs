@@ -37,14 +37,14 @@ use super::picker::PeerKey;
 
 /// Rounds a peer keeps its regular slot while seeding before peers that
 /// have waited longer go first (30 s at the default interval).
-pub const SEED_TURN_ROUNDS: u32 = 3;
+pub(crate) const SEED_TURN_ROUNDS: u32 = 3;
 
 /// Weight of a newly connected peer in the optimistic draw; others weigh 1.
 /// Newcomers have no rate yet, so this is their main way in (BEP-3).
-pub const NEW_PEER_WEIGHT: u32 = 3;
+pub(crate) const NEW_PEER_WEIGHT: u32 = 3;
 
 #[derive(Debug, Clone)]
-pub struct ChokerConfig {
+pub(crate) struct ChokerConfig {
     /// Peers unchoked for their rate (the optimistic slot is extra).
     pub regular_slots: usize,
     /// Time between ranking rounds.
@@ -103,7 +103,7 @@ fn seed_class(p: &Peer, now: Instant, turn: Duration) -> SeedClass {
 
 /// A change the engine must send to a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChokeAction {
+pub(crate) enum ChokeAction {
     Choke(PeerKey),
     Unchoke(PeerKey),
 }
@@ -168,7 +168,7 @@ impl Peer {
 }
 
 #[derive(Debug)]
-pub struct Choker {
+pub(crate) struct Choker {
     config: ChokerConfig,
     /// Ordered so that ticks are deterministic for a given seed.
     peers: BTreeMap<PeerKey, Peer>,
@@ -182,7 +182,7 @@ pub struct Choker {
 }
 
 impl Choker {
-    pub fn new(config: ChokerConfig) -> Choker {
+    pub(crate) fn new(config: ChokerConfig) -> Choker {
         Choker {
             rng: StdRng::seed_from_u64(config.seed),
             config,
@@ -196,7 +196,7 @@ impl Choker {
     }
 
     /// Registers a connection: choked both ways, uninterested (BEP-3).
-    pub fn add_peer(&mut self, key: PeerKey, now: Instant) {
+    pub(crate) fn add_peer(&mut self, key: PeerKey, now: Instant) {
         self.peers.insert(
             key,
             Peer {
@@ -223,19 +223,19 @@ impl Choker {
     }
 
     /// Forgets a connection; its slot is refilled at the next tick.
-    pub fn remove_peer(&mut self, key: PeerKey) {
+    pub(crate) fn remove_peer(&mut self, key: PeerKey) {
         self.peers.remove(&key);
     }
 
     /// The peer's `interested`/`not interested`.
-    pub fn set_interested(&mut self, key: PeerKey, interested: bool) {
+    pub(crate) fn set_interested(&mut self, key: PeerKey, interested: bool) {
         if let Some(p) = self.peers.get_mut(&key) {
             p.interested = interested;
         }
     }
 
     /// Our interest in the peer; snubbing applies only while interested.
-    pub fn set_am_interested(&mut self, key: PeerKey, interested: bool, now: Instant) {
+    pub(crate) fn set_am_interested(&mut self, key: PeerKey, interested: bool, now: Instant) {
         if let Some(p) = self.peers.get_mut(&key) {
             p.am_interested = interested;
             p.update_waiting(now);
@@ -244,7 +244,7 @@ impl Choker {
 
     /// The peer's `choke`/`unchoke` towards us; snubbing applies only
     /// while it lets us request (the snub clock starts here).
-    pub fn set_peer_choking(&mut self, key: PeerKey, choking: bool, now: Instant) {
+    pub(crate) fn set_peer_choking(&mut self, key: PeerKey, choking: bool, now: Instant) {
         if let Some(p) = self.peers.get_mut(&key) {
             p.peer_choking = choking;
             p.update_waiting(now);
@@ -252,7 +252,7 @@ impl Choker {
     }
 
     /// Payload bytes received from the peer (a block arrived at `now`).
-    pub fn record_download(&mut self, key: PeerKey, bytes: u64, now: Instant) {
+    pub(crate) fn record_download(&mut self, key: PeerKey, bytes: u64, now: Instant) {
         if let Some(p) = self.peers.get_mut(&key) {
             p.downloaded = p.downloaded.saturating_add(bytes);
             p.last_block = Some(now);
@@ -260,7 +260,7 @@ impl Choker {
     }
 
     /// Payload bytes sent to the peer.
-    pub fn record_upload(&mut self, key: PeerKey, bytes: u64) {
+    pub(crate) fn record_upload(&mut self, key: PeerKey, bytes: u64) {
         if let Some(p) = self.peers.get_mut(&key) {
             p.uploaded = p.uploaded.saturating_add(bytes);
             p.idle = false;
@@ -268,11 +268,12 @@ impl Choker {
     }
 
     /// Switches ranking to upload rates (from the next round on).
-    pub fn set_seeding(&mut self, seeding: bool) {
+    pub(crate) fn set_seeding(&mut self, seeding: bool) {
         self.seeding = seeding;
     }
 
-    pub fn is_snubbed(&self, key: PeerKey, now: Instant) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_snubbed(&self, key: PeerKey, now: Instant) -> bool {
         self.peers
             .get(&key)
             .is_some_and(|p| p.snubbed(now, self.config.snub_timeout))
@@ -280,18 +281,19 @@ impl Choker {
 
     /// Whether we choke the peer, as last reported by [`Choker::tick`];
     /// unknown peers are choked.
-    pub fn is_choking(&self, key: PeerKey) -> bool {
+    pub(crate) fn is_choking(&self, key: PeerKey) -> bool {
         self.peers.get(&key).is_none_or(|p| p.am_choking)
     }
 
     /// The holder of the optimistic slot.
-    pub fn optimistic(&self) -> Option<PeerKey> {
+    #[cfg(test)]
+    pub(crate) fn optimistic(&self) -> Option<PeerKey> {
         self.optimistic
     }
 
     /// Runs a round if one is due, otherwise only frees and refills slots;
     /// rotates the optimistic slot when due. Returns the changes.
-    pub fn tick(&mut self, now: Instant) -> Vec<ChokeAction> {
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<ChokeAction> {
         if self.next_round.is_none_or(|t| now >= t) {
             self.round(now);
             self.next_round = Some(now + self.config.interval);
@@ -587,7 +589,7 @@ mod tests {
                     served.extend(unchoked(&c));
                 }
                 for k in 1..=8 {
-                    let n = &mut choked_for[k as usize];
+                    let n = &mut choked_for[usize::try_from(k).unwrap()];
                     *n = if c.is_choking(k) { *n + 1 } else { 0 };
                     // 2 regular slots in 3-round turns plus the optimistic
                     // slot: the other 7 peers are served within 9 rounds.

@@ -7,11 +7,11 @@
 //! reads (backpressure) instead of growing memory. Progress leaves as
 //! atomics ([`Stats`]) and a `watch` of the [`Phase`].
 
-pub mod checker;
-pub mod choker;
+pub(crate) mod checker;
+pub(crate) mod choker;
 pub mod picker;
 mod pieces;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 mod registry;
 
 use std::collections::{HashMap, HashSet};
@@ -103,13 +103,13 @@ pub enum Phase {
 pub enum EngineError {
     #[error("disk full while writing piece {piece}")]
     DiskFull {
-        piece: u32,
+        piece: PieceIndex,
         #[source]
         source: std::io::Error,
     },
     #[error("cannot write piece {piece}")]
     Write {
-        piece: u32,
+        piece: PieceIndex,
         #[source]
         source: std::io::Error,
     },
@@ -396,7 +396,7 @@ impl Engine {
             .iter()
             .map(|b| {
                 let mut buf = vec![0u8; b.len as usize];
-                let at = self.geometry.piece_offset(b.piece) + u64::from(b.offset);
+                let at = self.geometry.block_offset(b);
                 self.storage.read_at(at, &mut buf)?;
                 Ok((*b, bytes::Bytes::from(buf)))
             })
@@ -491,8 +491,7 @@ impl Engine {
     pub fn wanted_progress(&self) -> (u32, u32) {
         let st = self.state();
         let (wanted, have) = (st.picker.wanted(), st.picker.have());
-        let done = wanted.iter_ones().filter(|&p| have.get(p)).count() as u32;
-        (done, wanted.count())
+        (wanted.count_common(have), wanted.count())
     }
 
     pub fn wanted_bytes(&self) -> u64 {

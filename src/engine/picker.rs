@@ -96,7 +96,7 @@ impl Picker {
             "wanted mask of the wrong size"
         );
         let n = wanted.count();
-        let rarity = Rarity::new(&wanted);
+        let rarity = Rarity::new(&geo, &wanted);
         Picker {
             geo,
             have: Bitfield::new(geo.num_pieces),
@@ -163,9 +163,7 @@ impl Picker {
     }
 
     pub fn add_have(&mut self, piece: PieceIndex) {
-        if piece < self.geo.num_pieces {
-            self.rarity.increment(piece);
-        }
+        self.rarity.increment(piece);
     }
 
     /// Whether `peer_has` holds any wanted piece we lack.
@@ -219,13 +217,13 @@ impl Picker {
         let geo = self.geo;
         let partial = self.partial.get_mut(&p).expect("caller checked");
         let mut n = 0;
-        for (i, slot) in partial.slots.iter_mut().enumerate() {
+        for (i, slot) in (0..).zip(partial.slots.iter_mut()) {
             if n >= max {
                 break;
             }
             if !slot.received && slot.requested.is_empty() {
                 slot.requested.push(peer);
-                out.push(geo.block(p, i as u32));
+                out.push(geo.block(p, i));
                 n += 1;
             }
         }
@@ -265,7 +263,7 @@ impl Picker {
         pieces.sort_unstable();
         for p in pieces {
             let partial = self.partial.get_mut(&p).expect("listed above");
-            for (i, slot) in partial.slots.iter_mut().enumerate() {
+            for (i, slot) in (0..).zip(partial.slots.iter_mut()) {
                 if out.len() >= max {
                     return;
                 }
@@ -274,7 +272,7 @@ impl Picker {
                     && !slot.requested.contains(&peer)
                 {
                     slot.requested.push(peer);
-                    out.push(geo.block(p, i as u32));
+                    out.push(geo.block(p, i));
                 }
             }
         }
@@ -284,7 +282,7 @@ impl Picker {
     pub fn on_block(
         &mut self,
         peer: PeerKey,
-        piece: u32,
+        piece: PieceIndex,
         offset: u32,
         data: &[u8],
     ) -> BlockOutcome {
@@ -294,11 +292,11 @@ impl Picker {
         let Some(partial) = self.partial.get_mut(&piece) else {
             return BlockOutcome::Unrequested;
         };
-        let idx = (offset / BLOCK_LEN) as usize;
-        let Some(slot) = partial.slots.get_mut(idx) else {
+        let idx = offset / BLOCK_LEN;
+        let Some(slot) = partial.slots.get_mut(idx as usize) else {
             return BlockOutcome::Unrequested;
         };
-        let want = self.geo.block(piece, idx as u32).len as usize;
+        let want = self.geo.block(piece, idx).len as usize;
         if slot.received || !slot.requested.contains(&peer) || data.len() != want {
             return BlockOutcome::Unrequested;
         }
@@ -335,7 +333,11 @@ impl Picker {
 
     /// Gives back one block (the peer rejected it or we cancelled it).
     pub fn release(&mut self, peer: PeerKey, block: BlockRef) {
-        if let Some(partial) = self.partial.get_mut(&block.piece) {
+        let partial = self
+            .geo
+            .piece(block.piece)
+            .and_then(|p| self.partial.get_mut(&p));
+        if let Some(partial) = partial {
             if let Some(slot) = partial.slots.get_mut((block.offset / BLOCK_LEN) as usize) {
                 slot.requested.retain(|&p| p != peer);
             }
@@ -370,14 +372,14 @@ impl Picker {
 
     /// Bytes of verified wanted pieces.
     pub fn verified_bytes(&self) -> u64 {
-        let last = self.geo.num_pieces - 1;
+        let last = self.geo.last_piece();
         let n = self.wanted.count() - self.wanted_missing;
         self.bytes_of(n, self.wanted.get(last) && self.have.get(last))
     }
 
     /// Bytes of the wanted pieces: what "done" means for progress and `left`.
     pub fn wanted_bytes(&self) -> u64 {
-        let last = self.geo.num_pieces - 1;
+        let last = self.geo.last_piece();
         self.bytes_of(self.wanted.count(), self.wanted.get(last))
     }
 
@@ -385,7 +387,7 @@ impl Picker {
     fn bytes_of(&self, n: u32, with_last: bool) -> u64 {
         let mut bytes = u64::from(n) * u64::from(self.geo.piece_len);
         if with_last {
-            bytes -= u64::from(self.geo.piece_len - self.geo.piece_size(self.geo.num_pieces - 1));
+            bytes -= u64::from(self.geo.piece_len - self.geo.piece_size(self.geo.last_piece()));
         }
         bytes
     }
@@ -417,14 +419,14 @@ struct Rarity {
 
 impl Rarity {
     /// All pieces at availability 0; the `candidates` first.
-    fn new(candidates: &Bitfield) -> Rarity {
-        let n = candidates.len();
+    fn new(geo: &Geometry, candidates: &Bitfield) -> Rarity {
+        let n = geo.num_pieces;
         let mut order: Vec<PieceIndex> = candidates.iter_ones().collect();
-        let split = order.len() as u32;
-        order.extend((0..n).filter(|&p| !candidates.get(p)));
+        let split = candidates.count();
+        order.extend(geo.pieces().filter(|&p| !candidates.get(p)));
         let mut pos = vec![0u32; n as usize];
-        for (i, &p) in order.iter().enumerate() {
-            pos[p as usize] = i as u32;
+        for (i, &p) in (0..).zip(&order) {
+            pos[p.as_usize()] = i;
         }
         Rarity {
             avail: vec![0; n as usize],
@@ -436,15 +438,15 @@ impl Rarity {
     }
 
     fn is_candidate(&self, p: PieceIndex) -> bool {
-        self.pos[p as usize] < self.split[usize::from(self.avail[p as usize])]
+        self.pos[p.as_usize()] < self.split[usize::from(self.avail[p.as_usize()])]
     }
 
     fn swap(&mut self, i: u32, j: u32) {
         let (a, b) = (self.order[i as usize], self.order[j as usize]);
         self.order[i as usize] = b;
         self.order[j as usize] = a;
-        self.pos[a as usize] = j;
-        self.pos[b as usize] = i;
+        self.pos[a.as_usize()] = j;
+        self.pos[b.as_usize()] = i;
     }
 
     /// Moves `p` into or out of its level's candidates.
@@ -452,12 +454,12 @@ impl Rarity {
         if self.is_candidate(p) == candidate {
             return;
         }
-        let a = usize::from(self.avail[p as usize]);
+        let a = usize::from(self.avail[p.as_usize()]);
         if candidate {
-            self.swap(self.pos[p as usize], self.split[a]);
+            self.swap(self.pos[p.as_usize()], self.split[a]);
             self.split[a] += 1;
         } else {
-            self.swap(self.pos[p as usize], self.split[a] - 1);
+            self.swap(self.pos[p.as_usize()], self.split[a] - 1);
             self.split[a] -= 1;
         }
     }
@@ -488,12 +490,12 @@ impl Rarity {
 
     /// One more peer has `p`: it becomes the first piece of the next level.
     fn increment(&mut self, p: PieceIndex) {
-        let a = usize::from(self.avail[p as usize]);
+        let a = usize::from(self.avail[p.as_usize()]);
         if a == usize::from(u16::MAX) {
             return;
         }
         if a + 1 == self.split.len() {
-            let end = self.order.len() as u32;
+            let end = u32::try_from(self.order.len()).expect("one entry per piece");
             self.split.push(end);
             self.start.push(end);
         }
@@ -502,11 +504,11 @@ impl Rarity {
         if candidate {
             // Via the last candidate's slot, keeping level `a`'s split.
             let c = self.split[a] - 1;
-            self.swap(self.pos[p as usize], c);
+            self.swap(self.pos[p.as_usize()], c);
             self.swap(c, last);
             self.split[a] -= 1;
         } else {
-            self.swap(self.pos[p as usize], last);
+            self.swap(self.pos[p.as_usize()], last);
         }
         self.start[a + 1] -= 1;
         if !candidate {
@@ -515,23 +517,23 @@ impl Rarity {
             self.swap(last, c);
             self.split[a + 1] -= 1;
         }
-        self.avail[p as usize] += 1;
+        self.avail[p.as_usize()] += 1;
     }
 
     /// One peer fewer has `p`: it becomes the last piece of the level below.
     fn decrement(&mut self, p: PieceIndex) {
-        let a = usize::from(self.avail[p as usize]);
+        let a = usize::from(self.avail[p.as_usize()]);
         if a == 0 {
             return;
         }
         let candidate = self.is_candidate(p);
         let first = self.start[a];
         if candidate {
-            self.swap(self.pos[p as usize], first);
+            self.swap(self.pos[p.as_usize()], first);
         } else {
             // Via the first non-candidate's slot, keeping level `a`'s split.
             let s = self.split[a];
-            self.swap(self.pos[p as usize], s);
+            self.swap(self.pos[p.as_usize()], s);
             self.swap(s, first);
             self.split[a] += 1;
         }
@@ -542,7 +544,7 @@ impl Rarity {
             self.swap(first, s);
             self.split[a - 1] += 1;
         }
-        self.avail[p as usize] -= 1;
+        self.avail[p.as_usize()] -= 1;
     }
 
     /// A candidate in `peer_has` of the lowest availability, random among
@@ -555,7 +557,8 @@ impl Rarity {
             } else {
                 // From a random offset, wrapping: for a peer with most
                 // pieces this ends within a few steps.
-                let offset = rng.gen_range(0..level.len() as u32);
+                let len = u32::try_from(level.len()).expect("one entry per piece");
+                let offset = rng.gen_range(0..len);
                 let (before, after) = level.split_at(offset as usize);
                 after
                     .iter()
@@ -578,7 +581,8 @@ impl Rarity {
 const EXACT_LEVEL: usize = 16;
 
 fn exact_choice(level: &[PieceIndex], peer_has: &Bitfield, rng: &mut StdRng) -> Option<PieceIndex> {
-    let mut mine = [0; EXACT_LEVEL];
+    // Filled from the front; the filler is never read.
+    let mut mine = [*level.first()?; EXACT_LEVEL];
     let mut n = 0;
     for &p in level.iter().filter(|&&p| peer_has.get(p)) {
         mine[n] = p;
@@ -598,6 +602,10 @@ fn exact_choice(level: &[PieceIndex], peer_has: &Bitfield, rng: &mut StdRng) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ix(raw: u32) -> PieceIndex {
+        PieceIndex::unchecked(raw)
+    }
 
     fn geo() -> Geometry {
         // 4 pieces of 2 blocks, the last one a short single block.
@@ -627,7 +635,7 @@ mod tests {
         p.add_availability(&all);
         p.add_availability(&all);
         let mut rare = Bitfield::new(g.num_pieces);
-        rare.set(2);
+        rare.set(ix(2));
         p.remove_availability(&rare);
         let mut out = Vec::new();
         p.pick(1, &all, 1, &mut out);
@@ -660,25 +668,25 @@ mod tests {
         let last = *out.iter().find(|b| b.piece == 3).unwrap();
         let data = vec![9u8; last.len as usize];
         assert!(matches!(
-            p.on_block(2, 3, 0, &data),
+            p.on_block(2, ix(3), 0, &data),
             BlockOutcome::Unrequested
         ));
         assert!(matches!(
-            p.on_block(1, 3, 0, &data[..50]),
+            p.on_block(1, ix(3), 0, &data[..50]),
             BlockOutcome::Unrequested
         ));
-        match p.on_block(1, 3, 0, &data) {
+        match p.on_block(1, ix(3), 0, &data) {
             BlockOutcome::Stored {
                 complete: Some(c), ..
             } => {
-                assert_eq!(c.piece, 3);
+                assert_eq!(c.piece, ix(3));
                 assert_eq!(&c.data[..], &data[..]);
                 assert_eq!(c.contributors, vec![1]);
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            p.on_block(1, 3, 0, &data),
+            p.on_block(1, ix(3), 0, &data),
             BlockOutcome::Unrequested
         ));
     }
@@ -695,12 +703,12 @@ mod tests {
         assert_eq!(b.len(), a.len(), "end-game requests every block again");
         let blk = b[0];
         let data = vec![0u8; blk.len as usize];
-        match p.on_block(2, blk.piece, blk.offset, &data) {
+        match p.on_block(2, ix(blk.piece), blk.offset, &data) {
             BlockOutcome::Stored { cancel, .. } => assert_eq!(cancel, vec![1]),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            p.on_block(1, blk.piece, blk.offset, &data),
+            p.on_block(1, ix(blk.piece), blk.offset, &data),
             BlockOutcome::Unrequested
         ));
     }
@@ -721,8 +729,8 @@ mod tests {
     /// Pieces 1 and 3 of `geo()` wanted.
     fn odd_pieces() -> Bitfield {
         let mut w = Bitfield::new(4);
-        w.set(1);
-        w.set(3);
+        w.set(ix(1));
+        w.set(ix(3));
         w
     }
 
@@ -742,8 +750,8 @@ mod tests {
         assert_eq!(again, out);
         // A peer with only unwanted pieces gets nothing.
         let mut evens = Bitfield::new(4);
-        evens.set(0);
-        evens.set(2);
+        evens.set(ix(0));
+        evens.set(ix(2));
         let mut none = Vec::new();
         p.pick(3, &evens, 100, &mut none);
         assert!(none.is_empty(), "{none:?}");
@@ -755,15 +763,15 @@ mod tests {
         let mut p = Picker::with_wanted(g, odd_pieces(), 1);
         assert!(!p.is_complete());
         assert_eq!(p.wanted_bytes(), 32_768 + 100);
-        p.mark_have(0);
+        p.mark_have(ix(0));
         assert_eq!(p.verified_bytes(), 0, "unwanted pieces count for nothing");
-        p.mark_have(1);
+        p.mark_have(ix(1));
         assert!(!p.is_complete());
         let all = Bitfield::full(g.num_pieces);
         let mut out = Vec::new();
         p.pick(1, &all, 100, &mut out);
         assert_eq!(out.len(), 1);
-        let c = match p.on_block(1, 3, 0, &[7u8; 100]) {
+        let c = match p.on_block(1, ix(3), 0, &[7u8; 100]) {
             BlockOutcome::Stored {
                 complete: Some(c), ..
             } => c,
@@ -771,7 +779,7 @@ mod tests {
         };
         p.piece_verified(c.piece, c.data);
         assert!(p.is_complete());
-        assert!(!p.have().get(2));
+        assert!(!p.have().get(ix(2)));
         assert_eq!(p.verified_bytes(), p.wanted_bytes());
     }
 
@@ -780,14 +788,14 @@ mod tests {
         let g = geo();
         let mut p = Picker::with_wanted(g, odd_pieces(), 1);
         let mut theirs = Bitfield::new(4);
-        theirs.set(0);
-        theirs.set(2);
+        theirs.set(ix(0));
+        theirs.set(ix(2));
         assert!(!p.is_interesting(&theirs), "only unwanted pieces");
-        theirs.set(1);
+        theirs.set(ix(1));
         assert!(p.is_interesting(&theirs));
-        p.mark_have(1);
+        p.mark_have(ix(1));
         assert!(!p.is_interesting(&theirs), "the wanted one is had");
-        assert!(!p.needs(2) && p.needs(3));
+        assert!(!p.needs(ix(2)) && p.needs(ix(3)));
     }
 
     #[test]
@@ -797,7 +805,7 @@ mod tests {
         let all = Bitfield::full(1);
         let mut out = Vec::new();
         p.pick(1, &all, 4, &mut out);
-        let c = match p.on_block(1, 0, 0, &[0u8; 16_384]) {
+        let c = match p.on_block(1, ix(0), 0, &[0u8; 16_384]) {
             BlockOutcome::Stored {
                 complete: Some(c), ..
             } => c,
@@ -806,7 +814,7 @@ mod tests {
         out.clear();
         p.pick(1, &all, 4, &mut out);
         assert!(out.is_empty(), "verifying pieces are not picked");
-        p.piece_failed(0, c.data);
+        p.piece_failed(ix(0), c.data);
         p.pick(2, &all, 4, &mut out);
         assert_eq!(out.len(), 1);
     }
@@ -819,14 +827,17 @@ mod model {
 
     impl Picker {
         fn counted_unstarted(&self) -> u32 {
-            (0..self.geo.num_pieces)
+            self.geo
+                .pieces()
                 .filter(|&p| {
                     self.wanted.get(p)
                         && !self.have.get(p)
                         && !self.verifying.get(p)
                         && !self.partial.contains_key(&p)
                 })
-                .count() as u32
+                .count()
+                .try_into()
+                .unwrap()
         }
     }
 
@@ -840,7 +851,7 @@ mod model {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut wanted = Bitfield::full(g.num_pieces);
             if seed % 2 == 1 {
-                for i in 0..g.num_pieces {
+                for i in g.pieces() {
                     if rng.gen_bool(0.5) {
                         wanted.clear(i);
                     }
@@ -859,15 +870,22 @@ mod model {
                     0..=3 => {
                         let mut out = Vec::new();
                         p.pick(peer, &all, rng.gen_range(1..6), &mut out);
-                        assert!(out.iter().all(|b| wanted.get(b.piece)), "seed {seed}");
+                        assert!(
+                            out.iter().all(|b| wanted.get(g.piece(b.piece).unwrap())),
+                            "seed {seed}"
+                        );
                         held.extend(out.into_iter().map(|b| (peer, b)));
                     }
                     4..=6 if !held.is_empty() => {
                         let (k, b) = held.swap_remove(rng.gen_range(0..held.len()));
                         if let BlockOutcome::Stored {
                             complete: Some(c), ..
-                        } = p.on_block(k, b.piece, b.offset, &vec![0u8; b.len as usize])
-                        {
+                        } = p.on_block(
+                            k,
+                            g.piece(b.piece).unwrap(),
+                            b.offset,
+                            &vec![0u8; b.len as usize],
+                        ) {
                             verifying.push(c);
                         }
                     }
@@ -901,7 +919,7 @@ mod model {
                     p.release_all(9);
                 }
             }
-            for i in 0..g.num_pieces {
+            for i in g.pieces() {
                 assert_eq!(p.have().get(i), wanted.get(i), "seed {seed} piece {i}");
             }
         }
@@ -920,19 +938,19 @@ mod rarity {
             let r = &self.rarity;
             let n = self.geo.num_pieces;
             assert_eq!(r.order.len(), n as usize);
-            for (i, &p) in r.order.iter().enumerate() {
-                assert_eq!(r.pos[p as usize], i as u32, "position of {p}");
+            for (i, &p) in (0u32..).zip(&r.order) {
+                assert_eq!(r.pos[p.as_usize()], i, "position of {p}");
             }
             assert_eq!(r.start.len(), r.split.len() + 1);
             assert_eq!((r.start[0], *r.start.last().unwrap()), (0, n));
             for a in 0..r.split.len() {
                 assert!(r.start[a] <= r.split[a] && r.split[a] <= r.start[a + 1]);
                 for i in r.start[a]..r.start[a + 1] {
-                    assert_eq!(usize::from(r.avail[r.order[i as usize] as usize]), a);
+                    assert_eq!(usize::from(r.avail[r.order[i as usize].as_usize()]), a);
                 }
             }
-            for p in 0..n {
-                assert_eq!(u32::from(r.avail[p as usize]), counts[p as usize]);
+            for p in self.geo.pieces() {
+                assert_eq!(u32::from(r.avail[p.as_usize()]), counts[p.as_usize()]);
                 let unstarted =
                     self.needs(p) && !self.verifying.get(p) && !self.partial.contains_key(&p);
                 assert_eq!(r.is_candidate(p), unstarted, "piece {p}");
@@ -942,10 +960,10 @@ mod rarity {
         }
     }
 
-    fn random_bits(n: u32, rng: &mut StdRng) -> Bitfield {
+    fn random_bits(g: &Geometry, rng: &mut StdRng) -> Bitfield {
         let density = rng.gen_range(0.0..=1.0);
-        let mut b = Bitfield::new(n);
-        for i in 0..n {
+        let mut b = Bitfield::new(g.num_pieces);
+        for i in g.pieces() {
             if rng.gen_bool(density) {
                 b.set(i);
             }
@@ -963,7 +981,7 @@ mod rarity {
             let g = Geometry::new(u64::from(n) * 16_384 - 1, 16_384);
             let mut wanted = Bitfield::full(n);
             if seed % 2 == 1 {
-                wanted = random_bits(n, &mut rng);
+                wanted = random_bits(&g, &mut rng);
             }
             let mut p = Picker::with_wanted(g, wanted, seed);
             let mut peers: Vec<Bitfield> = Vec::new();
@@ -974,29 +992,29 @@ mod rarity {
                     0 | 8 => {
                         // Some seeders: whole levels move at once.
                         let b = match rng.gen_bool(0.5) {
-                            true => random_bits(n, &mut rng),
+                            true => random_bits(&g, &mut rng),
                             false => Bitfield::full(n),
                         };
-                        b.iter_ones().for_each(|i| counts[i as usize] += 1);
+                        b.iter_ones().for_each(|i| counts[i.as_usize()] += 1);
                         p.add_availability(&b);
                         peers.push(b);
                     }
                     1 if !peers.is_empty() => {
                         let b = peers.swap_remove(rng.gen_range(0..peers.len()));
-                        b.iter_ones().for_each(|i| counts[i as usize] -= 1);
+                        b.iter_ones().for_each(|i| counts[i.as_usize()] -= 1);
                         p.remove_availability(&b);
                     }
                     2 if !peers.is_empty() => {
                         let k = rng.gen_range(0..peers.len());
-                        let i = rng.gen_range(0..n);
+                        let i = g.piece(rng.gen_range(0..n)).unwrap();
                         if peers[k].set(i) {
-                            counts[i as usize] += 1;
+                            counts[i.as_usize()] += 1;
                             p.add_have(i);
                         }
                     }
                     3 | 4 => {
                         // Whole pieces are delivered at once or not at all.
-                        let has = random_bits(n, &mut rng);
+                        let has = random_bits(&g, &mut rng);
                         let mut out = Vec::new();
                         p.pick(1, &has, rng.gen_range(1..4), &mut out);
                         if rng.gen_bool(0.5) {
@@ -1004,7 +1022,7 @@ mod rarity {
                                 let data = vec![0u8; b.len as usize];
                                 if let BlockOutcome::Stored {
                                     complete: Some(c), ..
-                                } = p.on_block(1, b.piece, b.offset, &data)
+                                } = p.on_block(1, g.piece(b.piece).unwrap(), b.offset, &data)
                                 {
                                     verifying.push(c);
                                 }
@@ -1022,14 +1040,14 @@ mod rarity {
                         }
                     }
                     6 => {
-                        let i = rng.gen_range(0..n);
+                        let i = g.piece(rng.gen_range(0..n)).unwrap();
                         if !verifying.iter().any(|c| c.piece == i) {
                             p.mark_have(i);
                         }
                     }
                     _ => {}
                 }
-                let has = random_bits(n, &mut rng);
+                let has = random_bits(&g, &mut rng);
                 check(&mut p, &counts, &has);
             }
         }
@@ -1043,15 +1061,17 @@ mod rarity {
     #[test]
     fn a_new_piece_is_as_rare_as_the_rarest_candidate_the_peer_has() {
         random_steps(300, |p, counts, has| {
-            let rarest = (0..p.geo.num_pieces)
+            let rarest = p
+                .geo
+                .pieces()
                 .filter(|&i| has.get(i) && p.rarity.is_candidate(i))
-                .map(|i| counts[i as usize])
+                .map(|i| counts[i.as_usize()])
                 .min();
             let got = p.rarity.rarest(has, &mut p.rng);
             if let Some(i) = got {
                 assert!(has.get(i) && p.rarity.is_candidate(i), "piece {i}");
             }
-            assert_eq!(got.map(|i| counts[i as usize]), rarest);
+            assert_eq!(got.map(|i| counts[i.as_usize()]), rarest);
         });
     }
 
@@ -1059,13 +1079,14 @@ mod rarity {
     fn availability_saturates_and_steps_back_from_the_top() {
         let g = Geometry::new(3 * 16_384, 16_384);
         let mut p = Picker::new(g, 1);
+        let one_piece = g.piece(1).unwrap();
         for _ in 0..=u16::MAX {
-            p.add_have(1);
+            p.add_have(one_piece);
         }
         let mut counts = vec![0, u32::from(u16::MAX), 0];
         p.check_rarity(&counts);
         let mut one = Bitfield::new(3);
-        one.set(1);
+        one.set(one_piece);
         p.remove_availability(&one);
         counts[1] -= 1;
         p.check_rarity(&counts);

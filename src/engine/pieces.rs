@@ -40,7 +40,13 @@ impl Engine {
 
     /// Appends up to `max` requests for this peer to `out`; with `only`,
     /// just from those pieces (BEP-6 allowed fast, while choked).
-    pub fn pick(&self, key: PeerKey, max: usize, only: Option<&[u32]>, out: &mut Vec<BlockRef>) {
+    pub fn pick(
+        &self,
+        key: PeerKey,
+        max: usize,
+        only: Option<&[PieceIndex]>,
+        out: &mut Vec<BlockRef>,
+    ) {
         let mut st = self.state();
         let st = &mut *st;
         let Some(entry) = st.peers.get(&key) else {
@@ -80,7 +86,7 @@ impl Engine {
     pub async fn on_block(
         self: &Arc<Self>,
         key: PeerKey,
-        piece: u32,
+        piece: PieceIndex,
         offset: u32,
         data: &[u8],
     ) -> bool {
@@ -120,9 +126,9 @@ impl Engine {
                 }
                 if !cancel.is_empty() {
                     let block = BlockRef {
-                        piece,
+                        piece: piece.get(),
                         offset,
-                        len: data.len() as u32,
+                        len: u32::try_from(data.len()).expect("the picker took it as a block"),
                     };
                     let st = self.state();
                     for k in cancel {
@@ -154,7 +160,7 @@ impl Engine {
         self.verifying.fetch_add(1, Ordering::SeqCst);
         // Not awaited: the peer goes on reading while the piece is hashed.
         tokio::task::spawn_blocking(move || {
-            let expected = engine.piece_hashes[c.piece as usize];
+            let expected = engine.piece_hashes[c.piece.as_usize()];
             let ok = <[u8; 20]>::from(Sha1::digest(&*c.data)) == expected;
             let written = if ok {
                 let offset = engine.geometry.piece_offset(c.piece);
@@ -248,7 +254,7 @@ impl Engine {
                     }
                 }
             }
-            tracing::debug!(piece = c.piece, "piece failed its hash check");
+            tracing::debug!(piece = c.piece.get(), "piece failed its hash check");
         }
     }
 
@@ -284,7 +290,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::bencode::write::Dict;
+    use crate::bencode::Dict;
     use crate::storage::MemStorage;
 
     const PIECE: usize = 16 * 1024;
@@ -340,7 +346,8 @@ mod tests {
         assert_eq!(picks.len(), 1);
         let b = picks[0];
         {
-            let store = engine.on_block(key, b.piece, b.offset, &data);
+            let piece = engine.geometry.piece(b.piece).unwrap();
+            let store = engine.on_block(key, piece, b.offset, &data);
             tokio::pin!(store);
             // No permit: the piece waits for the hasher; then its task is
             // cancelled.

@@ -20,7 +20,7 @@ const NANOS_PER_SEC: i128 = 1_000_000_000;
 /// A token bucket refilling at `rate` tokens (bytes) per second up to
 /// `burst`. Starts full.
 #[derive(Debug, Clone)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     rate: u64,
     /// Token-nanoseconds (tokens × 10⁹): refill is exact integer arithmetic,
     /// with no drift from rounding at small intervals. Negative is debt.
@@ -32,7 +32,7 @@ pub struct Bucket {
 impl Bucket {
     /// `rate` bytes per second (0 = unlimited) and at most `burst` bytes
     /// passed at once after idling.
-    pub fn new(rate: u64, burst: u64, now: Instant) -> Bucket {
+    pub(crate) fn new(rate: u64, burst: u64, now: Instant) -> Bucket {
         let cap = i128::from(burst) * NANOS_PER_SEC;
         Bucket {
             rate,
@@ -44,7 +44,7 @@ impl Bucket {
 
     /// Reserves `n` tokens. `None`: go ahead now; `Some(wait)`: go ahead
     /// after `wait` (the tokens are already taken; do not call again).
-    pub fn take(&mut self, n: u64, now: Instant) -> Option<Duration> {
+    pub(crate) fn take(&mut self, n: u64, now: Instant) -> Option<Duration> {
         if self.rate == 0 {
             return None;
         }
@@ -78,7 +78,7 @@ pub struct RateLimiter {
 }
 
 /// Burst for a rate: a quarter second of it, at least one block batch.
-pub fn default_burst(rate: u64) -> u64 {
+pub(crate) fn default_burst(rate: u64) -> u64 {
     (rate / 4).max(256 * 1024)
 }
 

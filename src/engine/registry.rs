@@ -81,6 +81,8 @@ impl Engine {
 
     /// Per-peer rates from the bytes moved since the last call, `secs`
     /// ago (the session samples once a second).
+    // Float to integer saturates, and a fraction of a byte is noise.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn sample_peers(&self, secs: f64) {
         if secs <= 0.0 {
             return;

@@ -37,7 +37,7 @@ use crate::wire::{self, Handshake, Message, MAX_FRAME};
 /// fetched is closed.
 const IDLE: Duration = Duration::from_secs(30);
 /// Connections during the metadata phase at most.
-pub const MAX_CONNS: usize = 30;
+pub(crate) const MAX_CONNS: usize = 30;
 /// Messages kept from one peer for the peer loop: a bitfield and a few
 /// `have`s are normal; a flood is not.
 const MAX_KEPT: usize = 10_000;
@@ -54,7 +54,7 @@ const MAX_FRAME_HERE: usize = {
 
 /// Progress for the "fetching metadata" line.
 #[derive(Debug, Default)]
-pub struct FetchStatus {
+pub(crate) struct FetchStatus {
     pub known: AtomicUsize,
     pub connected: AtomicUsize,
     /// Size of the dictionary being assembled (0: not known yet).
@@ -65,7 +65,7 @@ pub struct FetchStatus {
 type Key = metadata::PeerKey;
 
 /// One magnet's metadata phase, shared by its connections.
-pub struct MetadataPhase {
+pub(crate) struct MetadataPhase {
     info_hash: InfoHash,
     /// Dial and handshake settings, as the engine will have them.
     config: EngineConfig,
@@ -80,7 +80,7 @@ pub struct MetadataPhase {
 }
 
 /// A connection whose metadata phase is over, for the peer loop.
-pub struct Handover {
+pub(crate) struct Handover {
     pub engine: Arc<Engine>,
     pub link: Link,
     pub theirs: Handshake,
@@ -98,7 +98,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MetadataPhase {
-    pub fn new(
+    pub(crate) fn new(
         info_hash: InfoHash,
         config: EngineConfig,
         dht: bool,
@@ -117,20 +117,20 @@ impl MetadataPhase {
         })
     }
 
-    pub fn config(&self) -> &EngineConfig {
+    pub(crate) fn config(&self) -> &EngineConfig {
         &self.config
     }
 
-    pub fn status(&self) -> &FetchStatus {
+    pub(crate) fn status(&self) -> &FetchStatus {
         &self.status
     }
 
-    pub fn max_conns(&self) -> usize {
+    pub(crate) fn max_conns(&self) -> usize {
         self.config.max_peers.min(MAX_CONNS)
     }
 
     /// The verified info dictionary, once there is one.
-    pub async fn done(&self) -> Arc<Vec<u8>> {
+    pub(crate) async fn done(&self) -> Arc<Vec<u8>> {
         let mut rx = self.done.subscribe();
         loop {
             if let Some(info) = rx.borrow_and_update().clone() {
@@ -157,7 +157,11 @@ impl MetadataPhase {
     }
 
     /// Dials `addr` and handshakes.
-    pub async fn open(&self, addr: SocketAddr, plain_worked: bool) -> Result<Opened, PeerError> {
+    pub(crate) async fn open(
+        &self,
+        addr: SocketAddr,
+        plain_worked: bool,
+    ) -> Result<Opened, PeerError> {
         let c = &self.config;
         let opts = DialOpts {
             bind_ip: c.bind_ip,
@@ -172,7 +176,7 @@ impl MetadataPhase {
     /// the engine runs and hands it over. Ends early when the peer cannot
     /// help (no `ut_metadata`, a size out of bounds), lies, goes silent,
     /// or `cancel` fires.
-    pub async fn connection(
+    pub(crate) async fn connection(
         &self,
         opened: Opened,
         addr: SocketAddr,

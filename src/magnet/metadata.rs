@@ -110,7 +110,7 @@ impl Attempt {
     /// Bytes piece `piece` must have; `piece < self.pieces`.
     fn piece_len(&self, piece: u32) -> usize {
         let start = u64::from(piece) * PIECE as u64;
-        (self.size - start).min(PIECE as u64) as usize
+        usize::try_from((self.size - start).min(PIECE as u64)).expect("at most PIECE")
     }
 
     /// Frees the pieces `peer` was asked for, so others may take them now.
@@ -322,7 +322,7 @@ impl Fetch {
         }
         // Every byte has arrived: laying the whole out now allocates no
         // more than was received.
-        let mut info = Vec::with_capacity(a.received as usize);
+        let mut info = Vec::with_capacity(usize::try_from(a.received).expect("held in memory"));
         let mut from = Vec::new();
         for slot in a.slots.into_values() {
             if let Slot::Have { data, from: f } = slot {
@@ -405,7 +405,9 @@ mod tests {
 
     /// Any bytes do: the fetcher only hashes them.
     fn info(len: usize) -> (Vec<u8>, InfoHash) {
-        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| u8::try_from(i * 7 % 251).unwrap())
+            .collect();
         let hash = InfoHash(Sha1::digest(&bytes).into());
         (bytes, hash)
     }

@@ -1,6 +1,6 @@
 //! Magnet links: this module parses the URI (BEP-9, with BEP-53 `so` file
 //! selection); [`metadata`] assembles the info dictionary the link names
-//! from peers' `ut_metadata` pieces (sans-IO) and [`fetch`] is the
+//! from peers' `ut_metadata` pieces (sans-IO) and `fetch` is the
 //! metadata phase the swarm's connections run, before they go on to
 //! download.
 //!
@@ -41,7 +41,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-pub mod fetch;
+pub(crate) mod fetch;
 pub mod metadata;
 
 use crate::metainfo::Torrent;
@@ -365,7 +365,8 @@ fn base32_20(s: &[u8]) -> Option<[u8; 20]> {
         bits += 5;
         if bits >= 8 {
             bits -= 8;
-            out[n] = (acc >> bits) as u8;
+            // The low byte is the next one; the bits above were written.
+            out[n] = (acc >> bits).to_le_bytes()[0];
             n += 1;
         }
     }

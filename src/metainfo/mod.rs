@@ -13,7 +13,7 @@
 
 pub mod create;
 mod file_list;
-pub mod select;
+pub(crate) mod select;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -166,7 +166,12 @@ impl Torrent {
     }
 
     pub fn num_pieces(&self) -> u32 {
-        self.piece_hashes.len() as u32
+        u32::try_from(self.piece_hashes.len()).expect("at most MAX_PIECES")
+    }
+
+    /// Files are indexed by `u32` (selections, the RPC).
+    pub fn num_files(&self) -> u32 {
+        u32::try_from(self.files.len()).expect("a bounded .torrent lists fewer than 2^32")
     }
 
     /// Reads and parses a .torrent file, refusing oversized ones unread.
@@ -282,7 +287,10 @@ pub(crate) fn test_torrent(piece_length: u32, files: &[(&str, u64, FileKind)]) -
         info_hash: InfoHash([0; 20]),
         name: "t".into(),
         piece_length,
-        piece_hashes: vec![[0; 20]; offset.div_ceil(u64::from(piece_length)) as usize],
+        piece_hashes: vec![
+            [0; 20];
+            usize::try_from(offset.div_ceil(u64::from(piece_length))).unwrap()
+        ],
         files,
         total_length: offset,
         payload_length: offset,
@@ -376,10 +384,11 @@ fn build(raw: &RawMeta<'_>) -> Result<Torrent, Error> {
     if info.meta_version == Some(2) && info.dict.get("pieces").is_none() {
         return Err(Error::UnsupportedV2);
     }
-    let piece_length = match info.piece_length {
-        Some(n) if n > 0 && n <= MAX_PIECE_LEN => n as u32,
-        _ => return Err(Error::InvalidPieceLength),
-    };
+    let piece_length = info
+        .piece_length
+        .filter(|&n| n > 0 && n <= MAX_PIECE_LEN)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or(Error::InvalidPieceLength)?;
     let pieces = info.pieces.ok_or(Error::MissingPieces)?;
     let name_raw = info.name.ok_or(Error::MissingName)?;
     let mut name = sanitize_element(name_raw);

@@ -25,7 +25,7 @@ pub enum SelectError {
 }
 
 /// The selected files, one flag per entry of `torrent.files`.
-pub fn select_files(
+pub(crate) fn select_files(
     torrent: &Torrent,
     ranges: &[RangeInclusive<u32>],
 ) -> Result<Vec<bool>, SelectError> {
@@ -37,7 +37,7 @@ pub fn select_files(
     for r in ranges {
         // Checked before the loop: `4-4000000000` must not spin.
         if *r.end() as usize >= count {
-            let index = (*r.start()).max(count as u32);
+            let index = (*r.start()).max(u32::try_from(count).expect("below *r.end()"));
             return Err(SelectError::NoSuchFile { index, count });
         }
         for i in r.clone() {
@@ -48,8 +48,8 @@ pub fn select_files(
 }
 
 /// Pieces holding any byte of a selected file (pad files never count).
-pub fn wanted_pieces(torrent: &Torrent, selected: &[bool]) -> Bitfield {
-    let piece_len = u64::from(torrent.piece_length);
+pub(crate) fn wanted_pieces(torrent: &Torrent, selected: &[bool]) -> Bitfield {
+    let geo = torrent.geometry();
     let mut wanted = Bitfield::new(torrent.num_pieces());
     for (f, _) in torrent
         .files
@@ -57,17 +57,15 @@ pub fn wanted_pieces(torrent: &Torrent, selected: &[bool]) -> Bitfield {
         .zip(selected)
         .filter(|(f, &s)| s && f.kind == FileKind::Regular && f.length > 0)
     {
-        let first = f.offset / piece_len;
-        let last = (f.offset + f.length - 1) / piece_len;
-        for p in first..=last {
-            wanted.set(p as u32);
+        for p in geo.pieces_over(f.offset..f.offset + f.length) {
+            wanted.set(p);
         }
     }
     wanted
 }
 
 /// Bytes of the pieces in `pieces`.
-pub fn piece_bytes(torrent: &Torrent, pieces: &Bitfield) -> u64 {
+pub(crate) fn piece_bytes(torrent: &Torrent, pieces: &Bitfield) -> u64 {
     let geo = torrent.geometry();
     pieces
         .iter_ones()
@@ -77,8 +75,12 @@ pub fn piece_bytes(torrent: &Torrent, pieces: &Bitfield) -> u64 {
 
 /// Files to create: the selected ones (empty files and symlinks too) and
 /// every regular file a wanted piece is written across.
-pub fn files_to_create(torrent: &Torrent, selected: &[bool], wanted: &Bitfield) -> Vec<bool> {
-    let piece_len = u64::from(torrent.piece_length);
+pub(crate) fn files_to_create(
+    torrent: &Torrent,
+    selected: &[bool],
+    wanted: &Bitfield,
+) -> Vec<bool> {
+    let geo = torrent.geometry();
     torrent
         .files
         .iter()
@@ -93,9 +95,8 @@ pub fn files_to_create(torrent: &Torrent, selected: &[bool], wanted: &Bitfield) 
             if f.kind != FileKind::Regular || f.length == 0 {
                 return false;
             }
-            let first = f.offset / piece_len;
-            let last = (f.offset + f.length - 1) / piece_len;
-            (first..=last).any(|p| wanted.get(p as u32))
+            geo.pieces_over(f.offset..f.offset + f.length)
+                .any(|p| wanted.get(p))
         })
         .collect()
 }
@@ -103,6 +104,7 @@ pub fn files_to_create(torrent: &Torrent, selected: &[bool], wanted: &Bitfield) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::PieceIndex;
 
     /// Piece length 10; file `i` is `t/i`.
     fn torrent(files: &[(u64, FileKind)]) -> Torrent {
@@ -129,7 +131,7 @@ mod tests {
         let sel = select_files(&t, &[1..=2, 4..=4]).unwrap();
         let w = wanted_pieces(&t, &sel);
         assert_eq!(
-            w.iter_ones().collect::<Vec<_>>(),
+            w.iter_ones().map(PieceIndex::get).collect::<Vec<_>>(),
             vec![4],
             "pads and empty files want nothing"
         );
@@ -141,7 +143,10 @@ mod tests {
         );
         let sel = select_files(&t, &[0..=0]).unwrap();
         let w = wanted_pieces(&t, &sel);
-        assert_eq!(w.iter_ones().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            w.iter_ones().map(PieceIndex::get).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
         assert_eq!(piece_bytes(&t, &w), 20);
         assert_eq!(
             files_to_create(&t, &sel, &w),

@@ -401,7 +401,8 @@ impl Initiator {
         out.extend_from_slice(&[0u8; VC_LEN]);
         out.extend_from_slice(&self.provide.to_be_bytes());
         out.extend_from_slice(&0u16.to_be_bytes()); // no PadC
-        out.extend_from_slice(&(self.ia.len() as u16).to_be_bytes());
+        let ia_len = u16::try_from(self.ia.len()).expect("IA is a handshake, far below 64 KiB");
+        out.extend_from_slice(&ia_len.to_be_bytes());
         out.extend_from_slice(&self.ia);
         write.apply(&mut out[start..]);
         let mut marker = [0u8; VC_LEN];
@@ -507,8 +508,10 @@ mod tests {
         Cipher::with_key(&[1, 2, 3, 4, 5]).apply(&mut ks);
         assert_eq!(hex::encode(ks), "b2396305f03dc027ccc3524a0a1118a8");
 
-        let key: [u8; 20] = std::array::from_fn(|n| n as u8 * 7 + 3);
-        let data: Vec<u8> = (0..20_000u32).map(|n| (n * 31 % 251) as u8).collect();
+        let key: [u8; 20] = std::array::from_fn(|n| u8::try_from(n).unwrap() * 7 + 3);
+        let data: Vec<u8> = (0..20_000u32)
+            .map(|n| u8::try_from(n * 31 % 251).unwrap())
+            .collect();
         let mut want = data.clone();
         rc4::Rc4::<rc4::consts::U20>::new(&key.into()).apply_keystream(&mut want);
         for cut in [1, 3, 7, 8, 9, 64, 1000, 20_000] {
@@ -542,7 +545,7 @@ mod tests {
     fn keys(first: u8) -> KeyPair {
         let mut k = [0u8; 20];
         for (i, b) in k.iter_mut().enumerate() {
-            *b = first + i as u8;
+            *b = first + u8::try_from(i).unwrap();
         }
         KeyPair::from_private(k)
     }

@@ -40,7 +40,7 @@ const READ_CHUNK: usize = 256 * 1024;
 pub(crate) const OUR_REQQ: u32 = 500;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PeerError {
+pub(crate) enum PeerError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("timed out {0}")]
@@ -73,7 +73,7 @@ impl From<WireError> for PeerError {
 
 /// How a connection ended, for the swarm's retry policy.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The handshake completed.
     pub handshaked: bool,
     /// Useful block bytes this connection delivered.
@@ -82,7 +82,7 @@ pub struct Outcome {
 }
 
 /// Our BitTorrent handshake for `engine`'s torrent.
-pub fn our_handshake(engine: &Engine) -> Handshake {
+pub(crate) fn our_handshake(engine: &Engine) -> Handshake {
     let mut hs = Handshake::new(engine.info_hash, engine.config.peer_id);
     hs.set(wire::RESERVED_EXTENSION);
     hs.set(wire::RESERVED_FAST);
@@ -96,7 +96,7 @@ pub fn our_handshake(engine: &Engine) -> Handshake {
 /// Dials `addr` and handshakes as the torrent's encryption policy and
 /// what we know of the peer allow; `plain_worked`: plaintext succeeded
 /// where MSE failed before.
-pub async fn open(
+pub(crate) async fn open(
     engine: &Engine,
     addr: SocketAddr,
     plain_worked: bool,
@@ -112,7 +112,7 @@ pub async fn open(
 }
 
 /// The remote handshake names our torrent and is not our own.
-pub fn check_handshake(
+pub(crate) fn check_handshake(
     theirs: &Handshake,
     info_hash: &crate::types::InfoHash,
     peer_id: &crate::types::PeerId,
@@ -126,7 +126,7 @@ pub fn check_handshake(
     Ok(())
 }
 
-pub fn failed(e: PeerError) -> Outcome {
+pub(crate) fn failed(e: PeerError) -> Outcome {
     Outcome {
         handshaked: false,
         useful_bytes: 0,
@@ -139,7 +139,7 @@ pub fn failed(e: PeerError) -> Outcome {
 /// first. `earlier`: the connection comes from a magnet's metadata phase,
 /// which greeted the peer already and kept these messages from it.
 #[allow(clippy::too_many_arguments)]
-pub async fn run(
+pub(crate) async fn run(
     engine: Arc<Engine>,
     mut link: Link,
     addr: SocketAddr,
@@ -265,19 +265,24 @@ struct EngineView<'a> {
 }
 
 impl Torrent for EngineView<'_> {
-    fn has_piece(&self, piece: u32) -> bool {
+    fn has_piece(&self, piece: crate::types::PieceIndex) -> bool {
         self.engine.has_piece(piece)
     }
     fn on_bitfield(&mut self, has: Bitfield) -> bool {
         self.engine.on_bitfield(self.key, has)
     }
-    fn on_have(&mut self, piece: u32) -> bool {
+    fn on_have(&mut self, piece: crate::types::PieceIndex) -> bool {
         self.engine.on_have(self.key, piece)
     }
     fn is_interesting(&self) -> bool {
         self.engine.is_interesting(self.key)
     }
-    fn pick(&mut self, max: usize, only: Option<&[u32]>, out: &mut Vec<BlockRef>) {
+    fn pick(
+        &mut self,
+        max: usize,
+        only: Option<&[crate::types::PieceIndex]>,
+        out: &mut Vec<BlockRef>,
+    ) {
         self.engine.pick(self.key, max, only, out);
     }
     fn release(&mut self, block: BlockRef) {

@@ -14,7 +14,7 @@ use super::state::{PEX_EVERY, PEX_FIRST};
 use super::PeerError;
 use crate::engine::PeerCommand;
 use crate::extension::{self, pex_flags, ExtHandshake, MetadataMsg, PexMsg};
-use crate::types::{Bitfield, BlockRef, Geometry, InfoHash, BLOCK_LEN};
+use crate::types::{Bitfield, BlockRef, Geometry, InfoHash, PieceIndex, BLOCK_LEN};
 use crate::wire::Message;
 
 /// 64 pieces of 4 blocks.
@@ -23,6 +23,10 @@ const PIECE_LEN: u32 = 4 * BLOCK_LEN;
 
 fn geometry() -> Geometry {
     Geometry::new(u64::from(PIECES) * u64::from(PIECE_LEN), PIECE_LEN)
+}
+
+fn ix(raw: u32) -> PieceIndex {
+    geometry().piece(raw).unwrap()
 }
 
 fn settings() -> Settings {
@@ -73,32 +77,35 @@ struct Script {
 }
 
 impl Script {
-    fn has(&self, p: u32) -> bool {
+    fn has(&self, p: PieceIndex) -> bool {
         self.has.as_ref().is_some_and(|h| h.get(p))
     }
 }
 
 impl Torrent for Script {
-    fn has_piece(&self, piece: u32) -> bool {
-        self.ours.contains(&piece)
+    fn has_piece(&self, piece: PieceIndex) -> bool {
+        self.ours.contains(&piece.get())
     }
     fn on_bitfield(&mut self, has: Bitfield) -> bool {
         self.has = Some(has);
         self.is_interesting()
     }
-    fn on_have(&mut self, piece: u32) -> bool {
+    fn on_have(&mut self, piece: PieceIndex) -> bool {
         self.has
             .get_or_insert_with(|| Bitfield::new(PIECES))
             .set(piece);
-        !self.ours.contains(&piece)
+        !self.ours.contains(&piece.get())
     }
     fn is_interesting(&self) -> bool {
-        (0..PIECES).any(|p| self.has(p) && !self.ours.contains(&p))
+        geometry()
+            .pieces()
+            .any(|p| self.has(p) && !self.ours.contains(&p.get()))
     }
-    fn pick(&mut self, max: usize, only: Option<&[u32]>, out: &mut Vec<BlockRef>) {
+    fn pick(&mut self, max: usize, only: Option<&[PieceIndex]>, out: &mut Vec<BlockRef>) {
         let geo = geometry();
-        for p in 0..PIECES {
-            if !self.has(p) || self.ours.contains(&p) || only.is_some_and(|o| !o.contains(&p)) {
+        for p in geo.pieces() {
+            if !self.has(p) || self.ours.contains(&p.get()) || only.is_some_and(|o| !o.contains(&p))
+            {
                 continue;
             }
             for i in 0..geo.blocks_in_piece(p) {
@@ -322,7 +329,7 @@ fn request_timeout_releases_the_requests_and_drops_the_peer() {
 #[test]
 fn a_stored_block_restarts_the_request_timer() {
     let mut p = Peer::downloading(false);
-    let first = geometry().block(0, 0);
+    let first = geometry().block(ix(0), 0);
     assert!(matches!(
         p.msg(piece_msg(first), 20).unwrap(),
         Some(Action::Store { .. })
@@ -461,22 +468,25 @@ fn requests_too_long_outside_the_torrent_or_flooding_are_violations() {
 #[test]
 fn an_unrequested_block_is_wasted_and_a_requested_one_stored_once() {
     let mut p = Peer::downloading(false);
-    let stray = geometry().block(PIECES - 1, 0);
+    let stray = geometry().block(ix(PIECES - 1), 0);
     assert_eq!(p.msg(piece_msg(stray), 0).unwrap(), None);
     assert_eq!(p.t.wasted, u64::from(BLOCK_LEN));
-    let b = geometry().block(0, 1);
+    let b = geometry().block(ix(0), 1);
     assert!(
-        matches!(p.msg(piece_msg(b), 0).unwrap(), Some(Action::Store { piece: 0, offset, .. }) if offset == BLOCK_LEN)
+        matches!(p.msg(piece_msg(b), 0).unwrap(), Some(Action::Store { piece, offset, .. }) if piece == ix(0) && offset == BLOCK_LEN)
     );
     assert_eq!(p.core.pipeline().len(), 63);
     assert_eq!(p.msg(piece_msg(b), 0).unwrap(), None);
     assert_eq!(p.t.wasted, 2 * u64::from(BLOCK_LEN));
+    let past_the_end = BlockRef { piece: PIECES, ..b };
+    assert_eq!(p.msg(piece_msg(past_the_end), 0).unwrap(), None);
+    assert_eq!(p.t.wasted, 3 * u64::from(BLOCK_LEN));
 }
 
 #[test]
 fn a_reject_returns_the_block_to_the_picker() {
     let mut p = Peer::downloading(true);
-    let b = geometry().block(0, 2);
+    let b = geometry().block(ix(0), 2);
     p.ok(Message::Reject {
         piece: b.piece,
         offset: b.offset,
@@ -496,7 +506,7 @@ fn a_reject_returns_the_block_to_the_picker() {
 #[test]
 fn a_cancel_command_cancels_an_outstanding_request_only() {
     let mut p = Peer::downloading(false);
-    let b = geometry().block(0, 0);
+    let b = geometry().block(ix(0), 0);
     p.cmd(PeerCommand::Cancel(b)).unwrap();
     assert_eq!(
         p.sent(),
@@ -516,7 +526,7 @@ fn a_stale_cancel_command_also_unassigns_the_block() {
     // The block was reassigned to us after the engine sent the cancel: the
     // picker must not keep listing us for a request we just cancelled.
     let mut p = Peer::downloading(false);
-    let b = geometry().block(0, 0);
+    let b = geometry().block(ix(0), 0);
     assert!(p.t.assigned.contains(&b));
     p.cmd(PeerCommand::Cancel(b)).unwrap();
     assert!(!p.t.assigned.contains(&b));
@@ -563,13 +573,13 @@ fn requests_go_out_in_batches() {
     let mut p = Peer::downloading(false);
     let geo = geometry();
     for i in 0..3 {
-        let b = geo.block(0, i);
+        let b = geo.block(ix(0), i);
         p.msg(piece_msg(b), 0).unwrap();
     }
     p.core.fill(p.t0, &mut p.t);
     assert!(p.requests().is_empty(), "three free slots wait for more");
     for i in 0..8 {
-        let b = geo.block(1 + i / 4, i % 4);
+        let b = geo.block(ix(1 + i / 4), i % 4);
         p.msg(piece_msg(b), 0).unwrap();
     }
     p.core.fill(p.t0, &mut p.t);
@@ -659,7 +669,7 @@ fn unchoked_requests_are_read_in_batches_of_sixteen() {
     let geo = geometry();
     for piece in 0..5 {
         for i in 0..4 {
-            let b = geo.block(piece, i);
+            let b = geo.block(ix(piece), i);
             p.ok(Message::Request {
                 piece,
                 offset: b.offset,
@@ -669,7 +679,7 @@ fn unchoked_requests_are_read_in_batches_of_sixteen() {
     }
     let first = p.core.next_uploads().unwrap();
     assert_eq!(first.len(), 16);
-    assert_eq!(first[0], geo.block(0, 0));
+    assert_eq!(first[0], geo.block(ix(0), 0));
     assert_eq!(p.core.next_uploads(), None, "one read at a time");
     assert!(p.core.uploads_read(p.t0));
     assert_eq!(p.core.next_uploads().unwrap().len(), 4);
@@ -819,7 +829,7 @@ fn choke_and_unchoke_commands_are_sent_once_each() {
 fn the_greeting_is_ext_handshake_then_pieces_then_allowed_fast_then_port() {
     let mut p = Peer::new(true);
     let mut have = Bitfield::new(PIECES);
-    have.set(1);
+    have.set(ix(1));
     let payload = Bytes::from_static(b"d1:md11:ut_metadatai1eee");
     p.core.start(
         Greeting {
@@ -853,8 +863,8 @@ fn the_greeting_is_ext_handshake_then_pieces_then_allowed_fast_then_port() {
 fn after_a_metadata_phase_the_greeting_sends_haves_never_a_bitfield() {
     let mut p = Peer::new(true);
     let mut have = Bitfield::new(PIECES);
-    have.set(1);
-    have.set(3);
+    have.set(ix(1));
+    have.set(ix(3));
     let payload = Bytes::from_static(b"d1:md6:ut_pexi2eee");
     p.core.start(
         Greeting {
@@ -915,7 +925,7 @@ fn a_fast_peer_hears_have_all_or_have_none_and_a_plain_one_a_bitfield_or_nothing
 #[test]
 fn new_pieces_are_announced_with_have() {
     let mut p = Peer::new(false);
-    p.core.verified(vec![4, 9], p.t0);
+    p.core.verified(vec![ix(4), ix(9)], p.t0);
     assert_eq!(p.sent(), vec![Message::Have(4), Message::Have(9)]);
 }
 

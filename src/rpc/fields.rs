@@ -16,7 +16,7 @@ use crate::torrent::{Snapshot, Stage};
 use crate::types::Bitfield;
 
 /// Transmission's `tr_torrent_activity`.
-pub fn status_code(stage: Stage) -> i64 {
+pub(crate) fn status_code(stage: Stage) -> i64 {
     match stage {
         Stage::Paused | Stage::Done | Stage::Failed => 0,
         Stage::Loading => 1,
@@ -27,14 +27,14 @@ pub fn status_code(stage: Stage) -> i64 {
 }
 
 /// What every torrent of one request shares.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     daemon: &'a Daemon,
     queue: &'a [u64],
     now: u64,
 }
 
 impl<'a> Context<'a> {
-    pub fn new(daemon: &'a Daemon, queue: &'a [u64]) -> Context<'a> {
+    pub(crate) fn new(daemon: &'a Daemon, queue: &'a [u64]) -> Context<'a> {
         Context {
             daemon,
             queue,
@@ -44,7 +44,7 @@ impl<'a> Context<'a> {
 }
 
 /// One torrent's answer, computed as fields are asked for.
-pub struct Torrent<'a> {
+pub(crate) struct Torrent<'a> {
     ctx: &'a Context<'a>,
     e: &'a Entry,
     snap: Snapshot,
@@ -55,7 +55,7 @@ pub struct Torrent<'a> {
 }
 
 impl<'a> Torrent<'a> {
-    pub fn new(ctx: &'a Context<'a>, e: &'a Entry) -> Torrent<'a> {
+    pub(crate) fn new(ctx: &'a Context<'a>, e: &'a Entry) -> Torrent<'a> {
         Torrent {
             ctx,
             e,
@@ -176,7 +176,7 @@ impl<'a> Torrent<'a> {
 
     /// The value of one field; `None` for a name we do not know (left out,
     /// as Transmission does).
-    pub fn field(&mut self, name: &str) -> Option<Value> {
+    pub(crate) fn field(&mut self, name: &str) -> Option<Value> {
         self.progress_field(name)
             .or_else(|| self.sources_field(name))
             .or_else(|| self.metainfo_field(name))
@@ -350,9 +350,11 @@ impl<'a> Torrent<'a> {
                 json!(base64::engine::general_purpose::STANDARD.encode(b))
             }
             "availability" => {
-                let n = self.meta.as_ref().map_or(0, |t| t.num_pieces());
+                let geo = self.meta.as_ref().map(|t| t.geometry());
                 let have = self.pieces().cloned();
-                json!((0..n)
+                json!(geo
+                    .iter()
+                    .flat_map(|g| g.pieces())
                     .map(|p| if have.as_ref().is_some_and(|h| h.get(p)) {
                         -1
                     } else {
@@ -367,7 +369,7 @@ impl<'a> Torrent<'a> {
     /// The files and their selection.
     fn files_field(&mut self, name: &str) -> Option<Value> {
         let e = self.e;
-        let num_files = self.meta.as_ref().map_or(0, |t| t.files.len());
+        let num_files = self.meta.as_ref().map_or(0, |t| t.num_files());
         Some(match name {
             "file-count" => json!(num_files),
             "files" => {
@@ -389,23 +391,22 @@ impl<'a> Torrent<'a> {
             }
             "fileStats" => {
                 let done = self.file_done();
-                let stats: Vec<Value> = done
-                    .iter()
-                    .enumerate()
+                let stats: Vec<Value> = (0u32..)
+                    .zip(&done)
                     .map(|(i, d)| {
                         json!({
                             "bytesCompleted": d,
-                            "wanted": !e.record.unwanted.contains(&(i as u32)),
+                            "wanted": !e.record.unwanted.contains(&i),
                             "priority": 0,
                         })
                     })
                     .collect();
                 json!(stats)
             }
-            "wanted" => json!((0..num_files as u32)
+            "wanted" => json!((0..num_files)
                 .map(|i| i32::from(!e.record.unwanted.contains(&i)))
                 .collect::<Vec<_>>()),
-            "priorities" => json!(vec![0; num_files]),
+            "priorities" => json!(vec![0; num_files as usize]),
             _ => return None,
         })
     }
@@ -536,8 +537,7 @@ fn peer_json(p: &PeerInfo) -> Value {
 }
 
 /// Verified bytes in each file, from the verified pieces.
-pub fn bytes_per_file(t: &Meta, have: &Bitfield) -> Vec<u64> {
-    let plen = u64::from(t.piece_length);
+pub(crate) fn bytes_per_file(t: &Meta, have: &Bitfield) -> Vec<u64> {
     let geo = t.geometry();
     t.files
         .iter()
@@ -546,11 +546,11 @@ pub fn bytes_per_file(t: &Meta, have: &Bitfield) -> Vec<u64> {
                 return if f.kind == FileKind::Pad { f.length } else { 0 };
             }
             let (start, end) = (f.offset, f.offset + f.length);
-            let (first, last) = ((start / plen) as u32, ((end - 1) / plen) as u32);
-            (first..=last.min(geo.num_pieces.saturating_sub(1)))
+            // `have.get` is false past the last piece.
+            geo.pieces_over(start..end)
                 .filter(|&p| have.get(p))
                 .map(|p| {
-                    let ps = u64::from(p) * plen;
+                    let ps = geo.piece_offset(p);
                     let pe = ps + u64::from(geo.piece_size(p));
                     pe.min(end) - ps.max(start)
                 })

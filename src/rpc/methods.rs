@@ -18,14 +18,14 @@ use crate::mse::Encryption;
 use crate::types::InfoHash;
 use session::*;
 
-pub const RPC_VERSION: u32 = 16;
-pub const RPC_VERSION_MINIMUM: u32 = 14;
-pub const RPC_VERSION_SEMVER: &str = "5.2.0";
+pub(crate) const RPC_VERSION: u32 = 16;
+pub(crate) const RPC_VERSION_MINIMUM: u32 = 14;
+pub(crate) const RPC_VERSION_SEMVER: &str = "5.2.0";
 
 type Args = Map<String, Value>;
 
 /// Answers one request body with the response body.
-pub async fn handle(daemon: &Daemon, body: &[u8]) -> Vec<u8> {
+pub(crate) async fn handle(daemon: &Daemon, body: &[u8]) -> Vec<u8> {
     let req: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return reply(None, Err(format!("invalid JSON request: {e}"))),
@@ -146,7 +146,7 @@ async fn call(d: &Daemon, method: &str, a: &Args) -> Result<Args, String> {
 
 /// `ids` as Transmission allows it: absent (all), a number, a hash, a
 /// list of both, or `"recently-active"`.
-pub fn ids(a: &Args) -> Result<Ids, String> {
+pub(crate) fn ids(a: &Args) -> Result<Ids, String> {
     let one = |v: &Value| -> Result<IdOrHash, String> {
         match v {
             Value::Number(n) => n
@@ -182,6 +182,8 @@ fn opt_bool(a: &Args, key: &str) -> Result<Option<bool>, String> {
     }
 }
 
+// Float to integer saturates and drops the fraction, as wanted here.
+#[allow(clippy::cast_possible_truncation)]
 fn opt_u64(a: &Args, key: &str) -> Result<Option<u64>, String> {
     match a.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -419,11 +421,11 @@ async fn torrent_set(d: &Daemon, a: &Args) -> Result<Args, String> {
     let down = opt_u64(a, "downloadLimit")?;
     let down_on = opt_bool(a, "downloadLimited")?;
     let ratio = opt_f64(a, "seedRatioLimit")?;
-    let ratio_mode = opt_u64(a, "seedRatioMode")?;
+    let ratio_mode = opt_u64(a, "seedRatioMode")?
+        .map(|m| u8::try_from(m).ok().filter(|&m| m <= 2))
+        .map(|m| m.ok_or("seedRatioMode is 0, 1 or 2"))
+        .transpose()?;
     let labels = opt_labels(a)?;
-    if ratio_mode.is_some_and(|m| m > 2) {
-        return Err("seedRatioMode is 0, 1 or 2".into());
-    }
     for e in entries {
         if wanted.is_some() || unwanted.is_some() {
             d.set_wanted(&e, wanted.as_deref(), unwanted.as_deref())
@@ -453,7 +455,7 @@ async fn torrent_set(d: &Daemon, a: &Args) -> Result<Args, String> {
                     r.seed_ratio = x.max(0.0);
                 }
                 if let Some(m) = ratio_mode {
-                    r.seed_ratio_mode = m as u8;
+                    r.seed_ratio_mode = m;
                 }
                 if let Some(l) = labels {
                     r.labels = l;

@@ -8,8 +8,8 @@
 //! (409 with the id, the CSRF guard every Transmission client expects).
 //! Only then is a body read, and never more than [`MAX_BODY`] bytes.
 
-pub mod fields;
-pub mod methods;
+pub(crate) mod fields;
+pub(crate) mod methods;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,16 +30,16 @@ use tokio_util::sync::CancellationToken;
 use crate::daemon::Daemon;
 
 /// Largest request body: a 10 MB .torrent in base64 plus the JSON around it.
-pub const MAX_BODY: usize = 16 << 20;
+pub(crate) const MAX_BODY: usize = 16 << 20;
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 64;
 /// Bodies being read at once (bounds memory to a few times `MAX_BODY`).
 const MAX_BODIES: usize = 4;
 
-pub const SESSION_HEADER: &str = "x-transmission-session-id";
+pub(crate) const SESSION_HEADER: &str = "x-transmission-session-id";
 
 #[derive(Debug, Clone)]
-pub struct RpcConfig {
+pub(crate) struct RpcConfig {
     pub bind: SocketAddr,
     /// `user:password` for HTTP Basic auth.
     pub auth: Option<(String, String)>,
@@ -48,7 +48,7 @@ pub struct RpcConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RpcError {
+pub(crate) enum RpcError {
     #[error(
         "refusing to serve the RPC on {0} without --rpc-auth: anyone who can reach it could \
          add, remove and delete torrents (bind to 127.0.0.1, or set --rpc-auth USER:PASS)"
@@ -72,7 +72,7 @@ struct Server {
 }
 
 /// Binds the RPC listener; a non-loopback address needs auth.
-pub async fn bind(config: &RpcConfig) -> Result<TcpListener, RpcError> {
+pub(crate) async fn bind(config: &RpcConfig) -> Result<TcpListener, RpcError> {
     if !config.bind.ip().is_loopback() && config.auth.is_none() {
         return Err(RpcError::OpenWithoutAuth(config.bind));
     }
@@ -85,7 +85,7 @@ pub async fn bind(config: &RpcConfig) -> Result<TcpListener, RpcError> {
 }
 
 /// Serves until `cancel` fires.
-pub async fn serve(
+pub(crate) async fn serve(
     daemon: Daemon,
     config: RpcConfig,
     listener: TcpListener,

@@ -120,7 +120,7 @@ impl Actor {
                         .wanted
                         .clone()
                         .unwrap_or_else(|| Bitfield::full(t.num_pieces()));
-                    let done = wanted.iter_ones().filter(|&p| h.get(p)).count() as u32;
+                    let done = wanted.count_common(h);
                     if done == wanted.count() {
                         return Ok(self.report());
                     }

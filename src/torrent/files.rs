@@ -164,14 +164,13 @@ pub(super) fn unrelated_file(
     storage: &FileStorage,
     have: &Bitfield,
 ) -> Option<PathBuf> {
-    let plen = u64::from(t.piece_length);
-    let total = t.total_length;
+    let geo = t.geometry();
     storage
         .existing_files()
         .find(|(path, range)| {
-            let mut pieces = range.start / plen..=(range.end - 1) / plen;
-            !pieces.clone().any(|p| have.get(p as u32))
-                && pieces.any(|p| storage.was_on_disk(p * plen..((p + 1) * plen).min(total)))
+            let mut pieces = geo.pieces_over(range.clone());
+            !pieces.clone().any(|p| have.get(p))
+                && pieces.any(|p| storage.was_on_disk(geo.piece_span(p)))
                 && resume::has_data(path)
         })
         .map(|(path, _)| path.to_path_buf())

@@ -210,8 +210,8 @@ impl Status {
                 .as_ref()
                 .and_then(|a| a.seeders.zip(a.leechers)),
             metadata,
-            down_rate: rates.down.max(0.0) as u64,
-            up_rate: rates.up.max(0.0) as u64,
+            down_rate: whole(rates.down),
+            up_rate: whole(rates.up),
             error: lock(&self.error).clone(),
         }
     }
@@ -219,4 +219,11 @@ impl Status {
     pub fn check_report(&self) -> Option<CheckReport> {
         *lock(&self.check)
     }
+}
+
+/// Whole bytes per second: float to integer saturates, and a fraction of a
+/// byte is noise.
+#[allow(clippy::cast_possible_truncation)]
+fn whole(rate: f64) -> u64 {
+    rate.max(0.0) as u64
 }

@@ -10,7 +10,7 @@
 
 pub mod http;
 pub mod server;
-pub mod udp;
+pub(crate) mod udp;
 pub mod udp_wire;
 
 use std::net::SocketAddr;

@@ -20,7 +20,7 @@ const RECV_BUF: usize = 16 * 1024;
 
 /// Retransmission schedule: wait `base`, then 2·base, 4·base ...
 #[derive(Debug, Clone, Copy)]
-pub struct UdpConfig {
+pub(crate) struct UdpConfig {
     pub base: Duration,
     pub retries: u32,
 }
@@ -43,7 +43,7 @@ struct Conn {
 }
 
 /// The UDP trackers one announcer or scrape talks to.
-pub struct UdpClient {
+pub(crate) struct UdpClient {
     bind: Option<IpAddr>,
     cfg: UdpConfig,
     conns: HashMap<String, Conn>,
@@ -70,7 +70,7 @@ fn net(e: std::io::Error) -> TrackerError {
 }
 
 impl UdpClient {
-    pub fn new(bind: Option<IpAddr>, cfg: UdpConfig) -> UdpClient {
+    pub(crate) fn new(bind: Option<IpAddr>, cfg: UdpConfig) -> UdpClient {
         UdpClient {
             bind,
             cfg,
@@ -78,7 +78,7 @@ impl UdpClient {
         }
     }
 
-    pub async fn announce(
+    pub(crate) async fn announce(
         &mut self,
         url: &str,
         req: &AnnounceRequest,
@@ -113,7 +113,7 @@ impl UdpClient {
     }
 
     /// Stats in the order of `hashes` (at most 74 of them).
-    pub async fn scrape(
+    pub(crate) async fn scrape(
         &mut self,
         url: &str,
         hashes: &[InfoHash],

@@ -13,7 +13,8 @@ pub(super) fn hash_pieces(
     progress: &AtomicU64,
     cancel: &AtomicBool,
 ) -> Result<Vec<u8>, CreateError> {
-    let count = total.div_ceil(u64::from(piece_length)) as usize;
+    let count = usize::try_from(total.div_ceil(u64::from(piece_length)))
+        .expect("the caller checked it against MAX_PIECES");
     let threads = threads.clamp(1, count.max(1));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -33,7 +34,8 @@ pub(super) fn hash_pieces(
                 return Ok(out);
             }
             let start = i as u64 * u64::from(piece_length);
-            let len = (total - start).min(u64::from(piece_length)) as usize;
+            let len = usize::try_from((total - start).min(u64::from(piece_length)))
+                .expect("at most piece_length");
             if let Err(e) = reader.read_at(start, &mut buf[..len]) {
                 failed.store(true, Ordering::Relaxed);
                 return Err(e);
@@ -77,7 +79,9 @@ impl Reader<'_> {
                 .partition_point(|f| f.offset + f.length <= offset);
             let f = &self.files[i];
             let at = offset - f.offset;
-            let n = ((f.length - at) as usize).min(buf.len());
+            let n = usize::try_from(f.length - at)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
             let (now, rest) = buf.split_at_mut(n);
             let file = self.file(i)?;
             file.read_exact_at(now, at).map_err(|source| {

@@ -46,11 +46,14 @@ pub fn parse_piece_length(s: &str) -> Result<u32, CreateError> {
         "m" | "mb" | "mib" => 1024 * 1024,
         _ => return Err(bad()),
     };
-    let n = num.checked_mul(mult).ok_or_else(bad)?;
-    if !n.is_power_of_two() || n < u64::from(MIN_PIECE_LENGTH) || n > u64::from(MAX_PIECE_LENGTH) {
+    let n = num
+        .checked_mul(mult)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(bad)?;
+    if !n.is_power_of_two() || !(MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&n) {
         return Err(bad());
     }
-    Ok(n as u32)
+    Ok(n)
 }
 
 /// The `auto` rule: the smallest power of two from 16 KiB to 16 MiB giving

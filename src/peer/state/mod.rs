@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::PeerError;
 use crate::engine::PeerCommand;
-use crate::types::{Bitfield, BlockRef, Geometry, InfoHash};
+use crate::types::{Bitfield, BlockRef, Geometry, InfoHash, PieceIndex};
 use crate::wire::{self, Message};
 
 pub(crate) use pipeline::Pipeline;
@@ -45,16 +45,16 @@ const CHOKED_GRACE: Duration = Duration::from_secs(10);
 /// The torrent as one peer connection sees it: the engine in production,
 /// a script in the unit tests. Calls are short and never wait.
 pub(crate) trait Torrent {
-    fn has_piece(&self, piece: u32) -> bool;
+    fn has_piece(&self, piece: PieceIndex) -> bool;
     /// Records the peer's pieces; whether it has any we need.
     fn on_bitfield(&mut self, has: Bitfield) -> bool;
     /// Records a `have`; whether it is a piece we need.
-    fn on_have(&mut self, piece: u32) -> bool;
+    fn on_have(&mut self, piece: PieceIndex) -> bool;
     /// Whether the peer still has pieces we need.
     fn is_interesting(&self) -> bool;
     /// Assigns up to `max` blocks to the peer (with `only`, from those
     /// pieces), appended to `out`.
-    fn pick(&mut self, max: usize, only: Option<&[u32]>, out: &mut Vec<BlockRef>);
+    fn pick(&mut self, max: usize, only: Option<&[PieceIndex]>, out: &mut Vec<BlockRef>);
     /// Unassigns one block (rejected, cancelled, given up).
     fn release(&mut self, block: BlockRef);
     fn release_all(&mut self);
@@ -132,7 +132,7 @@ pub(crate) enum Action {
     /// A requested block arrived: rate-limit it, give it to the engine,
     /// then call [`PeerState::stored`].
     Store {
-        piece: u32,
+        piece: PieceIndex,
         offset: u32,
         data: Bytes,
     },
@@ -149,11 +149,11 @@ pub(crate) struct PeerState {
     am_interested: bool,
     pipeline: Pipeline,
     /// Pieces the peer lets us request while it chokes us.
-    allowed_in: Vec<u32>,
+    allowed_in: Vec<PieceIndex>,
     am_choking: bool,
     peer_interested: bool,
     /// Pieces we serve to the peer while choking it.
-    allowed_out: Vec<u32>,
+    allowed_out: Vec<PieceIndex>,
     /// Requests from the peer not yet served, oldest first.
     uploads: VecDeque<BlockRef>,
     /// Blocks handed out by [`PeerState::next_uploads`] are being read.
@@ -245,7 +245,7 @@ impl PeerState {
         }
         if continued {
             for p in have.iter_ones() {
-                self.send(Message::Have(p), now);
+                self.send(Message::Have(p.get()), now);
             }
         } else if fast && have.is_full() {
             self.send(Message::HaveAll, now);
@@ -261,9 +261,13 @@ impl PeerState {
             let geo = self.settings.geometry;
             let set =
                 wire::allowed_fast_set(ip, &self.settings.info_hash, geo.num_pieces, ALLOWED_FAST);
-            self.allowed_out = set.into_iter().filter(|&p| have.get(p)).collect();
+            self.allowed_out = set
+                .into_iter()
+                .filter_map(|p| geo.piece(p))
+                .filter(|&p| have.get(p))
+                .collect();
             for p in self.allowed_out.clone() {
-                self.send(Message::AllowedFast(p), now);
+                self.send(Message::AllowedFast(p.get()), now);
             }
         }
         if let (true, Some(port)) = (self.remote.dht, dht_port) {
@@ -277,9 +281,9 @@ impl PeerState {
     }
 
     /// Pieces the engine verified since the last call: `have`s to send.
-    pub(crate) fn verified(&mut self, pieces: Vec<u32>, now: Instant) {
+    pub(crate) fn verified(&mut self, pieces: Vec<PieceIndex>, now: Instant) {
         for p in pieces {
-            self.send(Message::Have(p), now);
+            self.send(Message::Have(p.get()), now);
         }
     }
 
@@ -325,11 +329,14 @@ impl PeerState {
                 offset,
                 data,
             } => {
-                if !self.pipeline.answered(piece, offset) {
+                // Only pieces of the torrent were requested.
+                let requested = self.settings.geometry.piece(piece);
+                let Some(piece) = requested.filter(|_| self.pipeline.answered(piece, offset))
+                else {
                     // Unrequested or cancelled: dropped, never stored.
                     t.wasted(data.len() as u64);
                     return Ok(None);
-                }
+                };
                 return Ok(Some(Action::Store {
                     piece,
                     offset,
@@ -366,14 +373,15 @@ impl PeerState {
         now: Instant,
         t: &mut impl Torrent,
     ) -> Result<(), PeerError> {
-        let num_pieces = self.settings.geometry.num_pieces;
+        let geo = self.settings.geometry;
+        let num_pieces = geo.num_pieces;
         match msg {
             Message::Have(p) => {
-                if p >= num_pieces {
+                let Some(p) = geo.piece(p) else {
                     return Err(PeerError::Protocol(format!(
                         "have for piece {p} out of range"
                     )));
-                }
+                };
                 if t.on_have(p) {
                     self.set_interested(true, now, t);
                 }
@@ -406,18 +414,19 @@ impl PeerState {
     /// BEP-6 `reject`, `allowed fast` and `suggest`.
     fn on_fast(&mut self, msg: Message, t: &mut impl Torrent) -> Result<(), PeerError> {
         self.need_fast(&msg)?;
-        let num_pieces = self.settings.geometry.num_pieces;
+        let geo = self.settings.geometry;
         match msg {
             Message::Reject { piece, offset, len } => {
                 // A reject for a block we cancelled since is expected.
                 self.pipeline.release(BlockRef { piece, offset, len }, t);
             }
-            Message::AllowedFast(p)
-                if p < num_pieces
-                    && self.allowed_in.len() < MAX_ALLOWED_IN
-                    && !self.allowed_in.contains(&p) =>
-            {
-                self.allowed_in.push(p);
+            Message::AllowedFast(p) => {
+                // Out of range or past our cap: ignored.
+                if let Some(p) = geo.piece(p) {
+                    if self.allowed_in.len() < MAX_ALLOWED_IN && !self.allowed_in.contains(&p) {
+                        self.allowed_in.push(p);
+                    }
+                }
             }
             // A hint only: the picker's order is kept.
             Message::Suggest(_) => {}

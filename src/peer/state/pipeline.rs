@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use tokio::time::Instant;
 
 use super::{Download, PeerState, Torrent};
-use crate::types::{BlockRef, BLOCK_LEN};
+use crate::types::{BlockRef, PieceIndex, BLOCK_LEN};
 use crate::wire::Message;
 
 pub(crate) const MIN_DEPTH: usize = 16;
@@ -118,12 +118,13 @@ impl PeerState {
     pub(super) fn give_up_choked(&mut self, t: &mut impl Torrent) {
         let geo = self.settings.geometry;
         let allowed = &self.allowed_in;
-        let stale: Vec<(u32, u32)> = self
+        // Only pieces of the torrent are requested, so `piece` finds each.
+        let stale: Vec<(PieceIndex, u32)> = self
             .pipeline
             .outstanding
             .iter()
+            .filter_map(|&(p, offset)| Some((geo.piece(p)?, offset)))
             .filter(|(p, _)| !allowed.contains(p))
-            .copied()
             .collect();
         for (piece, offset) in stale {
             self.pipeline

@@ -28,14 +28,14 @@ impl PeerState {
         if len == 0 || len > self.settings.max_request_len {
             return Err(PeerError::Protocol(format!("request for {len} bytes")));
         }
-        if !self.settings.geometry.contains(piece, offset, len) {
+        let block = BlockRef { piece, offset, len };
+        let Some(index) = self.settings.geometry.block_piece(&block) else {
             return Err(PeerError::Protocol(format!(
                 "request outside the torrent: piece {piece} offset {offset} length {len}"
             )));
-        }
-        let block = BlockRef { piece, offset, len };
-        let choked = self.am_choking && !self.allowed_out.contains(&piece);
-        if choked || !t.has_piece(piece) {
+        };
+        let choked = self.am_choking && !self.allowed_out.contains(&index);
+        if choked || !t.has_piece(index) {
             // Choked requests are void (BEP-3); unhad pieces are refused.
             // A fast peer is told so.
             if self.remote.fast {
@@ -73,7 +73,7 @@ impl PeerState {
         let (keep, void): (VecDeque<BlockRef>, VecDeque<BlockRef>) = self
             .uploads
             .drain(..)
-            .partition(|r| allowed.contains(&r.piece));
+            .partition(|r| allowed.iter().any(|p| p.get() == r.piece));
         self.uploads = keep;
         for r in &void {
             self.send(reject(r), now);

@@ -2,7 +2,7 @@
 //! one [`store::Store`], a sweeper that expires peers, an optional stats line.
 
 pub mod http;
-pub mod store;
+pub(crate) mod store;
 pub mod udp;
 
 use std::net::SocketAddr;

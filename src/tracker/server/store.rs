@@ -128,7 +128,7 @@ impl Swarm {
         ScrapeStats {
             seeders: self.seeders,
             completed: self.completed,
-            leechers: self.peers.len() as u32 - self.seeders,
+            leechers: u32::try_from(self.peers.len() - self.seeders as usize).unwrap_or(u32::MAX),
         }
     }
 
@@ -289,7 +289,7 @@ mod tests {
     fn ann(ih: u8, port: u16, left: u64, event: Option<Event>) -> PeerAnnounce {
         PeerAnnounce {
             info_hash: InfoHash([ih; 20]),
-            peer_id: PeerId([port as u8; 20]),
+            peer_id: PeerId([port.to_le_bytes()[0]; 20]),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             left,
             event,

@@ -119,7 +119,7 @@ fn answer_announce(
         };
         let mut peers = Vec::new();
         let mut store = store.lock().expect("tracker store lock");
-        let interval = store.config().interval.as_secs() as u32;
+        let interval = u32::try_from(store.config().interval.as_secs()).unwrap_or(u32::MAX);
         match store.announce(&a, Some(ip.is_ipv6()), now, &mut peers) {
             Ok(st) => {
                 drop(store);
@@ -221,7 +221,9 @@ impl Batch {
             };
             let h = &mut self.hdrs[i].msg_hdr;
             h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_namelen =
+                libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>())
+                    .expect("128 bytes");
             h.msg_iov = &mut self.iov[i];
             h.msg_iovlen = 1;
             h.msg_control = std::ptr::null_mut();
@@ -235,7 +237,7 @@ impl Batch {
             libc::recvmmsg(
                 fd,
                 self.hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                libc::c_uint::try_from(BATCH).expect("a small batch"),
                 libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
@@ -307,7 +309,7 @@ impl Batch {
                 libc::sendmmsg(
                     fd,
                     self.out_hdrs[sent..].as_mut_ptr(),
-                    (replies - sent) as libc::c_uint,
+                    libc::c_uint::try_from(replies - sent).expect("at most BATCH"),
                     0,
                 )
             };
@@ -369,7 +371,7 @@ mod tests {
     fn announce(port: u16, left: u64) -> AnnounceRequest {
         AnnounceRequest {
             info_hash: InfoHash([5; 20]),
-            peer_id: PeerId([port as u8; 20]),
+            peer_id: PeerId([port.to_le_bytes()[0]; 20]),
             port,
             uploaded: 0,
             downloaded: 0,
