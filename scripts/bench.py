@@ -77,13 +77,15 @@ import platform
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+from benchlib import BenchError, median, sha1_file  # noqa: E402
 
 SCRIPT = os.path.realpath(__file__)
 REPO = os.path.dirname(os.path.dirname(SCRIPT))
@@ -114,10 +116,6 @@ MiB = 1024 * 1024
 def log(msg):
     sys.stderr.write("bench: %s\n" % msg)
     sys.stderr.flush()
-
-
-class BenchError(Exception):
-    pass
 
 
 # ---------------------------------------------------------------- netns --
@@ -236,6 +234,7 @@ def descendants(root):
     return out
 
 
+# Not benchlib.Sampler: that one watches one process's RssAnon and nothing else.
 class Sampler(threading.Thread):
     """Samples RssAnon (sum over the process tree) and the output file's
     allocated bytes every `period` s; kills the process group when the
@@ -381,17 +380,6 @@ def bdecode_info_span(data):
     raise BenchError("torrent has no info dict")
 
 
-def sha1_file(path):
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(4 * MiB)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 def make_payload(path, size):
     h = hashlib.sha1()
     with open(path, "wb") as f:
@@ -515,11 +503,6 @@ def other_procs_cpu_s():
 def self_cpu_s():
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
-
-
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 
 # ----------------------------------------------------------------- bench --
