@@ -77,13 +77,14 @@ import platform
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+from benchlib import BenchError, make_workdir, median, sha1_file  # noqa: E402
 
 SCRIPT = os.path.realpath(__file__)
 REPO = os.path.dirname(os.path.dirname(SCRIPT))
@@ -114,10 +115,6 @@ MiB = 1024 * 1024
 def log(msg):
     sys.stderr.write("bench: %s\n" % msg)
     sys.stderr.flush()
-
-
-class BenchError(Exception):
-    pass
 
 
 # ---------------------------------------------------------------- netns --
@@ -236,6 +233,7 @@ def descendants(root):
     return out
 
 
+# Not benchlib.Sampler: that one watches one process's RssAnon and nothing else.
 class Sampler(threading.Thread):
     """Samples RssAnon (sum over the process tree) and the output file's
     allocated bytes every `period` s; kills the process group when the
@@ -381,17 +379,6 @@ def bdecode_info_span(data):
     raise BenchError("torrent has no info dict")
 
 
-def sha1_file(path):
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(4 * MiB)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 def make_payload(path, size):
     h = hashlib.sha1()
     with open(path, "wb") as f:
@@ -517,11 +504,6 @@ def self_cpu_s():
     return ru.ru_utime + ru.ru_stime
 
 
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
 # ----------------------------------------------------------------- bench --
 
 class Bench:
@@ -534,30 +516,14 @@ class Bench:
     # -- setup
     def setup(self):
         a = self.a
-        base = a.workdir or tempfile.gettempdir()
-        os.makedirs(base, exist_ok=True)
-        need = 2 * a.size + 256 * MiB
-        free = shutil.disk_usage(base).free
-        if free < need:
-            raise BenchError("%s has %.1f GiB free, the benchmark needs %.1f GiB"
-                             % (base, free / 2**30, need / 2**30))
-        self.tmp = tempfile.mkdtemp(prefix="xorrent-bench-", dir=base)
-        os.chmod(self.tmp, 0o755)
-        log("temp dir %s" % self.tmp)
-        self.logs = os.path.join(self.tmp, "logs")
-        os.makedirs(self.logs)
-
-        # Private copies, so a rebuild or edit during the benchmark changes nothing.
-        if not os.path.isfile(a.xorrent):
-            raise BenchError("no xorrent binary at %s (cargo build --release)" % a.xorrent)
-        self.xorrent = os.path.join(self.tmp, "xorrent")
-        shutil.copy2(a.xorrent, self.xorrent)
-        self.lt_peer = os.path.join(self.tmp, "lt_peer.py")
-        shutil.copy2(a.lt_peer, self.lt_peer)
+        others = {"lt_peer.py": a.lt_peer}
         if a.magnet:
             # beside lt_peer.py, which it imports
-            self.lt_magnet = os.path.join(self.tmp, "lt_magnet.py")
-            shutil.copy2(a.lt_magnet, self.lt_magnet)
+            others["lt_magnet.py"] = a.lt_magnet
+        self.tmp, self.logs, self.xorrent, copies = make_workdir(
+            "xorrent-bench-", 2 * a.size + 256 * MiB, a.workdir, a.xorrent, others)
+        self.lt_peer = copies["lt_peer.py"]
+        self.lt_magnet = copies.get("lt_magnet.py")
 
         name = "xorrent-bench-%dM.bin" % (a.size // MiB)
         self.seed_dir = os.path.join(self.tmp, "seed")

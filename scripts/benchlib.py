@@ -1,11 +1,11 @@
-"""Helpers shared by scale_bench.py, daemon_bench.py, webseed_bench.py and
-encryption_bench.py (import only).
+"""Helpers shared by bench.py, scale_bench.py, daemon_bench.py,
+webseed_bench.py and encryption_bench.py (import only).
 
-Everything here is plain stdlib: the loopback-only guard, a corpus of
-single-file torrents and one large random payload, /proc CPU and RSS
-sampling, the CPU other processes used meanwhile, process spawning and
-stopping, one timed and sampled run of a client, median/p95, a table of
-medians per client, the command-line options the client-vs-client
+Everything here is plain stdlib: the loopback-only guard, a benchmark's
+temp dir, a corpus of single-file torrents and one large random payload,
+/proc CPU and RSS sampling, the CPU other processes used meanwhile, process
+spawning and stopping, one timed and sampled run of a client, median/p95, a
+table of medians per client, the command-line options the client-vs-client
 benchmarks share, and a small Transmission RPC client (409 session-id
 handshake; optional keep-alive).
 """
@@ -15,10 +15,12 @@ import http.client
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -65,6 +67,42 @@ def exit_on_signals():
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
+
+
+def make_workdir(prefix, need, base, xorrent, others=None):
+    """A fresh temp dir `prefix`* under `base` ($TMPDIR when None), made only
+    when `need` bytes are free there, with a `logs` dir and private copies of
+    the xorrent binary and of `others` ({name in the dir: source}). Returns
+    (dir, logs dir, the xorrent copy, {name: copy})."""
+    base = base or tempfile.gettempdir()
+    os.makedirs(base, exist_ok=True)
+    free = shutil.disk_usage(base).free
+    if free < need:
+        raise BenchError("%s has %.1f GiB free, the benchmark needs %.1f GiB"
+                         % (base, free / 2**30, need / 2**30))
+    if not os.path.isfile(xorrent):
+        raise BenchError("no xorrent binary at %s (cargo build --release)" % xorrent)
+    others = others or {}
+    for name, src in others.items():
+        if not os.path.isfile(src):
+            raise BenchError("no %s at %s" % (name, src))
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=base)
+    try:
+        # Servers that drop root (lighttpd, opentracker) must read what is in it.
+        os.chmod(tmp, 0o755)
+        logs = os.path.join(tmp, "logs")
+        os.makedirs(logs)
+        log("temp dir %s" % tmp)
+        # Private copies: a rebuild during the benchmark changes nothing.
+        copies = {}
+        for name, src in [("xorrent", xorrent)] + list(others.items()):
+            copies[name] = os.path.join(tmp, name)
+            shutil.copy2(src, copies[name])
+    except BaseException:
+        # The caller learns of the dir only from our return value.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp, logs, copies.pop("xorrent"), copies
 
 
 # --------------------------------------------------------------- torrents --
@@ -574,7 +612,6 @@ def parse_client_args(p, clients):
 def run_bench(bench, keep):
     """Runs bench.main() and always cleans up: its processes are killed and
     its temp dir removed (unless keep). Returns the exit code."""
-    import shutil
     rc = 1
     try:
         rc = bench.main()

@@ -87,15 +87,14 @@ import platform
 import shutil
 import signal
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import benchlib  # noqa: E402
 from benchlib import (KiB, MiB, BenchError, Procs, Rpc, Sampler, descendants,  # noqa: E402
-                      exit_on_signals, foreign_cpu_s, git_commit, log, make_corpus, median, p95,
-                      proc_cpu_s, require_loopback, set_log_prefix, status_field, tr_settings,
-                      version)
+                      exit_on_signals, foreign_cpu_s, git_commit, log, make_corpus, make_workdir,
+                      median, p95, proc_cpu_s, require_loopback, set_log_prefix, status_field,
+                      tr_settings, version)
 
 set_log_prefix("daemon")
 
@@ -163,21 +162,9 @@ class Bench(Procs):
     # -- setup
     def setup(self):
         a = self.a
-        base = a.workdir or tempfile.gettempdir()
-        os.makedirs(base, exist_ok=True)
-        need = a.torrents * a.size_kib * KiB * 1.1 + 256 * MiB
-        if shutil.disk_usage(base).free < need:
-            raise BenchError("%s has too little free space (%.1f GiB needed)" % (base, need / 2**30))
-        self.tmp = tempfile.mkdtemp(prefix="xorrent-daemon-", dir=base)
-        os.chmod(self.tmp, 0o755)
-        self.logs = os.path.join(self.tmp, "logs")
-        os.makedirs(self.logs)
-        log("temp dir %s" % self.tmp)
-        if not os.path.isfile(a.xorrent):
-            raise BenchError("no xorrent binary at %s (cargo build --release)" % a.xorrent)
-        # A private copy, so a rebuild during the benchmark changes nothing.
-        self.xorrent = os.path.join(self.tmp, "xorrent")
-        shutil.copy2(a.xorrent, self.xorrent)
+        self.tmp, self.logs, self.xorrent, _ = make_workdir(
+            "xorrent-daemon-", a.torrents * a.size_kib * KiB * 1.1 + 256 * MiB, a.workdir,
+            a.xorrent)
         self.tr = shutil.which("transmission-daemon")
         if not self.tr:
             raise BenchError("transmission-daemon not found (apt-get install transmission-daemon)")

@@ -54,15 +54,14 @@ import platform
 import shutil
 import signal
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import benchlib  # noqa: E402
 from benchlib import (MiB, BenchError, Procs, add_client_args, bencode,  # noqa: E402
                       client_table, exit_on_signals, git_commit, has_word, log, make_payload,
-                      medians_by_client, parse_client_args, proc_cpu_s, require_loopback,
-                      run_measured, set_log_prefix, sha1_file, version)
+                      make_workdir, medians_by_client, parse_client_args, proc_cpu_s,
+                      require_loopback, run_measured, set_log_prefix, sha1_file, version)
 
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 WEB = ("127.0.0.2", 8080)
@@ -97,27 +96,15 @@ class Bench:
     # -- setup
     def setup(self):
         a = self.a
-        base = a.workdir or tempfile.gettempdir()
-        need = 2 * a.size + 256 * MiB
-        if shutil.disk_usage(base).free < need:
-            raise BenchError("%s has less than the %.1f GiB free this needs" % (base, need / 2**30))
-        self.tmp = tempfile.mkdtemp(prefix="xorrent-webseed-bench-", dir=base)
-        # lighttpd may drop root for www-data: it must be able to read www.
-        os.chmod(self.tmp, 0o755)
-        self.logs = os.path.join(self.tmp, "logs")
-        os.makedirs(self.logs)
-        log("temp dir %s" % self.tmp)
-        if not os.path.isfile(a.xorrent):
-            raise BenchError("no xorrent binary at %s (cargo build --release)" % a.xorrent)
-        # Private copies: a rebuild during the benchmark changes nothing.
-        self.xorrent = os.path.join(self.tmp, "xorrent")
-        shutil.copy2(a.xorrent, self.xorrent)
-        self.lt_peer = os.path.join(self.tmp, "lt_peer.py")
-        shutil.copy2(a.lt_peer, self.lt_peer)
+        self.tmp, self.logs, self.xorrent, copies = make_workdir(
+            "xorrent-webseed-bench-", 2 * a.size + 256 * MiB, a.workdir, a.xorrent,
+            {"lt_peer.py": a.lt_peer})
+        self.lt_peer = copies["lt_peer.py"]
 
         self.name = "webseed-bench-%dM.bin" % (a.size // MiB)
         self.www = os.path.join(self.tmp, "www")
         os.makedirs(self.www)
+        # lighttpd may drop root for www-data: it must be able to read www.
         os.chmod(self.www, 0o755)
         t = time.monotonic()
         path = os.path.join(self.www, self.name)
