@@ -128,7 +128,7 @@ def imports():
             if top in ("main", "lib"):
                 continue
             text = open(path, encoding="utf-8").read()
-            cut = text.find("#[cfg(test)]\nmod tests")
+            cut = text.find("#[cfg(test)]\nmod tests {")
             if cut >= 0:
                 text = text[:cut]
             code = "\n".join(l for l in text.split("\n") if not l.lstrip().startswith("//"))

@@ -387,6 +387,16 @@ impl PexMsg {
     }
 }
 
+/// Serving side of BEP-9: piece `piece` of our info dictionary, or `None`
+/// when it is out of range (answer with a reject).
+pub fn metadata_piece(info: &[u8], piece: u32) -> Option<&[u8]> {
+    let start = usize::try_from(piece).ok()?.checked_mul(METADATA_PIECE)?;
+    if start >= info.len() {
+        return None;
+    }
+    Some(&info[start..info.len().min(start + METADATA_PIECE)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,5 +694,23 @@ mod tests {
         assert_eq!(m.added.len(), PEX_MAX_DECODE);
         assert!(m.added.iter().all(|(a, _)| a.is_ipv4()));
         assert_eq!(m.dropped.len(), PEX_MAX_DECODE);
+    }
+
+    #[test]
+    fn serves_16_kib_slices_of_the_info_dictionary() {
+        let bytes: Vec<u8> = (0..2 * METADATA_PIECE + 7232)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
+        assert_eq!(metadata_piece(&bytes, 0), Some(&bytes[..METADATA_PIECE]));
+        assert_eq!(metadata_piece(&bytes, 2).map(<[u8]>::len), Some(7232));
+        assert_eq!(metadata_piece(&bytes, 3), None);
+        assert_eq!(metadata_piece(&bytes, u32::MAX), None);
+        assert_eq!(metadata_piece(&[], 0), None);
+        let exact = vec![0; METADATA_PIECE];
+        assert_eq!(
+            metadata_piece(&exact, 0).map(<[u8]>::len),
+            Some(METADATA_PIECE)
+        );
+        assert_eq!(metadata_piece(&exact, 1), None);
     }
 }

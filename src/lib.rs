@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! Dependencies point one way:
-//! `cli → rpc → daemon → session → torrent → {engine, swarm, peer, tracker, dht} → {wire, metainfo, storage} → {bencode, compact, types}`.
+//! `cli → rpc → daemon → session → torrent → {listener, config} → swarm → magnet → peer → {webseed, tracker, dht, resume} → engine → {transport, extension, storage} → {mse, metainfo, wire} → {bencode, compact, types}` (each may import what is to its right).
 //!
 //! - [`types`]: info-hash, peer id, bitfield, piece/block geometry.
 //! - [`bencode`]: a bounded decoder that keeps each value's raw bytes, and

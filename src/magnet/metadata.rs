@@ -387,16 +387,6 @@ impl Fetch {
     }
 }
 
-/// Serving side: piece `piece` of our info dictionary, or `None` when it is
-/// out of range (answer with a reject).
-pub fn piece_of(info: &[u8], piece: u32) -> Option<&[u8]> {
-    let start = usize::try_from(piece).ok()?.checked_mul(PIECE)?;
-    if start >= info.len() {
-        return None;
-    }
-    Some(&info[start..info.len().min(start + PIECE)])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,7 +403,7 @@ mod tests {
     }
 
     fn piece(info: &[u8], i: u32) -> &[u8] {
-        piece_of(info, i).unwrap()
+        crate::extension::metadata_piece(info, i).unwrap()
     }
 
     fn secs(s: u64) -> Duration {
@@ -720,18 +710,5 @@ mod tests {
         assert_eq!(f.next_request(2, t), Some(0));
         assert_eq!(f.next_request(2, t), Some(1));
         assert_eq!(f.on_data(1, 2, size, piece(&bytes, 2), t), IGNORED);
-    }
-
-    #[test]
-    fn serves_16_kib_slices_of_the_info_dictionary() {
-        let (bytes, _) = info(2 * PIECE + 7232);
-        assert_eq!(piece_of(&bytes, 0), Some(&bytes[..PIECE]));
-        assert_eq!(piece_of(&bytes, 2).map(<[u8]>::len), Some(7232));
-        assert_eq!(piece_of(&bytes, 3), None);
-        assert_eq!(piece_of(&bytes, u32::MAX), None);
-        assert_eq!(piece_of(&[], 0), None);
-        let exact = vec![0; PIECE];
-        assert_eq!(piece_of(&exact, 0).map(<[u8]>::len), Some(PIECE));
-        assert_eq!(piece_of(&exact, 1), None);
     }
 }

@@ -481,7 +481,7 @@ impl Conn {
     /// BEP-9: a piece of our info dictionary, through the upload limiter.
     async fn serve_metadata(&mut self, id: u8, piece: u32) -> Result<(), PeerError> {
         let info = self.engine.info_bytes.clone();
-        let reply = match crate::magnet::metadata::piece_of(&info, piece) {
+        let reply = match extension::metadata_piece(&info, piece) {
             Some(data) => {
                 self.engine.acquire_upload(data.len() as u64).await;
                 MetadataMsg::Data {
