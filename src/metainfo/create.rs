@@ -123,9 +123,11 @@ pub enum CreateError {
     #[error("interrupted while hashing")]
     Cancelled,
     #[error("cannot encode the torrent: {0}")]
-    Encode(String),
+    Encode(#[from] serde_bencode::Error),
     #[error("the new torrent does not load back: {0}")]
-    SelfCheck(String),
+    SelfCheck(#[source] crate::metainfo::Error),
+    #[error("the new torrent does not load back: the info-hash differs after loading")]
+    HashChanged,
 }
 
 /// What to put in the torrent besides the files.
@@ -481,7 +483,6 @@ impl Layout {
         piece_length: u32,
         pieces: &[u8],
     ) -> Result<Created, CreateError> {
-        let enc = |e: serde_bencode::Error| CreateError::Encode(e.to_string());
         let files = self.multi_file.then(|| {
             self.files
                 .iter()
@@ -500,7 +501,7 @@ impl Layout {
             private: opts.private.then_some(1),
             source: opts.source.as_deref(),
         };
-        let info_bytes = serde_bencode::to_bytes(&info).map_err(enc)?;
+        let info_bytes = serde_bencode::to_bytes(&info)?;
         let info_hash = InfoHash(Sha1::digest(&info_bytes).into());
         let urls = opts.trackers.iter().flatten().count();
         let meta = MetaOut {
@@ -512,15 +513,12 @@ impl Layout {
             info: &info,
             url_list: &opts.web_seeds,
         };
-        let bytes = serde_bencode::to_bytes(&meta).map_err(enc)?;
+        let bytes = serde_bencode::to_bytes(&meta)?;
         // The embedded info must be exactly the bytes we hashed, and the
         // file must load in our own parser.
-        let loaded =
-            Torrent::from_bytes(&bytes).map_err(|e| CreateError::SelfCheck(e.to_string()))?;
+        let loaded = Torrent::from_bytes(&bytes).map_err(CreateError::SelfCheck)?;
         if loaded.info_hash != info_hash || loaded.info_bytes != info_bytes {
-            return Err(CreateError::SelfCheck(
-                "the info-hash differs after loading".into(),
-            ));
+            return Err(CreateError::HashChanged);
         }
         Ok(Created {
             bytes,

@@ -63,12 +63,8 @@ pub(crate) enum PeerError {
     Closed,
     #[error(transparent)]
     Link(#[from] LinkError),
-}
-
-impl From<WireError> for PeerError {
-    fn from(e: WireError) -> Self {
-        PeerError::Protocol(e.to_string())
-    }
+    #[error("protocol violation: {0}")]
+    Wire(#[from] WireError),
 }
 
 /// How a connection ended, for the swarm's retry policy.

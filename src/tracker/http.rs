@@ -7,7 +7,7 @@ use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_bytes::ByteBuf;
 
-use super::{AnnounceRequest, AnnounceResponse, ScrapeStats, TrackerError};
+use super::{AnnounceRequest, AnnounceResponse, BadResponse, ScrapeStats, TrackerError};
 use crate::bencode::{self, Limits, Value};
 use crate::compact::{self, Family};
 use crate::mse::Encryption;
@@ -95,8 +95,7 @@ pub async fn scrape(
 
 /// Parses a scrape response, picking out `hashes` in order.
 pub fn parse_scrape(body: &[u8], hashes: &[InfoHash]) -> Result<Vec<ScrapeStats>, TrackerError> {
-    let (v, _) = bencode::decode_with(body, Limits::LENIENT_KEYS)
-        .map_err(|e| TrackerError::Malformed(e.to_string()))?;
+    let (v, _) = bencode::decode_with(body, Limits::LENIENT_KEYS).map_err(BadResponse::from)?;
     if let Some(f) = v.get("failure reason") {
         let msg = f.as_bytes().unwrap_or_default();
         return Err(TrackerError::Failure(
@@ -140,18 +139,18 @@ async fn get(
             .get(url)
             .send()
             .await
-            .map_err(|e| TrackerError::Http(e.without_url().to_string()))?;
+            .map_err(|e| TrackerError::Request(e.without_url()))?;
         let status = resp.status();
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| TrackerError::Http(e.without_url().to_string()))?
+            .map_err(|e| TrackerError::Request(e.without_url()))?
         {
             if body.len() + chunk.len() > MAX_RESPONSE {
-                return Err(TrackerError::Malformed(format!(
-                    "response larger than {MAX_RESPONSE} bytes"
-                )));
+                return Err(TrackerError::Malformed(
+                    format!("response larger than {MAX_RESPONSE} bytes").into(),
+                ));
             }
             body.extend_from_slice(&chunk);
         }
@@ -196,10 +195,8 @@ struct RawPeer {
 /// Parses an announce response body.
 pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
     // Our decoder bounds depth and size before serde sees the bytes.
-    bencode::decode_with(body, Limits::LENIENT_KEYS)
-        .map_err(|e| TrackerError::Malformed(e.to_string()))?;
-    let raw: RawResponse =
-        serde_bencode::from_bytes(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
+    bencode::decode_with(body, Limits::LENIENT_KEYS).map_err(BadResponse::from)?;
+    let raw: RawResponse = serde_bencode::from_bytes(body).map_err(BadResponse::from)?;
     if let Some(f) = raw.failure {
         return Err(TrackerError::Failure(
             String::from_utf8_lossy(&f).into_owned(),

@@ -81,14 +81,40 @@ pub enum TrackerError {
     Failure(String),
     #[error("HTTP error: {0}")]
     Http(String),
+    /// The request failed (URLs left out: they may hold a passkey).
+    #[error("HTTP error: {0}")]
+    Request(#[source] reqwest::Error),
     #[error("network error: {0}")]
-    Net(String),
+    Net(#[from] std::io::Error),
     #[error("malformed tracker response: {0}")]
-    Malformed(String),
+    Malformed(#[from] BadResponse),
     #[error("tracker did not answer in time")]
     Timeout,
     #[error("unsupported tracker URL: {0}")]
     Unsupported(String),
+}
+
+/// Why a tracker's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BadResponse {
+    #[error(transparent)]
+    Bencode(#[from] crate::bencode::Error),
+    #[error(transparent)]
+    Fields(#[from] serde_bencode::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<&str> for BadResponse {
+    fn from(s: &str) -> BadResponse {
+        BadResponse::Other(s.to_string())
+    }
+}
+
+impl From<String> for BadResponse {
+    fn from(s: String) -> BadResponse {
+        BadResponse::Other(s)
+    }
 }
 
 /// Transfer totals for the announce, read when it is sent.

@@ -65,10 +65,6 @@ fn authority(url: &str) -> Result<(String, u16), TrackerError> {
     Ok((host, port))
 }
 
-fn net(e: std::io::Error) -> TrackerError {
-    TrackerError::Net(e.to_string())
-}
-
 impl UdpClient {
     pub(crate) fn new(bind: Option<IpAddr>, cfg: UdpConfig) -> UdpClient {
         UdpClient {
@@ -141,21 +137,25 @@ impl UdpClient {
         let key = format!("{host}:{port}");
         if !self.conns.contains_key(&key) {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(net)?
+                .await?
                 .collect();
             let target = addrs
                 .into_iter()
                 .find(|a| self.bind.is_none_or(|b| b.is_ipv4() == a.is_ipv4()))
-                .ok_or_else(|| TrackerError::Net(format!("{host} has no usable address")))?;
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::AddrNotAvailable,
+                        format!("{host} has no usable address"),
+                    )
+                })?;
             let local = match (self.bind, target) {
                 (Some(ip), _) => SocketAddr::new(ip, 0),
                 (None, SocketAddr::V4(_)) => (Ipv4Addr::UNSPECIFIED, 0).into(),
                 (None, SocketAddr::V6(_)) => (Ipv6Addr::UNSPECIFIED, 0).into(),
             };
-            let sock = UdpSocket::bind(local).await.map_err(net)?;
+            let sock = UdpSocket::bind(local).await?;
             // Connected: an ICMP "port unreachable" fails the request at once.
-            sock.connect(target).await.map_err(net)?;
+            sock.connect(target).await?;
             if self.conns.len() >= MAX_TRACKERS {
                 self.conns.clear();
             }
@@ -192,7 +192,7 @@ impl UdpClient {
                 None => (udp_wire::connect_request(rand::random()).to_vec(), true),
             };
             let tid = u32::from_be_bytes(packet[12..16].try_into().expect("16-byte header"));
-            conn.sock.send(&packet).await.map_err(net)?;
+            conn.sock.send(&packet).await?;
             match tokio::time::timeout(wait, recv_reply(conn, tid, &mut buf)).await {
                 Ok(Ok(Reply::Connect { conn_id, .. })) if connecting => {
                     conn.id = Some((conn_id, Instant::now()));
@@ -234,7 +234,7 @@ impl UdpClient {
 /// earlier attempts, garbage) are skipped.
 async fn recv_reply(conn: &Conn, tid: u32, buf: &mut [u8]) -> Result<Reply, TrackerError> {
     loop {
-        let n = conn.sock.recv(buf).await.map_err(net)?;
+        let n = conn.sock.recv(buf).await?;
         match udp_wire::decode_reply(&buf[..n], conn.v6) {
             Ok(r) if r.tid() == tid => return Ok(r),
             Ok(_) => {}
