@@ -123,6 +123,7 @@ pub(crate) async fn run_magnet(
 }
 
 /// Whom the connections serve.
+#[derive(Clone)]
 enum Host {
     Engine(Arc<Engine>),
     /// A magnet before its engine runs.
@@ -328,10 +329,7 @@ impl Swarm {
             self.half_open.clone(),
             self.limits.clone(),
         );
-        let host = match &self.host {
-            Host::Engine(e) => Host::Engine(e.clone()),
-            Host::Metadata(m) => Host::Metadata(m.clone()),
-        };
+        let host = self.host.clone();
         let engine_rx = self.engine_rx.clone();
         half_open.fetch_add(1, Ordering::Relaxed);
         self.tasks.spawn(async move {

@@ -29,7 +29,7 @@ use super::metadata::{self, MetadataError, Progress};
 use crate::engine::{Engine, EngineConfig};
 use crate::extension::{self, ExtHandshake, MetadataMsg};
 use crate::peer::{self, PeerError};
-use crate::transport::{self, Dial, DialOpts, Link, Opened};
+use crate::transport::{Dial, Link, Opened};
 use crate::types::InfoHash;
 use crate::wire::{self, Handshake, Message, MAX_FRAME};
 
@@ -145,31 +145,16 @@ impl MetadataPhase {
         self.done.borrow().is_some()
     }
 
-    /// Our handshake: the bits the peer loop will rely on later are set now.
-    fn handshake(&self) -> Handshake {
-        let mut hs = Handshake::new(self.info_hash, self.config.peer_id);
-        hs.set(wire::RESERVED_EXTENSION);
-        hs.set(wire::RESERVED_FAST);
-        if self.dht {
-            hs.set(wire::RESERVED_DHT);
-        }
-        hs
-    }
-
     /// Dials `addr` and handshakes.
     pub(crate) async fn open(
         &self,
         addr: SocketAddr,
         plain_worked: bool,
     ) -> Result<Opened, PeerError> {
-        let c = &self.config;
-        let opts = DialOpts {
-            bind_ip: c.bind_ip,
-            connect_timeout: c.connect_timeout,
-            handshake_timeout: c.handshake_timeout,
-        };
-        let how = Dial::choose(c.encryption, plain_worked, false);
-        Ok(transport::open(&opts, addr, &self.handshake(), how).await?)
+        // The bits the peer loop relies on later are set now.
+        let ours = peer::handshake(self.info_hash, self.config.peer_id, self.dht);
+        let how = Dial::choose(self.config.encryption, plain_worked, false);
+        peer::dial(&self.config, addr, &ours, how).await
     }
 
     /// Fetches metadata over one opened connection, then keeps it until
@@ -229,10 +214,7 @@ impl MetadataPhase {
         // private (as libtorrent does): a client that did not see it in the
         // first extended handshake may never take it up. The peer loop
         // withdraws it for a private torrent and sends no PEX of its own.
-        let ours = ExtHandshake {
-            reqq: Some(peer::OUR_REQQ),
-            ..ExtHandshake::ours(true, self.config.listen_port, addr.ip())
-        };
+        let ours = peer::ext_handshake(&self.config, true, None, addr.ip());
         let mut first = BytesMut::new();
         Message::Extended {
             id: extension::HANDSHAKE,

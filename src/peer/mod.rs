@@ -15,7 +15,7 @@ pub(crate) mod state;
 mod tests;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,11 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 use self::state::{Action, Greeting, PeerState, Remote, Settings, Torrent};
 use crate::engine::picker::PeerKey;
-use crate::engine::{Engine, PeerCommand, Refusal};
+use crate::engine::{Engine, EngineConfig, PeerCommand, Refusal};
 use crate::extension::{self, ExtHandshake, MetadataMsg};
 use crate::mse::Encryption;
 use crate::transport::{self, Dial, DialOpts, Link, LinkError, Opened, ReadLink, WriteLink};
-use crate::types::{Bitfield, BlockRef, BLOCK_LEN};
+use crate::types::{Bitfield, BlockRef, InfoHash, PeerId, BLOCK_LEN};
 use crate::wire::{self, Handshake, Message, WireError, MAX_FRAME};
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -79,14 +79,38 @@ pub(crate) struct Outcome {
 
 /// Our BitTorrent handshake for `engine`'s torrent.
 pub(crate) fn our_handshake(engine: &Engine) -> Handshake {
-    let mut hs = Handshake::new(engine.info_hash, engine.config.peer_id);
+    handshake(
+        engine.info_hash,
+        engine.config.peer_id,
+        engine.dht.get().is_some(),
+    )
+}
+
+/// Our handshake: BEP-10 and BEP-6 always, BEP-5 when we run a DHT node.
+pub(crate) fn handshake(info_hash: InfoHash, peer_id: PeerId, dht: bool) -> Handshake {
+    let mut hs = Handshake::new(info_hash, peer_id);
     hs.set(wire::RESERVED_EXTENSION);
     hs.set(wire::RESERVED_FAST);
-    if engine.dht.get().is_some() {
-        // BEP-5: we run a DHT node.
+    if dht {
         hs.set(wire::RESERVED_DHT);
     }
     hs
+}
+
+/// Our extended handshake to a peer at `ip`; `metadata_size` once the
+/// info dictionary is known.
+pub(crate) fn ext_handshake(
+    c: &EngineConfig,
+    pex: bool,
+    metadata_size: Option<u64>,
+    ip: IpAddr,
+) -> ExtHandshake {
+    ExtHandshake {
+        reqq: Some(OUR_REQQ),
+        metadata_size,
+        encryption: c.encryption != Encryption::Disable,
+        ..ExtHandshake::ours(pex, c.listen_port, ip)
+    }
 }
 
 /// Dials `addr` and handshakes as the torrent's encryption policy and
@@ -97,14 +121,28 @@ pub(crate) async fn open(
     addr: SocketAddr,
     plain_worked: bool,
 ) -> Result<Opened, PeerError> {
-    let c = &engine.config;
-    let how = Dial::choose(c.encryption, plain_worked, engine.prefers_mse(addr));
+    let how = Dial::choose(
+        engine.config.encryption,
+        plain_worked,
+        engine.prefers_mse(addr),
+    );
+    dial(&engine.config, addr, &our_handshake(engine), how).await
+}
+
+/// Dials `addr` with the configured bind address and timeouts, and
+/// exchanges handshakes (`ours` first) as `how` says.
+pub(crate) async fn dial(
+    c: &EngineConfig,
+    addr: SocketAddr,
+    ours: &Handshake,
+    how: Dial,
+) -> Result<Opened, PeerError> {
     let opts = DialOpts {
         bind_ip: c.bind_ip,
         connect_timeout: c.connect_timeout,
         handshake_timeout: c.handshake_timeout,
     };
-    Ok(transport::open(&opts, addr, &our_handshake(engine), how).await?)
+    Ok(transport::open(&opts, addr, ours, how).await?)
 }
 
 /// The remote handshake names our torrent and is not our own.
@@ -342,16 +380,12 @@ impl Conn {
 
     fn greeting(&self, continued: bool) -> Greeting {
         let e = &self.engine;
-        let mut hs = ExtHandshake {
-            reqq: Some(OUR_REQQ),
-            metadata_size: Some(e.info_bytes.len() as u64),
-            encryption: e.config.encryption != Encryption::Disable,
-            ..ExtHandshake::ours(
-                !e.private,
-                e.config.listen_port,
-                self.state.remote().addr.ip(),
-            )
-        };
+        let mut hs = ext_handshake(
+            &e.config,
+            !e.private,
+            Some(e.info_bytes.len() as u64),
+            self.state.remote().addr.ip(),
+        );
         if continued && e.private {
             // The metadata phase offered PEX before it knew; id 0 withdraws it.
             hs.m.push((extension::UT_PEX.to_string(), 0));
